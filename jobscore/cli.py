@@ -1,0 +1,363 @@
+"""``jobscore``: one console script, one subcommand per process or task.
+
+Every setting is a flag and an environment variable (``--kafka-bootstrap`` / ``JOBSCORE_KAFKA_BOOTSTRAP``);
+flags win. SIGINT/SIGTERM stop a service cleanly (the batch in flight is published and committed); a
+second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import types
+import typing
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings, setup_logging
+
+log = logging.getLogger("jobscore")
+
+
+# --- settings ⇄ flags -----------------------------------------------------------------------------
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    group = parser.add_argument_group("settings (flag or environment variable)")
+    for name, f in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = f"JOBSCORE_{name.upper()}"
+        help_ = f"{f.description or ''} [env {env}; default {f.default!r}]".replace("%", "%%")
+        ann = f.annotation
+        if ann is bool:
+            group.add_argument(flag, dest=f"s_{name}", action=argparse.BooleanOptionalAction, default=None, help=help_)
+            continue
+        choices = None
+        args = typing.get_args(ann)
+        if typing.get_origin(ann) is typing.Literal:
+            choices = list(args)
+        elif isinstance(ann, types.UnionType) and all(a is type(None) or a is Path for a in args):
+            pass
+        group.add_argument(flag, dest=f"s_{name}", default=None, choices=choices, metavar=name.upper(), help=help_)
+
+
+def _settings(ns: argparse.Namespace, model: type[CommonSettings]) -> Any:
+    overrides = {k[2:]: v for k, v in vars(ns).items() if k.startswith("s_") and v is not None}
+    return model(**overrides)
+
+
+def _run(main: Callable[[asyncio.Event], Coroutine[Any, Any, int | None]]) -> int:
+    """Run a coroutine with SIGINT/SIGTERM → graceful stop; a second signal aborts."""
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set():
+                log.warning("second signal: aborting")
+                assert task is not None
+                task.cancel()
+                return
+            log.info("signal received: finishing the batch in flight, then stopping", extra={"signal": sig.name})
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return (await main(stop)) or 0
+        except asyncio.CancelledError:
+            return 130
+
+    return asyncio.run(runner())
+
+
+# --- subcommands ----------------------------------------------------------------------------------
+
+
+def cmd_summarizer(ns: argparse.Namespace) -> int:
+    from jobscore import metrics
+    from summarizer.service import run_summarizer
+
+    s: SummarizerSettings = _settings(ns, SummarizerSettings)
+    setup_logging(s.log_level, s.log_format)
+    metrics.serve(s.metrics_port)
+    return _run(lambda stop: run_summarizer(s, stop))
+
+
+def load_engine(s: WorkerSettings) -> Any:
+    from jobscore.tinymodel import build_tiny_model
+    from worker.engine import make_engine
+
+    model = s.model or build_tiny_model(s.cache_dir)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    return make_engine(
+        s.engine, model, dtype=s.dtype, max_model_len=s.max_model_len, enable_prefix_caching=s.enable_prefix_caching
+    )
+
+
+def cmd_worker(ns: argparse.Namespace) -> int:
+    from jobscore import metrics
+    from worker.loop import run_worker
+
+    s: WorkerSettings = _settings(ns, WorkerSettings)
+    setup_logging(s.log_level, s.log_format)
+    metrics.serve(s.metrics_port)
+    engine = load_engine(s)
+
+    async def main(stop: asyncio.Event) -> int:
+        await run_worker(s, engine, stop)
+        return 0
+
+    try:
+        return _run(main)
+    finally:
+        engine.close()
+
+
+def cmd_dev(ns: argparse.Namespace) -> int:
+    from jobscore.devstack import EmbeddedBroker, EmbeddedRedis
+
+    s: CommonSettings = _settings(ns, CommonSettings)
+    setup_logging(s.log_level, s.log_format)
+    port = int(ns.port)
+    broker = EmbeddedBroker(port=port).start()
+    rds = EmbeddedRedis(s.redis_url).start()
+    print(f"export JOBSCORE_KAFKA_BOOTSTRAP={broker.bootstrap}")
+    print(f"export JOBSCORE_REDIS_URL={rds.url}")
+    print("# embedded stack running; Ctrl-C stops it", flush=True)
+
+    async def main(stop: asyncio.Event) -> int:
+        await stop.wait()
+        return 0
+
+    try:
+        return _run(main)
+    finally:
+        rds.stop()
+        broker.stop()
+
+
+def cmd_topics(ns: argparse.Namespace) -> int:
+    from jobscore.kafka import ensure_topics
+
+    s: CommonSettings = _settings(ns, CommonSettings)
+    setup_logging(s.log_level, s.log_format)
+    return _run(lambda stop: ensure_topics(s))  # type: ignore[arg-type,return-value]
+
+
+def cmd_post(ns: argparse.Namespace) -> int:
+    import msgspec
+
+    from jobscore.client import publish_postings
+    from jobscore.corpus import postings
+    from jobscore.kafka import ensure_topics
+    from schemas import JobPosted
+
+    s: CommonSettings = _settings(ns, CommonSettings)
+    setup_logging(s.log_level, s.log_format)
+    if ns.generate:
+        items = postings(ns.generate, seed=ns.seed)
+    elif ns.file:
+        dec = msgspec.json.Decoder(JobPosted)
+        with open(ns.file, "rb") as fh:
+            items = []
+            for i, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        # JSONL rows may omit the schema tag: it is implied by the command.
+                        row = json.loads(line)
+                        row.setdefault("schema", "job_posted.v1")
+                        items.append(dec.decode(json.dumps(row)))
+                    except (ValueError, msgspec.ValidationError) as e:
+                        print(f"{ns.file}:{i}: {e}", file=sys.stderr)
+                        return 2
+    else:
+        print("give a JSONL file or --generate N", file=sys.stderr)
+        return 2
+
+    async def main(stop: asyncio.Event) -> int:
+        await ensure_topics(s)
+        n = await publish_postings(s, items)
+        print(f"posted {n} postings to {s.topic_postings}")
+        return 0
+
+    return _run(main)
+
+
+def cmd_request(ns: argparse.Namespace) -> int:
+    from jobscore.client import RankingWaiter, new_request, publish_requests
+    from jobscore.kafka import ensure_topics
+    from schemas import RANKINGS
+
+    s: CommonSettings = _settings(ns, CommonSettings)
+    setup_logging(s.log_level, s.log_format)
+    candidates = [c for part in ns.candidates for c in part.split(",") if c]
+    req = new_request(ns.query, candidates, top_k=ns.top_k, deadline_s=ns.deadline)
+
+    async def main(stop: asyncio.Event) -> int:
+        await ensure_topics(s)
+        async with RankingWaiter(s) as waiter:
+            await publish_requests(s, [req])
+            print(
+                f"published request {req.request_id} ({len(candidates)} candidates); waiting for its ranking",
+                file=sys.stderr,
+            )
+            ranking = await waiter.wait(req.request_id, ns.timeout)
+        sys.stdout.write(RANKINGS.encode(ranking).decode() + "\n")
+        return 0 if ranking.status == "ok" else 1
+
+    return _run(main)
+
+
+def cmd_tail(ns: argparse.Namespace) -> int:
+    from jobscore.client import tail
+    from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SchemaError
+
+    s: CommonSettings = _settings(ns, CommonSettings)
+    setup_logging(s.log_level, s.log_format)
+    spec = {"results": RANKINGS, "dead-letters": DEAD_LETTERS, "requests": SCORE_REQUESTS, "postings": POSTINGS}[
+        ns.topic
+    ]
+
+    async def main(stop: asyncio.Event) -> int:
+        async def pump() -> None:
+            async for rec, msg in tail(
+                s, spec, from_beginning=ns.from_beginning, limit=ns.limit, idle_exit_s=ns.idle_exit
+            ):
+                if isinstance(msg, SchemaError):
+                    print(json.dumps({"partition": rec.partition, "offset": rec.offset, "error": msg.reason}))
+                else:
+                    sys.stdout.write(spec.encode(msg).decode() + "\n")
+                sys.stdout.flush()
+
+        task = asyncio.create_task(pump())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (task, stopper):
+            t.cancel()
+        if task.done() and not task.cancelled() and task.exception():
+            raise task.exception()  # type: ignore[misc]
+        return 0
+
+    return _run(main)
+
+
+def cmd_build_tiny_model(ns: argparse.Namespace) -> int:
+    from jobscore.tinymodel import build_tiny_model
+
+    s: CommonSettings = _settings(ns, CommonSettings)
+    setup_logging(s.log_level, s.log_format)
+    print(build_tiny_model(s.cache_dir, force=ns.force))
+    return 0
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from jobscore.demo import demo
+
+    s: WorkerSettings = _settings(ns, WorkerSettings)
+    setup_logging(s.log_level, s.log_format)
+    explicit_broker = "s_kafka_bootstrap" in {k for k, v in vars(ns).items() if v is not None} or bool(
+        os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
+    )
+    return demo(
+        s, postings=ns.postings, requests=ns.requests, candidates=ns.candidates, use_given_broker=explicit_broker
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobscore",
+        description="Streaming batch scoring for semantic job search with small language models. "
+        "Postings are summarized once into Redis; workers score query–job pairs with an SLM in vLLM "
+        "(P(yes)) and publish rankings to Kafka.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every setting is also an environment variable JOBSCORE_<NAME>. Run `jobscore demo` to see the "
+        "whole path on an embedded broker, Redis and a tiny model.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help_: str, model: type[BaseModel]
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        _add_settings_flags(p, model)
+        return p
+
+    p = add(
+        "demo",
+        cmd_demo,
+        "Run the whole pipeline end to end on the embedded stack and a tiny model "
+        "(starts what is missing, cleans up after).",
+        WorkerSettings,
+    )
+    p.add_argument("--postings", type=int, default=200, help="Generated postings to publish.")
+    p.add_argument("--requests", type=int, default=20, help="Scoring requests to send.")
+    p.add_argument("--candidates", type=int, default=100, help="Candidates per request.")
+    add(
+        "summarizer",
+        cmd_summarizer,
+        "Run the summarizer service (postings topic → summaries in Redis).",
+        SummarizerSettings,
+    )
+    add("worker", cmd_worker, "Run a scoring worker (requests topic → rankings on the results topic).", WorkerSettings)
+    p = add(
+        "dev",
+        cmd_dev,
+        "Start the embedded broker (tansu) and Redis if none answers; print the env to use them; run until Ctrl-C.",
+        CommonSettings,
+    )
+    p.add_argument("--port", default=9092, help="Broker port.")
+    add("topics", cmd_topics, "Create the deployment's topics if missing.", CommonSettings)
+    p = add(
+        "post",
+        cmd_post,
+        "Publish job postings from a JSONL file (one JobPosted per line) or generated ones.",
+        CommonSettings,
+    )
+    p.add_argument("file", nargs="?", help="JSONL file of postings.")
+    p.add_argument("--generate", type=int, default=0, help="Publish N generated postings instead.")
+    p.add_argument("--seed", type=int, default=0)
+    p = add(
+        "request", cmd_request, "Publish one scoring request and print its ranking when it arrives.", CommonSettings
+    )
+    p.add_argument("query", help="Search query text.")
+    p.add_argument("candidates", nargs="+", help="Candidate job ids (space or comma separated).")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--deadline", type=float, default=None, help="Seconds from now after which to give up.")
+    p.add_argument("--timeout", type=float, default=120.0, help="Seconds to wait for the ranking.")
+    p = add("tail", cmd_tail, "Print messages of a topic as JSON lines (results by default).", CommonSettings)
+    p.add_argument("--topic", choices=["results", "dead-letters", "requests", "postings"], default="results")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--limit", type=int, default=None, help="Stop after N messages.")
+    p.add_argument("--idle-exit", type=float, default=None, help="Stop after this many idle seconds.")
+    p = add(
+        "build-tiny-model",
+        cmd_build_tiny_model,
+        "Build (or find) the tiny offline Qwen3 test model; print its directory.",
+        CommonSettings,
+    )
+    p.add_argument("--force", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        return int(ns.fn(ns))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""``jobscore demo``: the whole data path on the embedded stack, in one process, then clean up.
+
+postings → summarizer → Redis → requests → worker (vLLM, tiny model) → rankings → printed here.
+Topics and consumer groups are unique to the run, so a re-run (or a shared broker) starts clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import statistics
+import time
+import uuid
+
+from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
+from jobscore.corpus import postings as gen_postings
+from jobscore.corpus import queries as gen_queries
+from jobscore.devstack import dev_stack
+from jobscore.kafka import ensure_topics, make_producer, topic_name
+from jobscore.settings import SummarizerSettings, WorkerSettings
+from schemas import DEAD_LETTERS, SCORE_REQUESTS, DeadLetter, Ranking, ScoreRequest
+from summarizer.cache import SummaryCache
+from summarizer.service import Summarizer
+from worker.loop import Worker
+
+log = logging.getLogger(__name__)
+
+WAIT_SUMMARIES_S = 120.0
+WAIT_RANKINGS_S = 300.0
+
+
+def demo(settings: WorkerSettings, *, postings: int, requests: int, candidates: int, use_given_broker: bool) -> int:
+    from jobscore.cli import load_engine
+
+    run = uuid.uuid4().hex[:8]
+    with dev_stack(settings.kafka_bootstrap if use_given_broker else None, settings.redis_url) as (bootstrap, url):
+        common = {
+            "kafka_bootstrap": bootstrap,
+            "redis_url": url,
+            "topic_postings": f"jobscore-demo-{run}.postings",
+            "topic_requests": f"jobscore-demo-{run}.requests",
+            "topic_results": f"jobscore-demo-{run}.rankings",
+            "topic_dead_letters": f"jobscore-demo-{run}.dlq",
+        }
+        ws = settings.model_copy(update={**common, "group_id": f"jobscore-demo-{run}-worker"})
+        ss = SummarizerSettings(
+            **common, group_id=f"jobscore-demo-{run}-summarizer", summarizer_version=ws.summarizer_version
+        )
+        print(f"[demo] broker {bootstrap}, redis {url}; loading the scoring model ({ws.engine})...", flush=True)
+        engine = load_engine(ws)
+        try:
+            return asyncio.run(_run(ws, ss, engine, postings, requests, candidates))
+        finally:
+            engine.close()
+
+
+async def _run(
+    ws: WorkerSettings, ss: SummarizerSettings, engine: object, n_postings: int, n_requests: int, n_candidates: int
+) -> int:
+    await ensure_topics(ws)
+    summarizer = Summarizer(ss)
+    worker = Worker(ws, engine)  # type: ignore[arg-type]
+    await summarizer.start()
+    await worker.start()
+    tasks = [asyncio.create_task(summarizer.run()), asyncio.create_task(worker.run())]
+    cache = SummaryCache.from_url(ws.redis_url, ws.summarizer_version)
+    try:
+        # 1. postings → summaries
+        posted = gen_postings(n_postings, seed=7, prefix=f"demo-{ws.group_id[-15:-7]}")
+        t0 = time.perf_counter()
+        await publish_postings(ss, posted)
+        ids = [p.job_id for p in posted]
+        deadline = time.monotonic() + WAIT_SUMMARIES_S
+        while True:
+            recs = await cache.get_many(ids)
+            have = sum(r is not None for r in recs)
+            if have == len(ids):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {have}/{len(ids)} summaries after {WAIT_SUMMARIES_S:.0f}s")
+            await asyncio.sleep(0.1)  # polling Redis for progress; the summarizer runs concurrently
+        raw = statistics.mean(r.raw_tokens for r in recs if r)  # type: ignore[union-attr]
+        comp = statistics.mean(r.summary_tokens for r in recs if r)  # type: ignore[union-attr]
+        print(
+            f"[demo] {len(ids)} postings summarized in {time.perf_counter() - t0:.1f}s "
+            f"(~{raw:.0f} → ~{comp:.0f} tokens, {raw / comp:.1f}x shorter)",
+            flush=True,
+        )
+
+        # 2. requests → rankings (one asks for a job that was never posted; one message is garbage)
+        rng = random.Random(11)
+        titles = {p.job_id: f"{p.title} @ {p.company}, {p.location}" for p in posted}
+        reqs: list[ScoreRequest] = []
+        for i, q in enumerate(gen_queries(n_requests, seed=5)):
+            cands = rng.sample(ids, min(n_candidates, len(ids)))
+            if i == 0:
+                cands.append("job-never-posted")
+            reqs.append(new_request(q, cands, top_k=5, request_id=f"demo-req-{i:03d}"))
+        async with RankingWaiter(ws) as waiter:
+            t1 = time.perf_counter()
+            await publish_requests(ws, reqs)
+            producer = make_producer(ws)
+            await producer.start()
+            await producer.send_and_wait(topic_name(ws, SCORE_REQUESTS), b'{"schema": "score_request.v1", "query": ')
+            await producer.stop()
+            rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_RANKINGS_S)
+            wall = time.perf_counter() - t1
+        _print_rankings(reqs, rankings, titles)
+        dlq = [m async for _, m in tail(ws, DEAD_LETTERS, from_beginning=True, limit=1, idle_exit_s=10)]
+        for m in dlq:
+            if isinstance(m, DeadLetter):
+                print(f"[demo] dead letter: offset {m.offset} ({m.error_type}): {m.reason[:100]}")
+        scored = sum(len(r.results) for r in rankings.values())
+        scored = sum(r.candidates_total - len(r.errors) for r in rankings.values())
+        lat = sorted(r.timings.total_ms for r in rankings.values())
+        p50 = lat[len(lat) // 2]
+        p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
+        ok = all(r.status == "ok" for r in rankings.values()) and len(dlq) == 1
+        print(
+            f"[demo] requests={len(rankings)} candidates_scored={scored} items_per_s={scored / wall:.1f} "
+            f"p50_ms={p50:.0f} p95_ms={p95:.0f} dead_letters={len(dlq)} result={'OK' if ok else 'FAILED'}"
+        )
+        return 0 if ok else 1
+    finally:
+        summarizer.stop()
+        worker.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await worker.close()
+        await summarizer.close()
+        await cache.close()
+
+
+def _print_rankings(reqs: list[ScoreRequest], rankings: dict[str, Ranking], titles: dict[str, str]) -> None:
+    for req in reqs[:5]:
+        r = rankings[req.request_id]
+        first_error = f" ({r.errors[0].job_id}: {r.errors[0].reason})" if r.errors else ""
+        print(
+            f"[demo] {req.request_id} {req.query!r}: {r.candidates_total} candidates, "
+            f"{len(r.errors)} not scored{first_error}"
+        )
+        for s in r.results[:3]:
+            print(f"         {s.score:.3f}  {s.job_id}  {titles.get(s.job_id, '?')}")
+    if len(reqs) > 5:
+        print(f"[demo] ... and {len(reqs) - 5} more rankings")

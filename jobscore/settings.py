@@ -1,0 +1,118 @@
+"""Typed settings, one frozen object per process. Every field reads ``JOBSCORE_<NAME>`` from the
+environment; command-line flags override it. Docstrings state the trade-off a deployment is making.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOBSCORE_", frozen=True, extra="forbid")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding the summary cache.")
+    topic_postings: str = Field("jobscore.postings", description="Job postings (JobPosted) topic.")
+    topic_requests: str = Field("jobscore.requests", description="Scoring requests (ScoreRequest) topic.")
+    topic_results: str = Field("jobscore.rankings", description="Rankings (Ranking) topic.")
+    topic_dead_letters: str = Field("jobscore.dead-letters", description="Dead letters (DeadLetter) topic.")
+    topic_partitions: int = Field(4, ge=1, description="Partitions when this tool creates a topic.")
+    enable_idempotence: bool = Field(
+        False,
+        description="Idempotent producer. Turn on with real Kafka; the embedded tansu broker rejects it. "
+        "Rankings are keyed and idempotent by request id either way.",
+    )
+    client_id: str = Field("jobscore", description="Kafka client id prefix.")
+    log_level: str = Field("INFO", description="Log level.")
+    log_format: Literal["json", "text"] = Field("text", description="json for collectors, text for people.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
+    cache_dir: Path = Field(Path.home() / ".cache" / "jobscore", description="Models built here live here.")
+
+    def non_defaults(self) -> dict[str, Any]:
+        """Settings that differ from their defaults, for the start-up log line (secrets redacted)."""
+        out = {}
+        for name, f in type(self).model_fields.items():
+            v = getattr(self, name)
+            if v != f.default:
+                out[name] = "***" if "password" in str(v) or ("@" in str(v) and "://" in str(v)) else v
+        return out
+
+
+class SummarizerSettings(CommonSettings):
+    group_id: str = Field("jobscore-summarizer", description="Consumer group of the summarizer.")
+    summarizer_version: str = Field(
+        "extractive-v1",
+        description="Version written into cache keys. Bump it when the summarizer changes so workers "
+        "configured for the new version never read summaries of the old one.",
+    )
+    summary_budget_tokens: int = Field(128, ge=16, le=4096, description="Token budget of a summary.")
+    summary_ttl_s: int = Field(
+        60 * 60 * 24 * 60, ge=0, description="Summary TTL in Redis (0 = keep forever). Default 60 days."
+    )
+    max_records: int = Field(256, ge=1, description="Postings fetched per poll (one Redis pipeline).")
+
+
+class WorkerSettings(CommonSettings):
+    group_id: str = Field("jobscore-worker", description="Consumer group of the scoring workers.")
+    model: Path | None = Field(None, description="HF model directory; default: the tiny test model.")
+    engine: Literal["vllm", "hf"] = Field("vllm", description="vllm (production) or hf (naive baseline).")
+    dtype: str = Field("auto", description="Engine dtype: auto, float32, bfloat16, float16.")
+    max_model_len: int = Field(2048, ge=64, description="Longest prompt in tokens the engine accepts.")
+    enable_prefix_caching: bool = Field(True, description="Reuse the shared query prefix's KV cache.")
+    summarizer_version: str = Field("extractive-v1", description="Which summaries (cache version) to read.")
+    max_candidates: int = Field(1000, ge=1, le=10_000, description="Largest request accepted.")
+    max_summary_chars: int = Field(
+        4000, ge=64, description="Longer cached summaries are reported as 'oversized', not scored."
+    )
+    max_records: int = Field(64, ge=1, description="Requests fetched per poll.")
+    poll_timeout_ms: int = Field(200, ge=1, description="How long a poll waits for the first record.")
+    instruction: str | None = Field(None, description="Override the task instruction in the prompt.")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _empty_model_is_none(cls, v: object) -> object:
+        return None if v in ("", None) else v
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Structured logs: one JSON object per line (``fmt='json'``), or key=value text for people."""
+    import json
+    import time
+
+    reserved = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+    class Formatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            extra = {k: v for k, v in record.__dict__.items() if k not in reserved}
+            if fmt == "json":
+                doc = {
+                    "ts": round(record.created, 3),
+                    "level": record.levelname.lower(),
+                    "logger": record.name,
+                    "msg": record.getMessage(),
+                    **extra,
+                }
+                if record.exc_info:
+                    doc["exc"] = self.formatException(record.exc_info)
+                return json.dumps(doc, default=str)
+            ts = time.strftime("%H:%M:%S", time.localtime(record.created))
+            kv = " ".join(f"{k}={v}" for k, v in extra.items())
+            line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f" {kv}" if kv else "")
+            if record.exc_info:
+                line += "\n" + self.formatException(record.exc_info)
+            return line
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(Formatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiokafka", "kafka", "vllm", "transformers", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

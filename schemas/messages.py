@@ -1,0 +1,132 @@
+"""Wire messages for every topic, as versioned msgspec Structs.
+
+Every message carries a ``schema`` tag naming its type and version (``"score_request.v1"``). A
+topic's decoder accepts the union of the versions it knows; a tag it does not know is rejected with a
+clear reason instead of being guessed at. Evolution follows msgspec's rules: new fields get defaults,
+existing fields are never retyped, and a breaking change is a new tagged version (``.v2``) that
+decoders accept side by side with ``.v1`` during a rolling deploy.
+
+Wire structs stay lenient about unknown fields (older consumers must read newer producers' messages);
+size limits are explicit so one oversized message cannot exhaust a worker.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+# Hard wire limits. Deployments may tighten the candidate cap (worker setting `max_candidates`,
+# default 1000); these bounds are what any decoder accepts at all.
+MAX_ID_CHARS = 128
+MAX_QUERY_CHARS = 2_000
+MAX_TITLE_CHARS = 512
+MAX_DESCRIPTION_CHARS = 100_000
+MAX_CANDIDATES_WIRE = 10_000
+MAX_TOP_K = MAX_CANDIDATES_WIRE
+MAX_REASON_CHARS = 2_000
+
+Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\s]+$")]
+Topic = Annotated[str, Meta(min_length=1, max_length=249)]
+Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+Millis = Annotated[float, Meta(ge=0.0)]
+EpochSeconds = Annotated[float, Meta(ge=0.0)]
+
+
+class Message(Struct, tag_field="schema", frozen=True, kw_only=True, omit_defaults=True):
+    """Base of every wire message: the ``schema`` field is the type+version tag."""
+
+
+# --- postings topic -------------------------------------------------------------------------------
+
+
+class JobPosted(Message, tag="job_posted.v1"):
+    """A job posting was created or updated (or, with ``deleted``, withdrawn: a tombstone)."""
+
+    job_id: Id
+    title: Annotated[str, Meta(max_length=MAX_TITLE_CHARS)] = ""
+    company: Annotated[str, Meta(max_length=MAX_TITLE_CHARS)] = ""
+    location: Annotated[str, Meta(max_length=MAX_TITLE_CHARS)] = ""
+    description: Annotated[str, Meta(max_length=MAX_DESCRIPTION_CHARS)] = ""
+    posted_at: EpochSeconds = 0.0
+    deleted: bool = False
+
+
+# --- scoring requests topic -----------------------------------------------------------------------
+
+
+class ScoreRequest(Message, tag="score_request.v1"):
+    """Score ``candidates`` (job ids) against ``query``; answer with a `Ranking` of the best ``top_k``."""
+
+    request_id: Id
+    query: Annotated[str, Meta(min_length=1, max_length=MAX_QUERY_CHARS)]
+    candidates: Annotated[list[Id], Meta(min_length=1, max_length=MAX_CANDIDATES_WIRE)]
+    top_k: Annotated[int, Meta(ge=1, le=MAX_TOP_K)] = 10
+    # Absolute deadline (unix seconds). Past it the request is answered with status "timeout".
+    deadline: EpochSeconds | None = None
+    # Where to publish the ranking; default is the deployment's results topic.
+    reply_topic: Topic | None = None
+    created_at: EpochSeconds = 0.0
+
+
+# --- results topic --------------------------------------------------------------------------------
+
+
+class ScoredJob(Struct, frozen=True, array_like=True):
+    """One ranked candidate: ``[job_id, score]`` on the wire (compact for 1000-candidate rankings)."""
+
+    job_id: str
+    score: Probability
+
+
+class CandidateError(Struct, frozen=True, kw_only=True):
+    job_id: str
+    reason: Literal["missing_summary", "invalid_summary", "oversized", "engine_error"]
+    detail: str = ""
+
+
+class Timings(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Milliseconds spent per stage of the worker's data path for this request."""
+
+    queue_ms: Millis = 0.0
+    fetch_ms: Millis = 0.0
+    score_ms: Millis = 0.0
+    total_ms: Millis = 0.0
+
+
+class Ranking(Message, tag="ranking.v1"):
+    """The answer to a `ScoreRequest`, keyed by ``request_id``.
+
+    Delivery is at-least-once: a consumer may see the same ``request_id`` twice (after a worker crash
+    or rebalance) and must deduplicate by it; duplicates carry the same ranking.
+    """
+
+    request_id: Id
+    status: Literal["ok", "timeout", "rejected"] = "ok"
+    results: list[ScoredJob] = msgspec.field(default_factory=list)
+    errors: list[CandidateError] = msgspec.field(default_factory=list)
+    candidates_total: int = 0
+    model_id: str = ""
+    model_revision: str = ""
+    summarizer_version: str = ""
+    timings: Timings = msgspec.field(default_factory=Timings)
+    detail: str = ""
+    produced_at: EpochSeconds = 0.0
+
+
+# --- dead letters ---------------------------------------------------------------------------------
+
+
+class DeadLetter(Message, tag="dead_letter.v1"):
+    """A message a stage could not process, with the reason; the original bytes are kept verbatim."""
+
+    stage: Literal["summarizer", "worker"]
+    reason: Annotated[str, Meta(max_length=MAX_REASON_CHARS)]
+    error_type: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    original: bytes = b""
+    failed_at: EpochSeconds = 0.0

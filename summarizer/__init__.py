@@ -1,0 +1,1 @@
+"""Summarizer service: compress job descriptions once, when posted, into the Redis summary cache."""

@@ -1,0 +1,256 @@
+"""Extractive summarization: keep the sentences that say what the job is, under a token budget.
+
+The output is a fixed template the scorer reads — structured fields first (title, company, location,
+seniority, skills), then the selected sentences in their original order:
+
+    Title: Senior Data Scientist | Company: Acme | Location: Berlin, Germany | Seniority: senior
+    Skills: python, sql, statistics
+    Summary: You will ... . Strong knowledge of ... .
+
+Sentences are scored by what a searcher matches on (title words, skills, requirements) and penalised
+for boilerplate (benefits, EEO statements, how to apply), so the budget goes to the job, not the perks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+
+from schemas import JobPosted
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n{1,}")
+
+SENIORITY_WORDS = {
+    "intern": "intern",
+    "internship": "intern",
+    "trainee": "entry",
+    "graduate": "entry",
+    "junior": "junior",
+    "entry": "entry",
+    "associate": "junior",
+    "mid": "mid",
+    "senior": "senior",
+    "sr": "senior",
+    "staff": "staff",
+    "lead": "lead",
+    "principal": "principal",
+    "head": "head",
+    "director": "director",
+    "manager": "manager",
+    "vp": "executive",
+    "chief": "executive",
+}
+BOILERPLATE_WORDS = {
+    "benefits",
+    "salary",
+    "equity",
+    "snacks",
+    "gym",
+    "terrace",
+    "equal",
+    "opportunity",
+    "employer",
+    "applicants",
+    "regardless",
+    "characteristics",
+    "diversity",
+    "apply",
+    "resume",
+    "cover",
+    "letter",
+    "careers",
+    "celebrate",
+    "relocation",
+    "perks",
+    "insurance",
+    "vacation",
+    "pto",
+    "401k",
+}
+REQUIREMENT_WORDS = {
+    "experience",
+    "required",
+    "requirements",
+    "responsible",
+    "responsibilities",
+    "you",
+    "will",
+    "must",
+    "knowledge",
+    "skills",
+    "proficient",
+    "proficiency",
+    "degree",
+    "years",
+    "own",
+    "build",
+    "design",
+}
+# A compact default vocabulary; deployments extend it (the hybrid mode reads ESCO skills).
+DEFAULT_SKILLS = (
+    "python",
+    "java",
+    "go",
+    "rust",
+    "c++",
+    "typescript",
+    "javascript",
+    "react",
+    "sql",
+    "postgresql",
+    "kubernetes",
+    "docker",
+    "terraform",
+    "aws",
+    "gcp",
+    "azure",
+    "linux",
+    "pytorch",
+    "tensorflow",
+    "cuda",
+    "machine learning",
+    "statistics",
+    "pandas",
+    "spark",
+    "kafka",
+    "graphql",
+    "rest apis",
+    "css",
+    "figma",
+    "photoshop",
+    "excel",
+    "sap",
+    "salesforce",
+    "crm",
+    "gaap",
+    "cad",
+    "solidworks",
+    "fea",
+    "agile",
+    "ci/cd",
+    "siem",
+    "iam",
+    "a/b testing",
+    "mlops",
+    "distributed systems",
+    "observability",
+    "patient care",
+    "forklift",
+    "negotiation",
+    "zendesk",
+    "typography",
+    "branding",
+    "accessibility",
+)
+
+
+def approx_tokens(text: str) -> int:
+    """Token count estimate for budgeting (~1.3 subword tokens per word/punctuation piece).
+
+    Close enough for a budget across BPE vocabularies; the worker counts exact tokens itself.
+    """
+    return math.ceil(len(_WORD.findall(text)) * 1.3)
+
+
+def content_hash(p: JobPosted) -> str:
+    h = hashlib.sha256()
+    for part in (p.title, p.company, p.location, p.description):
+        h.update(part.encode())
+        h.update(b"\x1f")
+    return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Extracted:
+    summary: str
+    raw_tokens: int
+    summary_tokens: int
+    seniority: str
+    skills: tuple[str, ...]
+
+
+def detect_seniority(title: str, description: str) -> str:
+    for w in re.findall(r"[a-z]+", title.lower()):
+        if w in SENIORITY_WORDS:
+            return SENIORITY_WORDS[w]
+    m = re.search(r"(\d+)\+?\s+(?:or more\s+)?years", description.lower())
+    if m:
+        years = int(m.group(1))
+        return "junior" if years < 2 else "mid" if years < 5 else "senior"
+    return ""
+
+
+def detect_skills(text: str, vocabulary: tuple[str, ...] = DEFAULT_SKILLS, limit: int = 8) -> tuple[str, ...]:
+    low = f" {text.lower()} "
+    found: list[tuple[int, str]] = []
+    for s in vocabulary:
+        i = low.find(s)
+        # Word-boundary check by hand: skills contain '+', '/' and spaces that \b handles badly.
+        while i >= 0 and (low[i - 1].isalnum() or low[i + len(s)].isalnum()):
+            i = low.find(s, i + 1)
+        if i >= 0:
+            found.append((i, s))
+    # "Required skills: a, b, c" lines name skills outside any vocabulary.
+    for m in re.finditer(r"(?:required skills|skills|requirements)\s*:\s*([^.\n]+)", text, re.I):
+        for s in m.group(1).split(","):
+            s = s.strip().lower()
+            if 1 < len(s) <= 40:
+                found.append((m.start(), s))
+    out: list[str] = []
+    for _, s in sorted(found):
+        if s not in out:
+            out.append(s)
+    return tuple(out[:limit])
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s and len(s.strip()) > 2]
+
+
+def summarize(p: JobPosted, budget_tokens: int = 128) -> Extracted:
+    """Structured header + the best sentences that fit ``budget_tokens`` (estimated)."""
+    seniority = detect_seniority(p.title, p.description)
+    skills = detect_skills(f"{p.title}. {p.description}")
+    fields = [f"Title: {p.title}" if p.title else ""]
+    fields += [f"Company: {p.company}" if p.company else "", f"Location: {p.location}" if p.location else ""]
+    fields += [f"Seniority: {seniority}" if seniority else ""]
+    header = " | ".join(f for f in fields if f)
+    if skills:
+        header += "\nSkills: " + ", ".join(skills)
+    used = approx_tokens(header) + 2
+    title_words = {w for w in re.findall(r"[a-z]+", p.title.lower()) if len(w) > 2}
+    sentences = split_sentences(p.description)
+    scored: list[tuple[float, int, str]] = []
+    for i, s in enumerate(sentences):
+        words = re.findall(r"[a-z0-9+/#]+", s.lower())
+        if not words:
+            continue
+        wset = set(words)
+        score = 2.0 * len(wset & title_words)
+        score += 1.5 * sum(1 for sk in skills if sk in s.lower())
+        score += 0.5 * len(wset & REQUIREMENT_WORDS)
+        score -= 3.0 * len(wset & BOILERPLATE_WORDS)
+        score -= 0.02 * i  # earlier sentences break ties: postings lead with what matters
+        score /= math.sqrt(len(words)) / 3 + 1  # favour dense sentences over long ones
+        scored.append((score, i, s))
+    chosen: list[tuple[int, str]] = []
+    for score, i, s in sorted(scored, key=lambda t: (-t[0], t[1])):
+        if score <= 0 and chosen:
+            break
+        cost = approx_tokens(s)
+        if used + cost > budget_tokens:
+            continue
+        chosen.append((i, s))
+        used += cost
+    body = " ".join(s for _, s in sorted(chosen))
+    summary = header + (f"\nSummary: {body}" if body else "")
+    return Extracted(
+        summary=summary,
+        raw_tokens=approx_tokens(f"{p.title} {p.company} {p.location} {p.description}"),
+        summary_tokens=approx_tokens(summary),
+        seniority=seniority,
+        skills=skills,
+    )

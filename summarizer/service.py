@@ -1,0 +1,163 @@
+"""The summarizer service: postings topic → summaries in Redis.
+
+Data path, per poll: fetch a batch of postings → decode (bad ones to the dead-letter topic) → skip
+postings whose content hash is already cached → summarize off the event loop → one pipelined Redis
+write (puts and tombstone deletes) → wait for dead letters to be acked → commit offsets. A crash
+anywhere before the commit replays the batch; every write is idempotent (same key, same value).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from jobscore import metrics
+from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer, topic_name
+from jobscore.settings import SummarizerSettings
+from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
+from summarizer.cache import SummaryCache, SummaryRecord
+from summarizer.extractive import content_hash, summarize
+
+log = logging.getLogger(__name__)
+
+
+def build_records(postings: Sequence[JobPosted], version: str, budget: int) -> list[SummaryRecord]:
+    now = time.time()
+    out = []
+    for p in postings:
+        ex = summarize(p, budget)
+        out.append(
+            SummaryRecord(
+                job_id=p.job_id,
+                version=version,
+                mode="extractive",
+                summary=ex.summary,
+                content_hash=content_hash(p),
+                raw_tokens=ex.raw_tokens,
+                summary_tokens=ex.summary_tokens,
+                created_at=now,
+                title=p.title,
+            )
+        )
+    return out
+
+
+class Summarizer:
+    def __init__(self, settings: SummarizerSettings) -> None:
+        self.settings = settings
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.cache = SummaryCache.from_url(settings.redis_url, settings.summarizer_version, settings.summary_ttl_s)
+        self._stop = asyncio.Event()
+        self.postings_done = 0
+
+    async def start(self) -> None:
+        s = self.settings
+        await ensure_topics(s)
+        self.producer = make_producer(s)
+        await self.producer.start()
+        self.consumer = make_consumer(s, s.group_id, topic_name(s, POSTINGS))
+        await self.consumer.start()
+        log.info("summarizer started", extra={"settings": s.non_defaults()})
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        await self.cache.close()
+
+    async def run(self) -> None:
+        assert self.consumer is not None, "start() first"
+        while not self._stop.is_set():
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.max_records)
+            if batch:
+                await self.process(batch)
+
+    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        assert self.consumer is not None and self.producer is not None
+        s = self.settings
+        latest: dict[str, JobPosted] = {}
+        tombstones: set[str] = set()
+        dlq_sends = []
+        for records in batch.values():
+            for rec in records:
+                try:
+                    posting = POSTINGS.decode(rec.value)
+                except SchemaError as e:
+                    log.warning(
+                        "bad posting to dead letters",
+                        extra={
+                            "topic": rec.topic,
+                            "partition": rec.partition,
+                            "offset": rec.offset,
+                            "reason": e.reason,
+                        },
+                    )
+                    metrics.DEAD_LETTERS.labels("summarizer", e.kind).inc()
+                    metrics.POSTINGS_PROCESSED.labels("dead_letter").inc()
+                    dl = dead_letter(rec, "summarizer", e.reason, e.kind)
+                    dlq_sends.append(
+                        await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=rec.key)
+                    )
+                    continue
+                # Later records for the same job in this batch win (a partition keeps per-key order).
+                if posting.deleted:
+                    tombstones.add(posting.job_id)
+                    latest.pop(posting.job_id, None)
+                else:
+                    tombstones.discard(posting.job_id)
+                    latest[posting.job_id] = posting
+        ids = list(latest)
+        cached = await self.cache.hashes(ids)
+        fresh = [p for p, h in zip(latest.values(), cached, strict=True) if h != content_hash(p)]
+        unchanged = len(ids) - len(fresh)
+        records = await asyncio.to_thread(build_records, fresh, s.summarizer_version, s.summary_budget_tokens)
+        await self.cache.write(records, sorted(tombstones))
+        for r in records:
+            metrics.SUMMARY_COMPRESSION.observe(r.raw_tokens / max(1, r.summary_tokens))
+        metrics.CACHE_WRITES.labels("put").inc(len(records))
+        metrics.CACHE_WRITES.labels("delete").inc(len(tombstones))
+        metrics.POSTINGS_PROCESSED.labels("summarized").inc(len(records))
+        metrics.POSTINGS_PROCESSED.labels("unchanged").inc(unchanged)
+        metrics.POSTINGS_PROCESSED.labels("deleted").inc(len(tombstones))
+        if dlq_sends:
+            await asyncio.gather(*dlq_sends)
+        # Summaries (and dead letters) are durable: now the offsets may move past them.
+        await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+        self.postings_done += sum(len(r) for r in batch.values())
+        log.debug(
+            "postings batch done",
+            extra={
+                "summarized": len(records),
+                "unchanged": unchanged,
+                "deleted": len(tombstones),
+                "dead_letters": len(dlq_sends),
+            },
+        )
+
+
+async def run_summarizer(settings: SummarizerSettings, stop: asyncio.Event | None = None) -> None:
+    svc = Summarizer(settings)
+    await svc.start()
+    watcher = asyncio.create_task(_forward_stop(stop, svc)) if stop is not None else None
+    try:
+        await svc.run()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        await svc.close()
+        log.info("summarizer stopped", extra={"postings": svc.postings_done})
+
+
+async def _forward_stop(stop: asyncio.Event, svc: Summarizer) -> None:
+    await stop.wait()
+    svc.stop()

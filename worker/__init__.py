@@ -1,0 +1,1 @@
+"""Scoring workers: consume requests, fetch summaries, score with the SLM, publish rankings."""

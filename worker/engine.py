@@ -1,0 +1,226 @@
+"""Scoring engines behind one small protocol.
+
+An engine turns full prompts into P(yes). It is blocking (the worker calls it in a thread so the
+event loop keeps heartbeating and fetching). Implementations:
+
+- `VllmEngine`: vLLM's pooling runner with the yes/no classifier conversion — the production path.
+- `HfEngine`: a plain transformers batch forward, the naive baseline and the reference for equality.
+
+Both check at start-up that the model can answer yes/no with single tokens and fail with an actionable
+message otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+
+ANSWER_TOKENS = ("no", "yes")
+
+
+class ModelCapabilityError(RuntimeError):
+    """The model cannot be served on the yes/no scoring path."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    model_id: str
+    revision: str
+    architecture: str
+    max_position_embeddings: int
+
+
+@runtime_checkable
+class ScoringEngine(Protocol):
+    info: ModelInfo
+    max_model_len: int
+
+    def score(self, prompts: Sequence[str]) -> list[float]:
+        """P(yes) for each full prompt, in order. Blocking."""
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts as the engine's tokenizer sees them (no special tokens added)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def inspect_model(path: str | Path) -> ModelInfo:
+    """Read a model directory's identity and check the yes/no answer tokens are single tokens."""
+    from transformers import AutoTokenizer
+
+    p = Path(path)
+    cfg_file = p / "config.json"
+    if not cfg_file.exists():
+        raise ModelCapabilityError(f"{p} is not a model directory (no config.json)")
+    cfg = json.loads(cfg_file.read_text())
+    archs = cfg.get("architectures") or []
+    arch = archs[0] if archs else "?"
+    tok = AutoTokenizer.from_pretrained(str(p))
+    for t in ANSWER_TOKENS:
+        ids = tok.encode(t, add_special_tokens=False)
+        tid = tok.convert_tokens_to_ids(t)
+        if len(ids) != 1 or tid is None or tid == tok.unk_token_id:
+            raise ModelCapabilityError(
+                f"model {p}: the answer token {t!r} is not a single token (encodes to {ids}); the scorer "
+                "reads P(yes) from the 'yes'/'no' logits at the answer position, so the tokenizer must have "
+                "both as standalone tokens"
+            )
+    meta_file = p / "jobscore_model.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return ModelInfo(
+        path=str(p),
+        model_id=meta.get("model_id", p.name),
+        revision=meta.get("revision", cfg.get("_name_or_path", "") or p.name),
+        architecture=arch,
+        max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
+    )
+
+
+def vllm_overrides(architecture: str) -> dict[str, object]:
+    """hf_overrides that turn a causal LM into a yes/no classifier on vLLM's pooling runner."""
+    if architecture.startswith("Qwen3"):
+        return {
+            "architectures": ["Qwen3ForSequenceClassification"],
+            "classifier_from_token": list(ANSWER_TOKENS),
+            "is_original_qwen3_reranker": True,
+        }
+    if architecture.startswith(("Llama", "Qwen2", "Mistral")):
+        base = architecture.removesuffix("ForCausalLM")
+        return {
+            "architectures": [f"{base}ForSequenceClassification"],
+            "classifier_from_token": list(ANSWER_TOKENS),
+            "method": "from_2_way_softmax",
+        }
+    raise ModelCapabilityError(
+        f"architecture {architecture!r} has no yes/no classifier conversion here; supported: Qwen3, Llama, "
+        "Qwen2, Mistral causal LMs"
+    )
+
+
+class VllmEngine:
+    """vLLM pooling runner; ``classify`` returns P(yes) from the two answer-token rows of the LM head."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        enable_prefix_caching: bool = True,
+        max_num_seqs: int = 256,
+        max_num_batched_tokens: int | None = None,
+        gpu_memory_utilization: float = 0.85,
+        seed: int = 0,
+    ) -> None:
+        from vllm import LLM
+
+        self.info = inspect_model(model)
+        self.max_model_len = max_model_len or min(self.info.max_position_embeddings, 4096)
+        kwargs: dict[str, object] = {}
+        if max_num_batched_tokens:
+            kwargs["max_num_batched_tokens"] = max_num_batched_tokens
+        self._llm = LLM(
+            model=str(model),
+            runner="pooling",
+            hf_overrides=vllm_overrides(self.info.architecture),
+            dtype=dtype,
+            max_model_len=self.max_model_len,
+            enable_prefix_caching=enable_prefix_caching,
+            max_num_seqs=max_num_seqs,
+            gpu_memory_utilization=gpu_memory_utilization,
+            seed=seed,
+            **kwargs,
+        )
+        self._tokenizer = self._llm.get_tokenizer()
+
+    def score(self, prompts: Sequence[str]) -> list[float]:
+        if not prompts:
+            return []
+        outs = self._llm.classify(list(prompts), use_tqdm=False)
+        return [float(o.outputs.probs[0]) for o in outs]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def close(self) -> None:
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            self._llm = None  # type: ignore[assignment]
+
+
+class HfEngine:
+    """Plain transformers forward over a padded batch: the naive baseline and the equality reference."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        dtype: Literal["float32", "bfloat16", "auto"] = "float32",
+        max_model_len: int | None = None,
+        batch_size: int = 32,
+        device: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.info = inspect_model(model)
+        self.max_model_len = max_model_len or min(self.info.max_position_embeddings, 4096)
+        self._torch = torch
+        self._device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}[dtype]
+        self._tok = AutoTokenizer.from_pretrained(str(model))
+        self._tok.padding_side = "left"
+        if self._tok.pad_token is None:
+            self._tok.pad_token = self._tok.eos_token
+        self._model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype).to(self._device).eval()
+        self._yes = self._tok.convert_tokens_to_ids("yes")
+        self._no = self._tok.convert_tokens_to_ids("no")
+        self.batch_size = batch_size
+
+    def score(self, prompts: Sequence[str]) -> list[float]:
+        torch = self._torch
+        out: list[float] = []
+        for i in range(0, len(prompts), self.batch_size):
+            chunk = list(prompts[i : i + self.batch_size])
+            enc = self._tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
+            with torch.inference_mode():
+                # Left padding: the answer position is the last column for every row.
+                hidden = self._model.model(**enc).last_hidden_state[:, -1, :]
+                w = self._model.lm_head.weight[[self._no, self._yes]]
+                logits = (hidden @ w.T).float()
+                probs = torch.softmax(logits, dim=-1)[:, 1]
+            out.extend(float(p) for p in probs.cpu())
+        return out
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self._tok(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def close(self) -> None:
+        self._model = None
+
+
+def make_engine(kind: Literal["vllm", "hf"], model: str | Path, **kwargs: object) -> ScoringEngine:
+    if kind == "vllm":
+        return VllmEngine(model, **kwargs)  # type: ignore[arg-type]
+    if kind == "hf":
+        allowed = {k: v for k, v in kwargs.items() if k in {"dtype", "max_model_len"}}
+        return HfEngine(model, **allowed)  # type: ignore[arg-type]
+    raise ValueError(f"unknown engine {kind!r}")
+
+
+def is_probability(x: float) -> bool:
+    return not math.isnan(x) and 0.0 <= x <= 1.0
