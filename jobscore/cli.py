@@ -100,6 +100,7 @@ def load_engine(s: WorkerSettings) -> Any:
 
     model = s.model or build_tiny_model(s.cache_dir)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     return make_engine(
         s.engine, model, dtype=s.dtype, max_model_len=s.max_model_len, enable_prefix_caching=s.enable_prefix_caching
     )

@@ -61,13 +61,12 @@ async def _run(
     await ensure_topics(ws)
     summarizer = Summarizer(ss)
     worker = Worker(ws, engine)  # type: ignore[arg-type]
-    await summarizer.start()
-    await worker.start()
+    await asyncio.gather(summarizer.start(), worker.start())
     tasks = [asyncio.create_task(summarizer.run()), asyncio.create_task(worker.run())]
     cache = SummaryCache.from_url(ws.redis_url, ws.summarizer_version)
     try:
         # 1. postings → summaries
-        posted = gen_postings(n_postings, seed=7, prefix=f"demo-{ws.group_id[-15:-7]}")
+        posted = gen_postings(n_postings, seed=7, paragraphs=3, prefix=f"demo-{ws.group_id[-15:-7]}")
         t0 = time.perf_counter()
         await publish_postings(ss, posted)
         ids = [p.job_id for p in posted]

@@ -76,8 +76,8 @@ def make_consumer(settings: CommonSettings, group_id: str, *topics: str, **overr
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
         "fetch_max_bytes": 64 * 1024 * 1024,
-        "session_timeout_ms": 30_000,
-        "heartbeat_interval_ms": 3_000,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(500, settings.session_timeout_ms // 5),
         "max_poll_interval_ms": 300_000,
     }
     kwargs.update(overrides)

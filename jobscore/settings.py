@@ -30,6 +30,12 @@ class CommonSettings(BaseSettings):
         "Rankings are keyed and idempotent by request id either way.",
     )
     client_id: str = Field("jobscore", description="Kafka client id prefix.")
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=3_000,
+        description="Consumer group session timeout: how fast a dead consumer's partitions move to another. "
+        "Longer rides out pauses; shorter recovers faster (a group join also waits about half of it).",
+    )
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("text", description="json for collectors, text for people.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
@@ -40,7 +46,7 @@ class CommonSettings(BaseSettings):
         out = {}
         for name, f in type(self).model_fields.items():
             v = getattr(self, name)
-            if v != f.default:
+            if v != f.default and name not in {"model_config"}:
                 out[name] = "***" if "password" in str(v) or ("@" in str(v) and "://" in str(v)) else v
         return out
 
@@ -90,7 +96,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
 
     class Formatter(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
-            extra = {k: v for k, v in record.__dict__.items() if k not in reserved}
+            extra = {k: v for k, v in record.__dict__.items() if k not in reserved and not k.startswith("vllm_")}
             if fmt == "json":
                 doc = {
                     "ts": round(record.created, 3),

@@ -60,18 +60,25 @@ class TopicSpec(Generic[M]):
                 "oversized", f"message is {len(data)} bytes; the {self.role} topic accepts <= {self.max_bytes}"
             )
         try:
-            return self._decoder.decode(data)  # type: ignore[no-any-return]
+            msg = self._decoder.decode(data)
         except msgspec.ValidationError as e:
-            msg = str(e)
-            if _UNKNOWN_TAG.search(msg) or _MISSING_TAG.search(msg):
+            text = str(e)
+            if _UNKNOWN_TAG.search(text) or _MISSING_TAG.search(text):
                 raise SchemaError(
-                    "unknown_schema", f"{msg}; the {self.role} topic accepts schema in {self.tags}"
+                    "unknown_schema", f"{text}; the {self.role} topic accepts schema in {self.tags}"
                 ) from None
-            if _TOO_LONG.search(msg):
-                raise SchemaError("oversized", msg) from None
-            raise SchemaError("invalid", msg) from None
+            if _TOO_LONG.search(text):
+                raise SchemaError("oversized", text) from None
+            raise SchemaError("invalid", text) from None
         except msgspec.DecodeError as e:
             raise SchemaError("malformed", f"not valid JSON: {e}") from None
+        if b'"schema"' not in data:
+            # msgspec treats the tag as optional when a topic has a single version; we don't: an
+            # untagged message is from an unknown producer and must not be guessed to be v1.
+            raise SchemaError(
+                "unknown_schema", f"missing the `schema` field; the {self.role} topic accepts {self.tags}"
+            )
+        return msg  # type: ignore[no-any-return]
 
     @staticmethod
     def encode(msg: Message) -> bytes:

