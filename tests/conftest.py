@@ -22,9 +22,9 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from jobscore.devstack import EmbeddedBroker, EmbeddedRedis  # noqa: E402
-from jobscore.kafka import ensure_topics  # noqa: E402
-from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings  # noqa: E402
+from jobscore.devstack import EmbeddedBroker, EmbeddedRedis
+from jobscore.kafka import ensure_topics
+from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 
 # How long a test waits for the system to do something (a ranking to arrive, a summary to land) before
 # failing. Generous: consumer-group joins take ~session_timeout/2 on the embedded broker and the
