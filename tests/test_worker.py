@@ -1,0 +1,252 @@
+"""The scoring worker end to end: real broker, real Redis, real vLLM engine on the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
+from jobscore.corpus import postings, queries
+from jobscore.kafka import make_consumer, make_producer
+from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
+from schemas import DEAD_LETTERS, SCORE_REQUESTS, DeadLetter, JobPosted, ScoreRequest
+from summarizer.cache import SummaryCache
+from summarizer.service import Summarizer, build_records
+from tests.conftest import WAIT_S, wait_until
+from worker.engine import HfEngine
+from worker.loop import EngineFailure, Worker
+from worker.prompts import PromptTemplate
+
+pytestmark = pytest.mark.engine
+
+
+@contextlib.asynccontextmanager
+async def running(svc: Worker | Summarizer) -> AsyncIterator[asyncio.Task[None]]:
+    await svc.start()
+    task = asyncio.create_task(svc.run())
+    try:
+        yield task
+    finally:
+        svc.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, WAIT_S)
+        await svc.close()
+
+
+async def seed(s: WorkerSettings, items: Sequence[JobPosted]) -> None:
+    """Write summaries straight into the cache (the summarizer's path has its own tests)."""
+    cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
+    await cache.write(build_records(items, s.summarizer_version, 128))
+    await cache.close()
+
+
+async def committed_offsets(s: WorkerSettings) -> dict[int, int | None]:
+    consumer = make_consumer(s, s.group_id)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        parts = consumer.partitions_for_topic(s.topic_requests) or set()
+        return {p: await consumer.committed(TopicPartition(s.topic_requests, p)) for p in sorted(parts)}
+    finally:
+        await consumer.stop()
+
+
+async def next_offsets(s: WorkerSettings, count: int) -> dict[int, int]:
+    """Per partition, the offset after the last of ``count`` records on the requests topic.
+
+    Read from the records themselves: tansu reports the high watermark of a batched produce as the
+    batch's base offset + 1, so ListOffsets(latest) is not a reliable "end" on the embedded broker.
+    """
+    out: dict[int, int] = {}
+    async for rec, _ in tail(s, SCORE_REQUESTS, from_beginning=True, limit=count, idle_exit_s=WAIT_S):
+        out[rec.partition] = max(out.get(rec.partition, 0), rec.offset + 1)
+    return out
+
+
+class TestEndToEnd:
+    async def test_postings_to_ranking_full_path(
+        self,
+        vllm_engine: Any,
+        worker_settings: Callable[..., WorkerSettings],
+        summarizer_settings: Callable[..., SummarizerSettings],
+        topics: CommonSettings,
+    ) -> None:
+        ws, ss = worker_settings(), summarizer_settings()
+        items = postings(30, seed=2, paragraphs=2, prefix=f"{ws.group_id}-job")
+        ids = [p.job_id for p in items]
+        cache = SummaryCache.from_url(ws.redis_url, ws.summarizer_version)
+        async with running(Summarizer(ss)), running(Worker(ws, vllm_engine)), RankingWaiter(ws) as waiter:
+            await publish_postings(ss, items)
+
+            async def summarized() -> bool:
+                return all(r is not None for r in await cache.get_many(ids))
+
+            await wait_until(summarized, what="summaries in Redis")
+            req = new_request("senior python engineer", ids, top_k=7)
+            await publish_requests(ws, [req])
+            ranking = await waiter.wait(req.request_id, WAIT_S)
+        await cache.close()
+
+        assert ranking.status == "ok" and ranking.request_id == req.request_id
+        assert len(ranking.results) == 7 and ranking.candidates_total == 30 and not ranking.errors
+        scores = [r.score for r in ranking.results]
+        assert scores == sorted(scores, reverse=True)
+        assert all(0.0 <= x <= 1.0 for x in scores)
+        assert {r.job_id for r in ranking.results} <= set(ids)
+        assert ranking.model_id == vllm_engine.info.model_id
+        assert ranking.model_revision == vllm_engine.info.revision
+        assert ranking.summarizer_version == ws.summarizer_version
+        assert ranking.timings.score_ms > 0 and ranking.timings.total_ms >= ranking.timings.score_ms
+        # The tiny model's scores spread: a ranking where every score is equal would hide ordering bugs.
+        assert scores[0] - scores[-1] > 0.01
+
+    async def test_missing_summary_is_reported_not_dropped(
+        self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
+    ) -> None:
+        ws = worker_settings()
+        items = postings(5, seed=4, prefix=f"{ws.group_id}-job")
+        await seed(ws, items)
+        cands = [p.job_id for p in items] + ["never-posted-1", "never-posted-2"]
+        req = new_request("nurse", cands, top_k=10)
+        async with running(Worker(ws, vllm_engine)), RankingWaiter(ws) as waiter:
+            await publish_requests(ws, [req])
+            ranking = await waiter.wait(req.request_id, WAIT_S)
+        assert ranking.status == "ok"
+        assert [r.job_id for r in ranking.results] != [] and len(ranking.results) == 5
+        assert {(e.job_id, e.reason) for e in ranking.errors} == {
+            ("never-posted-1", "missing_summary"),
+            ("never-posted-2", "missing_summary"),
+        }
+        assert ranking.candidates_total == 7
+
+    async def test_malformed_request_dead_lettered_next_request_served(
+        self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
+    ) -> None:
+        ws = worker_settings()
+        items = postings(4, seed=5, prefix=f"{ws.group_id}-job")
+        await seed(ws, items)
+        good = new_request("teacher", [p.job_id for p in items], top_k=2)
+        async with running(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
+            producer = make_producer(ws)
+            await producer.start()
+            await producer.send_and_wait(ws.topic_requests, b"\xff\xfe garbage", key=b"bad-1")
+            await producer.send_and_wait(
+                ws.topic_requests,
+                b'{"schema":"score_request.v2","request_id":"x","query":"q","candidates":["a"]}',
+                key=b"bad-2",
+            )
+            await producer.stop()
+            await publish_requests(ws, [good])
+            ranking = await waiter.wait(good.request_id, WAIT_S)
+            assert not task.done(), "the worker keeps running after poison messages"
+        assert ranking.status == "ok" and len(ranking.results) == 2
+        letters = [m async for _, m in tail(ws, DEAD_LETTERS, from_beginning=True, limit=2, idle_exit_s=WAIT_S)]
+        by_key = {m.key: m for m in letters if isinstance(m, DeadLetter)}
+        assert by_key[b"bad-1"].error_type == "malformed" and by_key[b"bad-1"].original == b"\xff\xfe garbage"
+        assert by_key[b"bad-2"].error_type == "unknown_schema" and "score_request.v1" in by_key[b"bad-2"].reason
+        assert all(m.stage == "worker" and m.topic == ws.topic_requests for m in by_key.values())
+
+    async def test_expired_deadline_answered_with_timeout_not_scored(
+        self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
+    ) -> None:
+        ws = worker_settings()
+        items = postings(3, seed=6, prefix=f"{ws.group_id}-job")
+        await seed(ws, items)
+        late = ScoreRequest(
+            request_id=f"{ws.group_id}-late",
+            query="q",
+            candidates=[items[0].job_id],
+            deadline=time.time() - 1,
+            created_at=time.time() - 2,
+        )
+        async with running(Worker(ws, vllm_engine)), RankingWaiter(ws) as waiter:
+            await publish_requests(ws, [late])
+            ranking = await waiter.wait(late.request_id, WAIT_S)
+        assert ranking.status == "timeout" and ranking.results == [] and "deadline" in ranking.detail
+
+    async def test_request_over_max_candidates_rejected_with_reason(
+        self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
+    ) -> None:
+        ws = worker_settings(max_candidates=3)
+        req = new_request("q", ["a", "b", "c", "d"])
+        async with running(Worker(ws, vllm_engine)), RankingWaiter(ws) as waiter:
+            await publish_requests(ws, [req])
+            ranking = await waiter.wait(req.request_id, WAIT_S)
+        assert ranking.status == "rejected" and "max_candidates=3" in ranking.detail
+        letters = [m async for _, m in tail(ws, DEAD_LETTERS, from_beginning=True, limit=1, idle_exit_s=WAIT_S)]
+        assert isinstance(letters[0], DeadLetter) and letters[0].error_type == "oversized"
+
+
+class TestDelivery:
+    async def test_worker_restart_loses_no_request(
+        self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
+    ) -> None:
+        # Small polls so the first worker stops with work left: the second must pick up exactly there.
+        ws = worker_settings(max_records=3)
+        items = postings(6, seed=8, prefix=f"{ws.group_id}-job")
+        await seed(ws, items)
+        reqs = [
+            new_request(q, [p.job_id for p in items], top_k=3, request_id=f"{ws.group_id}-r{i}")
+            for i, q in enumerate(queries(24, seed=8))
+        ]
+        async with RankingWaiter(ws) as waiter:
+            await publish_requests(ws, reqs)
+            first = Worker(ws, vllm_engine)
+            async with running(first):
+                await wait_until(lambda: first.requests_done >= 6, what="first worker to process some requests")
+            assert first.requests_done < len(reqs), "the first worker should stop with work left"
+            second = Worker(ws, vllm_engine)
+            async with running(second):
+                rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
+        assert set(rankings) == {r.request_id for r in reqs}
+        assert all(r.status == "ok" and len(r.results) == 3 for r in rankings.values())
+        # Broker state: every request offset is committed, and the second worker did not redo the first's work.
+        assert await committed_offsets(ws) == await next_offsets(ws, len(reqs))
+        assert first.requests_done + second.requests_done == len(reqs)
+
+    async def test_engine_failure_commits_nothing(
+        self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
+    ) -> None:
+        class Broken:
+            info = vllm_engine.info
+            max_model_len = vllm_engine.max_model_len
+
+            def score(self, prompts: Sequence[str]) -> list[float]:
+                raise RuntimeError("device lost")
+
+            def count_tokens(self, texts: Sequence[str]) -> list[int]:
+                return vllm_engine.count_tokens(texts)
+
+            def close(self) -> None:
+                pass
+
+        ws = worker_settings()
+        items = postings(2, seed=9, prefix=f"{ws.group_id}-job")
+        await seed(ws, items)
+        await publish_requests(ws, [new_request("q", [p.job_id for p in items])])
+        worker = Worker(ws, Broken())  # type: ignore[arg-type]
+        await worker.start()
+        try:
+            with pytest.raises(EngineFailure):
+                await asyncio.wait_for(worker.run(), WAIT_S)
+        finally:
+            await worker.close()
+        assert all(v is None for v in (await committed_offsets(ws)).values())
+
+
+class TestEngines:
+    def test_vllm_scores_match_hf_reference(self, vllm_engine: Any, tiny_model: Any) -> None:
+        tmpl = PromptTemplate.qwen3_reranker()
+        recs = build_records(postings(24, seed=10, paragraphs=2), "v", 128)
+        prompts = [tmpl.render(q, r.summary) for q, r in zip(queries(24, seed=10), recs, strict=True)]
+        hf = HfEngine(tiny_model, dtype="float32")
+        want = hf.score(prompts)
+        got = vllm_engine.score(prompts)
+        assert got == pytest.approx(want, abs=1e-4)
+        assert max(want) - min(want) > 0.1, "scores should spread on the tiny model"
