@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Lint, then the whole test suite against real services (broker, Redis, vLLM on a tiny model).
+set -uo pipefail
+VENV="${VENV:-.venv}"
+export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+"$VENV/bin/ruff" check . || exit 1
+"$VENV/bin/ruff" format --check . || exit 1
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=10 "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+  # pytest's "no tests collected": for this suite that means a broken selection or import, not success.
+  echo "error: pytest collected no tests (exit code 5)" >&2
+  exit 1
+fi
+exit "$rc"

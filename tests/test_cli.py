@@ -1,0 +1,96 @@
+"""The console script as users run it: help texts, posting from JSONL, tailing, and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobscore.cli import build_parser
+
+SUBCOMMANDS = ["demo", "summarizer", "worker", "dev", "topics", "post", "request", "tail", "build-tiny-model"]
+DEMO_TIMEOUT_S = 420
+
+
+def jobscore(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobscore.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class TestHelp:
+    def test_help_lists_every_subcommand(self) -> None:
+        out = build_parser().format_help()
+        for cmd in SUBCOMMANDS:
+            assert cmd in out
+
+    @pytest.mark.parametrize("cmd", SUBCOMMANDS)
+    def test_subcommand_help_explains_settings_and_env(self, cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args([cmd, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "--kafka-bootstrap" in out and "JOBSCORE_KAFKA_BOOTSTRAP" in out
+
+    def test_flag_overrides_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from jobscore.cli import _settings
+        from jobscore.settings import WorkerSettings
+
+        monkeypatch.setenv("JOBSCORE_MAX_CANDIDATES", "50")
+        monkeypatch.setenv("JOBSCORE_REDIS_URL", "redis://env:6379/0")
+        ns = build_parser().parse_args(["worker", "--max-candidates", "7", "--no-enable-prefix-caching"])
+        s = _settings(ns, WorkerSettings)
+        assert s.max_candidates == 7 and s.redis_url == "redis://env:6379/0" and s.enable_prefix_caching is False
+
+    def test_invalid_setting_fails_with_field_name(self) -> None:
+        r = jobscore("worker", "--max-candidates", "0")
+        assert r.returncode != 0 and "max_candidates" in r.stderr
+
+
+class TestPostAndTail:
+    def test_post_jsonl_then_tail_shows_postings(self, common: dict[str, Any], tmp_path: Path) -> None:
+        env = {f"JOBSCORE_{k.upper()}": str(v) for k, v in common.items()}
+        f = tmp_path / "jobs.jsonl"
+        rows = [{"job_id": f"cli-{i}", "title": "Electrician", "description": "Wiring."} for i in range(3)]
+        f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        r = jobscore("post", str(f), env=env)
+        assert r.returncode == 0, r.stderr
+        assert "posted 3 postings" in r.stdout
+        r = jobscore("tail", "--topic", "postings", "--from-beginning", "--limit", "3", env=env)
+        assert r.returncode == 0, r.stderr
+        got = [json.loads(line) for line in r.stdout.splitlines()]
+        assert sorted(g["job_id"] for g in got) == ["cli-0", "cli-1", "cli-2"]
+        assert all(g["schema"] == "job_posted.v1" for g in got)
+
+    def test_post_rejects_invalid_line_with_location(self, common: dict[str, Any], tmp_path: Path) -> None:
+        env = {f"JOBSCORE_{k.upper()}": str(v) for k, v in common.items()}
+        f = tmp_path / "bad.jsonl"
+        f.write_text('{"job_id": "ok-1"}\n{"job_id": "has space"}\n')
+        r = jobscore("post", str(f), env=env)
+        assert r.returncode == 2
+        assert f"{f}:2" in r.stderr and "job_id" in r.stderr
+
+
+@pytest.mark.engine
+class TestDemo:
+    def test_demo_runs_end_to_end_and_reports(self, kafka_bootstrap: str, redis_url: str) -> None:
+        env = {"JOBSCORE_KAFKA_BOOTSTRAP": kafka_bootstrap, "JOBSCORE_REDIS_URL": redis_url,
+               "JOBSCORE_SESSION_TIMEOUT_MS": "6000"}
+        r = jobscore("demo", "--postings", "40", "--requests", "6", "--candidates", "20", env=env,
+                     timeout=DEMO_TIMEOUT_S)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        summary = [line for line in r.stdout.splitlines() if line.startswith("[demo] requests=")]
+        assert summary, r.stdout
+        fields = dict(kv.split("=") for kv in summary[0].split()[1:])
+        assert fields["requests"] == "6" and fields["result"] == "OK" and fields["dead_letters"] == "1"
+        assert int(fields["candidates_scored"]) == 6 * 20
+        assert "job-never-posted: missing_summary" in r.stdout
