@@ -26,6 +26,9 @@ from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 
 log = logging.getLogger("jobscore")
 
+# Modules that add subcommands (each defines `register(sub, add)`), in help order.
+PLUGINS = ("summarizer.cli", "compress.cli", "bench.cli")
+
 
 # --- settings ⇄ flags -----------------------------------------------------------------------------
 
@@ -349,6 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
         CommonSettings,
     )
     p.add_argument("--force", action="store_true")
+    # Packages that bring their own subcommands expose `register(sub, add)`; `add` is the helper above
+    # (name, fn, help, settings model) so their flags follow the same settings ⇄ flags convention.
+    import importlib
+
+    for module in PLUGINS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(sub, add)
     return parser
 
 

