@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != module:
+            if e.name not in (module, module.split(".")[0]):
                 raise
             continue
         mod.register(sub, add)
