@@ -83,10 +83,14 @@ class TestPostAndTail:
 @pytest.mark.engine
 class TestDemo:
     def test_demo_runs_end_to_end_and_reports(self, kafka_bootstrap: str, redis_url: str) -> None:
-        env = {"JOBSCORE_KAFKA_BOOTSTRAP": kafka_bootstrap, "JOBSCORE_REDIS_URL": redis_url,
-               "JOBSCORE_SESSION_TIMEOUT_MS": "6000"}
-        r = jobscore("demo", "--postings", "40", "--requests", "6", "--candidates", "20", env=env,
-                     timeout=DEMO_TIMEOUT_S)
+        env = {
+            "JOBSCORE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "JOBSCORE_REDIS_URL": redis_url,
+            "JOBSCORE_SESSION_TIMEOUT_MS": "6000",
+        }
+        r = jobscore(
+            "demo", "--postings", "40", "--requests", "6", "--candidates", "20", env=env, timeout=DEMO_TIMEOUT_S
+        )
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         summary = [line for line in r.stdout.splitlines() if line.startswith("[demo] requests=")]
         assert summary, r.stdout
