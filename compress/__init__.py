@@ -1,0 +1,6 @@
+"""Model compression toolkit: relevance data, evaluation harness, SFT/distillation and OSSCAR pruning.
+
+Modules: `data` (ESCO-derived labelled pairs, reserved-occupation filter), `metrics` (AUC, NDCG@k, MRR),
+`evaluate` (the worker's engine and prompt on a held-out split), `train` (yes/no SFT and distillation),
+`prune` (OSSCAR structured MLP pruning and baselines), `pipeline` (prune → distil → eval → export).
+"""

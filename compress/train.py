@@ -1,0 +1,270 @@
+"""Fine-tune a causal LM as a yes/no relevance classifier (SFT) or distil a teacher's P(yes) into it.
+
+The model reads the worker's exact prompt (``PromptTemplate.qwen3_reranker().render(query, doc)``) and
+the loss is cross-entropy over the ["no", "yes"] logits at the answer position (the last prompt token,
+left padding), against a hard label (SFT) or the teacher's P(yes) (distillation; the soft-label
+cross-entropy has the same gradient as KL(teacher ‖ student) over the two answers). Only the two
+answer rows of the LM head are computed, never the full-vocabulary logits.
+
+Checkpoints every ``save_every`` steps under ``<out>/checkpoint`` (model, optimizer, scheduler, step);
+a rerun with the same arguments resumes there. Batches are a pure function of the seed and the step, so
+a resumed run sees the same data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from compress.data import Pair
+from compress.evaluate import ContextMode, render_doc
+from schemas import JobPosted
+from worker.prompts import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    target: float  # P(yes) to learn: 0/1 for SFT, the teacher's probability for distillation
+    label: int  # the graded label, kept for reporting
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1e-4
+    epochs: float = 1.0
+    batch_size: int = 16
+    max_len: int = 256
+    seed: int = 0
+    warmup_frac: float = 0.05
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    save_every: int = 25
+    threads: int = 2
+    # Distillation: target = alpha * teacher P(yes) + (1 - alpha) * hard label (alpha=1: pure soft labels).
+    alpha: float = 1.0
+
+
+def make_examples(
+    pairs: Sequence[Pair],
+    postings: dict[str, JobPosted],
+    *,
+    modes: Sequence[ContextMode] = ("raw", "summary"),
+    seed: int = 0,
+    max_doc_chars: int = 600,
+    budget_tokens: int = 128,
+    template: PromptTemplate | None = None,
+) -> list[Example]:
+    """One example per pair, its context mode drawn from ``modes`` so the model learns to read both."""
+    t = template or PromptTemplate.qwen3_reranker()
+    rng = random.Random(seed)
+    out = []
+    for p in pairs:
+        mode = rng.choice(list(modes))
+        doc = render_doc(postings[p.job_id], mode, budget_tokens=budget_tokens, max_doc_chars=max_doc_chars)
+        out.append(Example(t.render(p.query, doc), 1.0 if p.label > 0 else 0.0, p.label))
+    return out
+
+
+def answer_ids(tokenizer: object) -> tuple[int, int]:
+    ids = tuple(int(tokenizer.convert_tokens_to_ids(t)) for t in ("no", "yes"))  # type: ignore[attr-defined]
+    return ids[0], ids[1]
+
+
+def answer_logits(model: object, enc: dict[str, object], ids: tuple[int, int]) -> object:
+    """(batch, 2) logits of ["no", "yes"] at the last position (left padding: the answer position)."""
+    hidden = model.model(**enc).last_hidden_state[:, -1, :]  # type: ignore[attr-defined]
+    w = model.lm_head.weight[list(ids)]  # type: ignore[attr-defined]
+    return hidden @ w.T
+
+
+def _tokenizer(model_dir: Path) -> object:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok.padding_side = "left"
+    # Over-long prompts lose their start (instruction) rather than the answer suffix; docs are pre-cut so
+    # this is a guard, not the plan.
+    tok.truncation_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def score_prompts(
+    model_dir: Path, prompts: Sequence[str], *, batch_size: int = 16, max_len: int = 256, threads: int = 2
+) -> list[float]:
+    """P(yes) from a plain float32 forward, with the training tokenization (teacher labels)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(threads)
+    tok = _tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    ids = answer_ids(tok)
+    out: list[float] = []
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
+    res = [0.0] * len(prompts)
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            enc = tok(
+                [prompts[i] for i in idx],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,  # type: ignore[operator]
+                max_length=max_len,
+                add_special_tokens=False,
+            )
+            p = torch.softmax(answer_logits(model, dict(enc), ids).float(), -1)[:, 1]
+            for i, v in zip(idx, p.tolist(), strict=True):
+                res[i] = float(v)
+    out.extend(res)
+    return out
+
+
+def _batches(n: int, cfg: TrainConfig, prompts: Sequence[str]) -> list[list[int]]:
+    """Deterministic batches for all epochs: shuffle, then sort within windows of 8 batches by length so a
+    batch pads little, then shuffle the batch order again."""
+    rng = random.Random(cfg.seed)
+    total = math.ceil(cfg.epochs * n / cfg.batch_size)
+    batches: list[list[int]] = []
+    while len(batches) < total:
+        idx = list(range(n))
+        rng.shuffle(idx)
+        win = cfg.batch_size * 8
+        epoch_batches = []
+        for w in range(0, n, win):
+            chunk = sorted(idx[w : w + win], key=lambda i: len(prompts[i]))
+            epoch_batches += [chunk[b : b + cfg.batch_size] for b in range(0, len(chunk), cfg.batch_size)]
+        rng.shuffle(epoch_batches)
+        batches += epoch_batches
+    return batches[:total]
+
+
+def train(
+    model_dir: Path,
+    examples: Sequence[Example],
+    out_dir: Path,
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    model_id: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fine-tune ``model_dir`` on ``examples`` and save a plain HF directory at ``out_dir``."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    tok = _tokenizer(model_dir)
+    ids = answer_ids(tok)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.train()
+    # Dropout off: the small models here have none, and determinism across resumes matters more.
+    model.config.use_cache = False
+    prompts = [e.prompt for e in examples]
+    batches = _batches(len(examples), cfg, prompts)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, int(cfg.warmup_frac * len(batches)))
+
+    def lr_at(step: int) -> float:
+        # Linear warm-up, then linear decay to 10%: short CPU runs need the early steps to count.
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.1, 1.0 - 0.9 * (step - warm) / max(1, len(batches) - warm))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    ckpt = out_dir / "checkpoint"
+    start = 0
+    if (ckpt / "state.pt").exists():
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        if state["config"] == asdict(cfg) and state["n_examples"] == len(examples):
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start = int(state["step"])
+            log.info("resuming", extra={"step": start, "of": len(batches)})
+        else:
+            log.warning("checkpoint is from a different run (config or data differ): starting over")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(out_dir / "train_log.jsonl", "a")  # noqa: SIM115 (closed after the loop; lines flush as we go)
+    bar = tqdm(total=len(batches), initial=start, disable=not progress, desc=f"train {out_dir.name}")
+    t0 = time.perf_counter()
+    ema: float | None = None
+    for step in range(start, len(batches)):
+        idx = batches[step]
+        enc = tok(
+            [prompts[i] for i in idx],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,  # type: ignore[operator]
+            max_length=cfg.max_len,
+            add_special_tokens=False,
+        )
+        target = torch.tensor([examples[i].target for i in idx], dtype=torch.float32)
+        logits = answer_logits(model, dict(enc), ids).float()
+        logp = torch.log_softmax(logits, -1)
+        loss = -(target * logp[:, 1] + (1 - target) * logp[:, 0]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema = float(loss) if ema is None else 0.9 * ema + 0.1 * float(loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema:.4f}")
+        log_file.write(json.dumps({"step": step + 1, "loss": float(loss), "lr": sched.get_last_lr()[0]}) + "\n")
+        if (step + 1) % cfg.save_every == 0 and step + 1 < len(batches):
+            ckpt.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt / "state.pt.tmp"
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "step": step + 1,
+                    "config": asdict(cfg),
+                    "n_examples": len(examples),
+                },
+                tmp,
+            )
+            tmp.replace(ckpt / "state.pt")  # atomic: a crash mid-save leaves the previous checkpoint
+    bar.close()
+    log_file.close()
+    model.eval()
+    model.config.use_cache = True
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)  # type: ignore[attr-defined]
+    src_meta = model_dir / "jobscore_model.json"
+    meta = json.loads(src_meta.read_text()) if src_meta.exists() else {}
+    meta.update(
+        {
+            "model_id": model_id or f"{meta.get('model_id', model_dir.name)}-sft",
+            "revision": f"sft-seed{cfg.seed}-steps{len(batches)}",
+            "base": str(model_dir),
+            "training": {**asdict(cfg), "examples": len(examples), "seconds": round(time.perf_counter() - t0, 1)},
+        }
+    )
+    (out_dir / "jobscore_model.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return out_dir
+
+
+def distil_examples(teacher_dir: Path, examples: Sequence[Example], cfg: TrainConfig) -> list[Example]:
+    """Replace targets by alpha * teacher P(yes) + (1 - alpha) * hard label."""
+    soft = score_prompts(teacher_dir, [e.prompt for e in examples], max_len=cfg.max_len, threads=cfg.threads)
+    return [
+        Example(e.prompt, cfg.alpha * s + (1 - cfg.alpha) * e.target, e.label)
+        for e, s in zip(examples, soft, strict=True)
+    ]
