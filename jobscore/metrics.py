@@ -32,3 +32,18 @@ LAST_LOOP = Gauge("jobscore_worker_last_iteration_timestamp", "Unix time the loo
 def serve(port: int) -> None:
     if port:
         start_http_server(port)
+
+
+# summarizer modes (issue 5)
+SUMMARIZE_SECONDS = Histogram(
+    "jobscore_summarizer_batch_seconds", "Time to summarize one chunk of postings.", ["mode"], buckets=LATENCY_BUCKETS
+)
+SUMMARIZE_FAILURES = Counter(
+    "jobscore_summarizer_failures_total", "Postings the summarizer could not summarize (dead-lettered).", ["mode"]
+)
+SUMMARY_TOKENS = Histogram(
+    "jobscore_summarizer_summary_tokens",
+    "Estimated tokens per written summary.",
+    ["mode"],
+    buckets=(16, 32, 64, 96, 128, 192, 256, 512, 1024),
+)

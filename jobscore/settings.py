@@ -63,6 +63,46 @@ class SummarizerSettings(CommonSettings):
         60 * 60 * 24 * 60, ge=0, description="Summary TTL in Redis (0 = keep forever). Default 60 days."
     )
     max_records: int = Field(256, ge=1, description="Postings fetched per poll (one Redis pipeline).")
+    summarizer_mode: Literal["extractive", "abstractive", "hybrid"] = Field(
+        "extractive",
+        description="How postings are compressed; recorded in every cache entry. extractive: the best "
+        "sentences under the budget (cheap, faithful); hybrid: parsed fields (title, seniority, ESCO skills, "
+        "location, remote, salary) + a short extract in a fixed template; abstractive: a decoder SLM in vLLM "
+        "writes the summary (fluent, ~100x slower on CPU, may drop or invent details).",
+    )
+    extractive_embeddings: bool = Field(
+        True,
+        description="Rank sentences by MiniLM similarity to the title/skills with MMR for diversity "
+        "(extractive and hybrid). Off: keyword heuristics only (several times faster, slightly less on topic).",
+    )
+    mmr_lambda: float = Field(
+        0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 = pure relevance, lower = more diverse sentences."
+    )
+    abstractive_model: Path | None = Field(
+        None, description="HF decoder directory for abstractive mode; default: packaged SmolLM2-135M-Instruct."
+    )
+    abstractive_max_input_tokens: int = Field(
+        1536,
+        ge=64,
+        description="Posting tokens the abstractive model reads (the rest is cut). Longer is slower to prefill.",
+    )
+    summarize_batch_size: int = Field(
+        32,
+        ge=1,
+        description="Postings per summarizer call. Bounds the work between commits: keep batch time well "
+        "under the consumer's max poll interval (abstractive on CPU: ~1-2 postings/s).",
+    )
+    store_raw: bool = Field(
+        False,
+        description="Also store the raw description (cut to raw_max_chars) in each entry, so workers can "
+        "fall back to scoring raw text. Costs Redis memory (~raw_max_chars bytes per job).",
+    )
+    raw_max_chars: int = Field(8000, ge=64, description="Cap on the stored raw description (store_raw).")
+
+    @field_validator("abstractive_model", mode="before")
+    @classmethod
+    def _empty_model_is_none(cls, v: object) -> object:
+        return None if v in ("", None) else v
 
 
 class WorkerSettings(CommonSettings):

@@ -210,23 +210,24 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text) if s and len(s.strip()) > 2]
 
 
-def summarize(p: JobPosted, budget_tokens: int = 128) -> Extracted:
-    """Structured header + the best sentences that fit ``budget_tokens`` (estimated)."""
-    seniority = detect_seniority(p.title, p.description)
-    skills = detect_skills(f"{p.title}. {p.description}")
+def header_fields(p: JobPosted, seniority: str, skills: tuple[str, ...]) -> str:
     fields = [f"Title: {p.title}" if p.title else ""]
     fields += [f"Company: {p.company}" if p.company else "", f"Location: {p.location}" if p.location else ""]
     fields += [f"Seniority: {seniority}" if seniority else ""]
     header = " | ".join(f for f in fields if f)
     if skills:
         header += "\nSkills: " + ", ".join(skills)
-    used = approx_tokens(header) + 2
-    title_words = {w for w in re.findall(r"[a-z]+", p.title.lower()) if len(w) > 2}
-    sentences = split_sentences(p.description)
-    scored: list[tuple[float, int, str]] = []
+    return header
+
+
+def heuristic_scores(sentences: list[str], title: str, skills: tuple[str, ...]) -> list[float]:
+    """Keyword relevance per sentence: title words, skills and requirement words up, boilerplate down."""
+    title_words = {w for w in re.findall(r"[a-z]+", title.lower()) if len(w) > 2}
+    out: list[float] = []
     for i, s in enumerate(sentences):
         words = re.findall(r"[a-z0-9+/#]+", s.lower())
         if not words:
+            out.append(-math.inf)
             continue
         wset = set(words)
         score = 2.0 * len(wset & title_words)
@@ -235,22 +236,82 @@ def summarize(p: JobPosted, budget_tokens: int = 128) -> Extracted:
         score -= 3.0 * len(wset & BOILERPLATE_WORDS)
         score -= 0.02 * i  # earlier sentences break ties: postings lead with what matters
         score /= math.sqrt(len(words)) / 3 + 1  # favour dense sentences over long ones
-        scored.append((score, i, s))
-    chosen: list[tuple[int, str]] = []
-    for score, i, s in sorted(scored, key=lambda t: (-t[0], t[1])):
-        if score <= 0 and chosen:
+        out.append(score)
+    return out
+
+
+def boilerplate_hits(sentence: str) -> int:
+    return len(set(re.findall(r"[a-z0-9]+", sentence.lower())) & BOILERPLATE_WORDS)
+
+
+def select_greedy(sentences: list[str], scores: list[float], budget: int) -> list[int]:
+    """Best-scoring sentences that fit ``budget`` (estimated tokens); indices in original order."""
+    chosen: list[int] = []
+    used = 0
+    for i in sorted(range(len(sentences)), key=lambda i: (-scores[i], i)):
+        if scores[i] == -math.inf or (scores[i] <= 0 and chosen):
             break
-        cost = approx_tokens(s)
-        if used + cost > budget_tokens:
+        cost = approx_tokens(sentences[i])
+        if used + cost > budget:
             continue
-        chosen.append((i, s))
+        chosen.append(i)
         used += cost
-    body = " ".join(s for _, s in sorted(chosen))
+    return sorted(chosen)
+
+
+def select_mmr(
+    sentences: list[str],
+    relevance: list[float],
+    sim: list[list[float]],
+    budget: int,
+    lam: float = 0.7,
+    max_redundancy: float = 0.92,
+) -> list[int]:
+    """Maximal marginal relevance under a token budget: relevance to the job, minus redundancy with what
+    is already chosen (postings repeat themselves; a budget spent on paraphrases says less)."""
+    n = len(sentences)
+    costs = [approx_tokens(s) for s in sentences]
+    chosen: list[int] = []
+    left = set(range(n))
+    used = 0
+    while left:
+        best, best_v = -1, -math.inf
+        for i in left:
+            if used + costs[i] > budget or relevance[i] == -math.inf:
+                continue
+            red = max((sim[i][j] for j in chosen), default=0.0)
+            if red >= max_redundancy:
+                continue  # a (near-)duplicate of a chosen sentence adds nothing at any relevance
+            v = lam * relevance[i] - (1 - lam) * red
+            if v > best_v:
+                best, best_v = i, v
+        if best < 0 or (chosen and relevance[best] <= 0):
+            break
+        chosen.append(best)
+        used += costs[best]
+        left.discard(best)
+    return sorted(chosen)
+
+
+def summarize(p: JobPosted, budget_tokens: int = 128) -> Extracted:
+    """Structured header + the best sentences that fit ``budget_tokens`` (estimated); keyword scoring."""
+    seniority = detect_seniority(p.title, p.description)
+    skills = detect_skills(f"{p.title}. {p.description}")
+    header = header_fields(p, seniority, skills)
+    sentences = split_sentences(p.description)
+    chosen = select_greedy(
+        sentences, heuristic_scores(sentences, p.title, skills), budget_tokens - approx_tokens(header) - 2
+    )
+    body = " ".join(sentences[i] for i in chosen)
     summary = header + (f"\nSummary: {body}" if body else "")
     return Extracted(
         summary=summary,
-        raw_tokens=approx_tokens(f"{p.title} {p.company} {p.location} {p.description}"),
+        raw_tokens=raw_tokens(p),
         summary_tokens=approx_tokens(summary),
         seniority=seniority,
         skills=skills,
     )
+
+
+def raw_tokens(p: JobPosted) -> int:
+    return approx_tokens(f"{p.title} {p.company} {p.location} {p.description}")

@@ -21,12 +21,14 @@ from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_produ
 from jobscore.settings import SummarizerSettings
 from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
 from summarizer.cache import SummaryCache, SummaryRecord
-from summarizer.extractive import content_hash, summarize
+from summarizer.extractive import Extracted, content_hash, summarize
+from summarizer.modes import PostingSummarizer, make_summarizer
 
 log = logging.getLogger(__name__)
 
 
 def build_records(postings: Sequence[JobPosted], version: str, budget: int) -> list[SummaryRecord]:
+    """Keyword-extractive records without any model (seeding caches in tests and demos)."""
     now = time.time()
     out = []
     for p in postings:
@@ -47,9 +49,57 @@ def build_records(postings: Sequence[JobPosted], version: str, budget: int) -> l
     return out
 
 
+def summarize_records(
+    postings: Sequence[JobPosted],
+    summarizer: PostingSummarizer,
+    version: str,
+    raw_max_chars: int | None = None,
+) -> list[SummaryRecord | Exception]:
+    """Summarize and wrap into cache records; one result per posting, an exception where it failed.
+
+    A failing batch is retried one posting at a time so a single bad posting cannot block its
+    partition: it is reported (and dead-lettered by the caller) while the others go through.
+    """
+    try:
+        extracted: list[Extracted | Exception] = list(summarizer.summarize_batch(postings))
+    except Exception:
+        log.exception("summarizer batch failed; retrying one posting at a time")
+        extracted = []
+        for p in postings:
+            try:
+                extracted.append(summarizer.summarize_batch([p])[0])
+            except Exception as e:
+                extracted.append(e)
+    now = time.time()
+    out: list[SummaryRecord | Exception] = []
+    for p, ex in zip(postings, extracted, strict=True):
+        if isinstance(ex, Exception):
+            out.append(ex)
+            continue
+        out.append(
+            SummaryRecord(
+                job_id=p.job_id,
+                version=version,
+                mode=summarizer.mode,
+                summary=ex.summary,
+                content_hash=content_hash(p),
+                raw_tokens=ex.raw_tokens,
+                summary_tokens=ex.summary_tokens,
+                created_at=now,
+                title=p.title,
+                raw=p.description[:raw_max_chars] if raw_max_chars else None,
+            )
+        )
+    return out
+
+
 class Summarizer:
-    def __init__(self, settings: SummarizerSettings) -> None:
+    def __init__(self, settings: SummarizerSettings, summarizer: PostingSummarizer | None = None) -> None:
+        """``summarizer``: an already loaded mode implementation to share (tests, restarts in one
+        process); by default the one `settings.summarizer_mode` names is loaded in `start()`."""
         self.settings = settings
+        self.summarizer = summarizer
+        self._owns_summarizer = summarizer is None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.cache = SummaryCache.from_url(settings.redis_url, settings.summarizer_version, settings.summary_ttl_s)
@@ -58,6 +108,14 @@ class Summarizer:
 
     async def start(self) -> None:
         s = self.settings
+        if self.summarizer is None:
+            # Model loading blocks for seconds (vLLM: ~a minute on CPU): keep the loop responsive.
+            self.summarizer = await asyncio.to_thread(make_summarizer, s)
+        if self.summarizer.mode != s.summarizer_mode:
+            raise ValueError(
+                f"summarizer mode {self.summarizer.mode!r} given, but settings say {s.summarizer_mode!r}; "
+                "cache entries record the mode, so they must agree"
+            )
         await ensure_topics(s)
         self.producer = make_producer(s)
         await self.producer.start()
@@ -74,6 +132,9 @@ class Summarizer:
         if self.producer is not None:
             await self.producer.stop()
         await self.cache.close()
+        if self._owns_summarizer and self.summarizer is not None:
+            self.summarizer.close()
+            self.summarizer = None
 
     async def run(self) -> None:
         assert self.consumer is not None, "start() first"
@@ -87,6 +148,7 @@ class Summarizer:
         s = self.settings
         latest: dict[str, JobPosted] = {}
         tombstones: set[str] = set()
+        sources: dict[str, ConsumerRecord] = {}
         dlq_sends = []
         for records in batch.values():
             for rec in records:
@@ -116,19 +178,48 @@ class Summarizer:
                 else:
                     tombstones.discard(posting.job_id)
                     latest[posting.job_id] = posting
+                    sources[posting.job_id] = rec
         ids = list(latest)
         cached = await self.cache.hashes(ids)
         fresh = [p for p, h in zip(latest.values(), cached, strict=True) if h != content_hash(p)]
         unchanged = len(ids) - len(fresh)
-        records = await asyncio.to_thread(build_records, fresh, s.summarizer_version, s.summary_budget_tokens)
+        records: list[SummaryRecord] = []
+        failed = 0
+        raw_cap = s.raw_max_chars if s.store_raw else None
+        assert self.summarizer is not None
+        # Chunks bound the time between event-loop turns and the memory of one summarizer call.
+        for i in range(0, len(fresh), s.summarize_batch_size):
+            chunk = fresh[i : i + s.summarize_batch_size]
+            t0 = time.perf_counter()
+            results = await asyncio.to_thread(summarize_records, chunk, self.summarizer, s.summarizer_version, raw_cap)
+            metrics.SUMMARIZE_SECONDS.labels(self.summarizer.mode).observe(time.perf_counter() - t0)
+            for p, r in zip(chunk, results, strict=True):
+                if isinstance(r, SummaryRecord):
+                    records.append(r)
+                    continue
+                failed += 1
+                rec = sources[p.job_id]
+                reason = f"summarizer ({self.summarizer.mode}) failed: {type(r).__name__}: {r}"[:2000]
+                log.warning(
+                    "posting could not be summarized: to dead letters",
+                    extra={"job_id": p.job_id, "partition": rec.partition, "offset": rec.offset, "reason": reason},
+                )
+                metrics.SUMMARIZE_FAILURES.labels(self.summarizer.mode).inc()
+                metrics.DEAD_LETTERS.labels("summarizer", "summarize_failed").inc()
+                dl = dead_letter(rec, "summarizer", reason, "summarize_failed")
+                dlq_sends.append(
+                    await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=rec.key)
+                )
         await self.cache.write(records, sorted(tombstones))
         for r in records:
             metrics.SUMMARY_COMPRESSION.observe(r.raw_tokens / max(1, r.summary_tokens))
+            metrics.SUMMARY_TOKENS.labels(r.mode).observe(r.summary_tokens)
         metrics.CACHE_WRITES.labels("put").inc(len(records))
         metrics.CACHE_WRITES.labels("delete").inc(len(tombstones))
         metrics.POSTINGS_PROCESSED.labels("summarized").inc(len(records))
         metrics.POSTINGS_PROCESSED.labels("unchanged").inc(unchanged)
         metrics.POSTINGS_PROCESSED.labels("deleted").inc(len(tombstones))
+        metrics.POSTINGS_PROCESSED.labels("failed").inc(failed)
         if dlq_sends:
             await asyncio.gather(*dlq_sends)
         # Summaries (and dead letters) are durable: now the offsets may move past them.
@@ -140,6 +231,7 @@ class Summarizer:
                 "summarized": len(records),
                 "unchanged": unchanged,
                 "deleted": len(tombstones),
+                "failed": failed,
                 "dead_letters": len(dlq_sends),
             },
         )
