@@ -26,6 +26,16 @@ ENGINE_SECONDS = Histogram("jobscore_worker_engine_seconds", "Engine time per ba
 REQUEST_LATENCY = Histogram(
     "jobscore_worker_request_latency_seconds", "Request created → ranking published.", buckets=LATENCY_BUCKETS
 )
+BATCH_TOKENS = Histogram(
+    "jobscore_worker_batch_tokens",
+    "Prompt tokens per engine batch (before prefix-cache hits).",
+    buckets=(256, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
+)
+ENGINE_BUSY = Counter(
+    "jobscore_worker_engine_busy_seconds_total", "Seconds the engine spent scoring; rate() = utilisation."
+)
+QUEUE_DEPTH = Gauge("jobscore_worker_queue_items", "Query-candidate pairs queued for the engine.")
+PAUSED = Gauge("jobscore_worker_paused", "1 while partitions are paused for backpressure.")
 LAST_LOOP = Gauge("jobscore_worker_last_iteration_timestamp", "Unix time the loop last iterated (liveness).")
 
 

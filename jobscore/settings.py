@@ -118,7 +118,33 @@ class WorkerSettings(CommonSettings):
         4000, ge=64, description="Longer cached summaries are reported as 'oversized', not scored."
     )
     max_records: int = Field(64, ge=1, description="Requests fetched per poll.")
-    poll_timeout_ms: int = Field(200, ge=1, description="How long a poll waits for the first record.")
+    poll_timeout_ms: int = Field(50, ge=1, description="How long a poll waits for the first record.")
+    max_batch_tokens: int = Field(
+        16_384,
+        ge=64,
+        description="Engine batch token budget across requests. Larger keeps a GPU busy; smaller cuts latency.",
+    )
+    max_batch_items: int = Field(512, ge=1, description="Most query-candidate pairs per engine batch.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="Longest a queued pair waits for a fuller batch before the engine takes it."
+    )
+    max_queued_items: int = Field(
+        8_192,
+        ge=1,
+        description="Backpressure: partitions pause at this many queued pairs, resume at half. Bounds memory "
+        "and the drain time on rebalance/shutdown.",
+    )
+    prompt_layout: Literal["query_first", "doc_first"] = Field(
+        "query_first",
+        description="query_first shares the [instruction + query] prefix across a request's candidates "
+        "(prefix caching); doc_first exists to measure that gain.",
+    )
+    max_doc_tokens: int = Field(
+        512, ge=8, description="Candidate text is cut to this many tokens (and to what fits max_model_len)."
+    )
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="On shutdown/revoke, how long in-flight work may take to finish and commit."
+    )
     instruction: str | None = Field(None, description="Override the task instruction in the prompt.")
 
     @field_validator("model", mode="before")

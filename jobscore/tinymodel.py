@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # head_dim 64: vLLM's CPU attention rejects 16; 64 works.
 TINY_SPEC = {
-    "version": 5,
+    "version": 6,
     "vocab_size": 2048,
     "hidden_size": 128,
     "intermediate_size": 256,

@@ -184,10 +184,9 @@ class TestEndToEnd:
 
 
 class TestDelivery:
-    async def test_worker_restart_loses_no_request(
+    async def test_worker_restart_resumes_at_committed_offsets(
         self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
     ) -> None:
-        # Small polls so the first worker stops with work left: the second must pick up exactly there.
         ws = worker_settings(max_records=3)
         items = postings(6, seed=8, prefix=f"{ws.group_id}-job")
         await seed(ws, items)
@@ -195,20 +194,50 @@ class TestDelivery:
             new_request(q, [p.job_id for p in items], top_k=3, request_id=f"{ws.group_id}-r{i}")
             for i, q in enumerate(queries(24, seed=8))
         ]
+        wave1, wave2 = reqs[:12], reqs[12:]
         async with RankingWaiter(ws) as waiter:
-            await publish_requests(ws, reqs)
+            await publish_requests(ws, wave1)
             first = Worker(ws, vllm_engine)
             async with running(first):
-                await wait_until(lambda: first.requests_done >= 6, what="first worker to process some requests")
-            assert first.requests_done < len(reqs), "the first worker should stop with work left"
+                await waiter.wait_all([r.request_id for r in wave1], WAIT_S)
+            # Stopped: everything it answered is committed.
+            assert await committed_offsets(ws) == await next_offsets(ws, len(wave1))
+            await publish_requests(ws, wave2)  # while no worker runs
             second = Worker(ws, vllm_engine)
             async with running(second):
                 rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
         assert set(rankings) == {r.request_id for r in reqs}
         assert all(r.status == "ok" and len(r.results) == 3 for r in rankings.values())
-        # Broker state: every request offset is committed, and the second worker did not redo the first's work.
+        # The second worker started exactly where the first committed: no request redone, none lost.
+        assert first.requests_done == len(wave1) and second.requests_done == len(wave2)
         assert await committed_offsets(ws) == await next_offsets(ws, len(reqs))
-        assert first.requests_done + second.requests_done == len(reqs)
+
+    async def test_stop_mid_stream_loses_nothing(
+        self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
+    ) -> None:
+        # Small batches and a small queue so the stop lands while requests are queued and in the engine.
+        ws = worker_settings(max_records=2, max_batch_items=4, max_queued_items=8)
+        items = postings(6, seed=12, prefix=f"{ws.group_id}-job")
+        await seed(ws, items)
+        reqs = [
+            new_request(q, [p.job_id for p in items], top_k=2, request_id=f"{ws.group_id}-m{i}")
+            for i, q in enumerate(queries(40, seed=12))
+        ]
+        async with RankingWaiter(ws) as waiter:
+            await publish_requests(ws, reqs)
+            first = Worker(ws, vllm_engine)
+            async with running(first):
+                await wait_until(lambda: first.requests_done >= 2, what="the first worker to answer something")
+            committed_after_stop = await committed_offsets(ws)
+            second = Worker(ws, vllm_engine)
+            async with running(second):
+                rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
+        assert set(rankings) == {r.request_id for r in reqs}
+        # What the first worker committed it had answered (the commit never runs ahead of the answers)...
+        assert sum(v or 0 for v in committed_after_stop.values()) <= first.requests_done
+        # ...and together the two answered everything (replays allowed, deduplicated by the waiter).
+        assert first.requests_done + second.requests_done >= len(reqs)
+        assert await committed_offsets(ws) == await next_offsets(ws, len(reqs))
 
     async def test_engine_failure_commits_nothing(
         self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
@@ -216,8 +245,12 @@ class TestDelivery:
         class Broken:
             info = vllm_engine.info
             max_model_len = vllm_engine.max_model_len
+            tokenizer = vllm_engine.tokenizer
 
             def score(self, prompts: Sequence[str]) -> list[float]:
+                raise RuntimeError("device lost")
+
+            def score_tokens(self, prompts: Sequence[Sequence[int]]) -> list[float]:
                 raise RuntimeError("device lost")
 
             def count_tokens(self, texts: Sequence[str]) -> list[int]:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,14 @@ class ModelInfo:
 class ScoringEngine(Protocol):
     info: ModelInfo
     max_model_len: int
+    tokenizer: Any  # a Hugging Face tokenizer: the worker builds token-id prompts with it
 
     def score(self, prompts: Sequence[str]) -> list[float]:
         """P(yes) for each full prompt, in order. Blocking."""
+        ...
+
+    def score_tokens(self, prompts: Sequence[Sequence[int]]) -> list[float]:
+        """P(yes) for each prompt given as token ids (no special tokens added). Blocking."""
         ...
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -141,16 +146,25 @@ class VllmEngine:
             seed=seed,
             **kwargs,
         )
-        self._tokenizer = self._llm.get_tokenizer()
+        self.tokenizer = self._llm.get_tokenizer()
 
     def score(self, prompts: Sequence[str]) -> list[float]:
         if not prompts:
             return []
-        outs = self._llm.classify(list(prompts), use_tqdm=False)
+        # Same tokenization as score_tokens and the HF engine: no special tokens added.
+        ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        return self.score_tokens(ids)
+
+    def score_tokens(self, prompts: Sequence[Sequence[int]]) -> list[float]:
+        if not prompts:
+            return []
+        from vllm.inputs import TokensPrompt
+
+        outs = self._llm.classify([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], use_tqdm=False)
         return [float(o.outputs.probs[0]) for o in outs]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
     def close(self) -> None:
         llm = getattr(self, "_llm", None)
@@ -186,20 +200,27 @@ class HfEngine:
         self._tok.padding_side = "left"
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
+        self.tokenizer = self._tok
         self._model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype).to(self._device).eval()
         self._yes = self._tok.convert_tokens_to_ids("yes")
         self._no = self._tok.convert_tokens_to_ids("no")
         self.batch_size = batch_size
 
     def score(self, prompts: Sequence[str]) -> list[float]:
+        return self.score_tokens(self._tok(list(prompts), add_special_tokens=False)["input_ids"])
+
+    def score_tokens(self, prompts: Sequence[Sequence[int]]) -> list[float]:
         torch = self._torch
+        pad = self._tok.pad_token_id
         out: list[float] = []
         for i in range(0, len(prompts), self.batch_size):
-            chunk = list(prompts[i : i + self.batch_size])
-            enc = self._tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
+            chunk = [list(p) for p in prompts[i : i + self.batch_size]]
+            width = max(len(p) for p in chunk)
+            # Left padding: the answer position is the last column for every row.
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=self._device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=self._device)
             with torch.inference_mode():
-                # Left padding: the answer position is the last column for every row.
-                hidden = self._model.model(**enc).last_hidden_state[:, -1, :]
+                hidden = self._model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1, :]
                 w = self._model.lm_head.weight[[self._no, self._yes]]
                 logits = (hidden @ w.T).float()
                 probs = torch.softmax(logits, dim=-1)[:, 1]

@@ -1,32 +1,42 @@
 """The scoring worker's data path — the only code that commits request offsets.
 
-One iteration, top to bottom:
+Two tasks share the work so the engine never waits for I/O while work is queued:
 
-    consume      getmany() a batch of ScoreRequests across the assigned partitions
+**intake** (the consumer loop), per poll:
+
+    commit       move each partition's committed offset past its contiguous run of answered records
+    backpressure pause all partitions while too much work is queued; resume below half of it
+    consume      getmany() ScoreRequests across the assigned partitions
     validate     undecodable/invalid → dead-letter topic; over deployment limits → "rejected" ranking;
                  past deadline → "timeout" ranking (never scored late)
-    fetch        one Redis MGET for every candidate of every request in the batch
-    score        all query–summary prompts of the batch in one engine call, in a thread (the event
-                 loop keeps heartbeating); query first so the engine reuses each request's prefix
-    rank         per request: sort, keep top_k, report candidates that could not be scored
-    publish      send every ranking and dead letter (acks=all) and wait for all acknowledgements
-    commit       only then, each partition's offset moves past the batch
+    fetch        one Redis MGET for every candidate of every request of the poll
+    tokenize     per request the shared [instruction + query] ids once; per candidate its cached summary ids
+    enqueue      one work item per candidate into the token-budget batcher
 
-A failure before the commit (engine dead, broker unreachable) skips the commit and raises: the process
-exits and its partitions are replayed by the next owner. Rankings are keyed by request id; a replay
-republishes the same ranking, which consumers deduplicate.
+**engine** (in parallel):
+
+    batch        cut a batch across requests by token budget / item cap / max wait (worker/batching.py)
+    score        one engine call in a thread (the event loop keeps heartbeating, fetching, publishing)
+    rank         a request whose last candidate is scored is sorted, cut to top_k and published
+    publish      send (acks=all); on the broker's acknowledgement the record counts as answered
+
+At-least-once: an offset is committed only after the record's answer is acknowledged, per partition in
+order. A revoked partition's in-flight requests are drained (bounded) before it is handed over; what
+cannot finish is dropped uncommitted for the next owner. An engine or broker failure commits nothing
+more and raises: the process exits and the group replays. Rankings are keyed by request id; replays
+republish the same ranking and consumers deduplicate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from jobscore import metrics
@@ -34,60 +44,66 @@ from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_produ
 from jobscore.settings import WorkerSettings
 from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, CandidateError, Ranking, SchemaError, ScoreRequest
 from schemas.messages import Timings
-from summarizer.cache import InvalidSummary, SummaryCache
+from summarizer.cache import InvalidSummary, SummaryCache, SummaryRecord
+from worker.batching import RequestState, TokenBudgetBatcher, WorkItem
 from worker.engine import ScoringEngine, is_probability
-from worker.prompts import DEFAULT_INSTRUCTION, PromptTemplate
+from worker.offsets import OffsetTracker
+from worker.prompts import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate, PromptTooLong
 from worker.rank import rank
 
 log = logging.getLogger(__name__)
+
+Outgoing = tuple[str, bytes, bytes | None]  # (topic, value, key)
 
 
 class EngineFailure(RuntimeError):
     """The engine could not score anything: the worker must not commit and should exit."""
 
 
-@dataclass
-class _Pending:
-    """One valid request of the current batch and what has been gathered for it."""
-
-    req: ScoreRequest
-    received_at: float
-    job_ids: list[str] = field(default_factory=list)  # candidates with a prompt, in prompt order
-    first: int = 0  # index of its first prompt in the batch
-    errors: list[CandidateError] = field(default_factory=list)
-    candidates_total: int = 0
-
-
-class _DrainOnRevoke(ConsumerRebalanceListener):
-    """Let the in-flight batch finish (publish + commit) before partitions are handed to another worker."""
-
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self.lock = lock
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self.lock:
-            log.info(
-                "partitions revoked", extra={"partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked)}
-            )
+        await self.worker._on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)})
+        log.info("partitions assigned", extra={"partitions": _names(assigned)})
+
+
+def _names(tps: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)
 
 
 class Worker:
     def __init__(self, settings: WorkerSettings, engine: ScoringEngine, template: PromptTemplate | None = None) -> None:
-        self.settings = settings
+        s = settings
+        self.settings = s
         self.engine = engine
-        self.template = template or PromptTemplate.qwen3_reranker(settings.instruction or DEFAULT_INSTRUCTION)
-        self.cache = SummaryCache.from_url(settings.redis_url, settings.summarizer_version)
+        self.template = template or PromptTemplate.qwen3_reranker(s.instruction or DEFAULT_INSTRUCTION)
+        self.prompts = PromptBuilder(
+            engine.tokenizer,
+            self.template,
+            max_model_len=min(s.max_model_len, engine.max_model_len),
+            max_doc_tokens=s.max_doc_tokens,
+            layout=s.prompt_layout,
+        )
+        self.cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
+        self.batcher = TokenBudgetBatcher(s.max_batch_tokens, s.max_batch_items, s.max_wait_ms / 1e3)
+        self.offsets = OffsetTracker()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
-        self._results_topic = topic_name(settings, RANKINGS)
-        self._dlq_topic = topic_name(settings, DEAD_LETTERS)
+        self._results_topic = topic_name(s, RANKINGS)
+        self._dlq_topic = topic_name(s, DEAD_LETTERS)
         self._stop = asyncio.Event()
-        self._processing = asyncio.Lock()
+        self._answered = asyncio.Condition()  # notified whenever a record's answer is acknowledged
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._failed: BaseException | None = None
+        self._paused = False
         self.requests_done = 0
         self.items_scored = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
         s = self.settings
@@ -95,7 +111,7 @@ class Worker:
         self.producer = make_producer(s)
         await self.producer.start()
         self.consumer = make_consumer(s, s.group_id)
-        self.consumer.subscribe([topic_name(s, SCORE_REQUESTS)], listener=_DrainOnRevoke(self._processing))
+        self.consumer.subscribe([topic_name(s, SCORE_REQUESTS)], listener=_Rebalance(self))
         await self.consumer.start()
         log.info(
             "worker started",
@@ -107,7 +123,7 @@ class Worker:
         )
 
     def stop(self) -> None:
-        """Finish the batch in flight, commit it, then leave the loop."""
+        """Stop consuming; the work in flight is scored, published and committed before `run` returns."""
         self._stop.set()
 
     async def close(self) -> None:
@@ -122,47 +138,89 @@ class Worker:
     async def run(self) -> None:
         assert self.consumer is not None, "start() first"
         s = self.settings
-        while not self._stop.is_set():
-            metrics.LAST_LOOP.set_to_current_time()
-            batch = await self.consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_records)
-            if batch:
-                async with self._processing:
-                    await self.process(batch)
+        engine_task = asyncio.create_task(self._engine_loop(), name="engine")
+        try:
+            while not self._stop.is_set() and self._failed is None:
+                metrics.LAST_LOOP.set_to_current_time()
+                await self._commit()
+                self._backpressure()
+                batch = await self.consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_records)
+                if batch:
+                    await self._intake(batch)
+            if self._failed is None:
+                await self._drain(s.drain_timeout_s)
+        finally:
+            self.batcher.close()
+            if self._failed is not None:
+                engine_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(engine_task, s.drain_timeout_s)
+        if self._failed is not None:
+            raise self._failed
 
-    # --- the data path -----------------------------------------------------------------------------
+    async def _drain(self, timeout: float) -> None:
+        """Graceful stop: let queued work finish and be acknowledged, then commit it."""
+        self.batcher.close()
+        try:
+            async with asyncio.timeout(timeout), self._answered:
+                await self._answered.wait_for(lambda: self.offsets.in_flight() == 0 or self._failed is not None)
+        except TimeoutError:
+            log.warning(
+                "drain timed out; uncommitted requests will be replayed by the next owner",
+                extra={"in_flight": self.offsets.in_flight()},
+            )
+        if self._failed is None:
+            await self._commit()
 
-    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        assert self.consumer is not None and self.producer is not None
+    # --- intake: consume → validate → fetch → tokenize → enqueue ---------------------------------------
+
+    async def _intake(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         now = time.time()
-        outbox: list[tuple[str, bytes, bytes | None]] = []  # (topic, value, key)
-        pending: list[_Pending] = []
-
-        # validate
-        for records in batch.values():
+        states: list[RequestState] = []
+        for tp, records in batch.items():
             for rec in records:
+                self.offsets.add(tp, rec.offset)
                 verdict = self._validate(rec, now)
                 if isinstance(verdict, ScoreRequest):
-                    pending.append(_Pending(verdict, now))
+                    states.append(RequestState(verdict, (rec.topic, rec.partition, rec.offset), now))
                 else:
-                    outbox.extend(verdict)
+                    self._publish(verdict, tp, rec.offset)
+        if not states:
+            return
+        t0 = time.perf_counter()
+        unique = list(dict.fromkeys(j for st in states for j in st.req.candidates))
+        found = dict(zip(unique, await self.cache.get_many(unique), strict=True))
+        fetch_ms = (time.perf_counter() - t0) * 1e3
+        items = await asyncio.to_thread(self._prepare, states, found)
+        for st in states:
+            st.fetch_ms = fetch_ms
+            if st.remaining == 0:  # nothing to score: every candidate failed before the engine
+                self._complete(st)
+        self.batcher.put(items)
+        metrics.QUEUE_DEPTH.set(len(self.batcher))
 
-        # fetch: one MGET for the whole batch
-        t_fetch = time.perf_counter()
-        unique_ids = list(dict.fromkeys(j for p in pending for j in p.req.candidates))
-        summaries = dict(zip(unique_ids, await self.cache.get_many(unique_ids), strict=True))
-        fetch_ms = (time.perf_counter() - t_fetch) * 1e3
-
-        # build prompts (query first, candidate last)
-        prompts: list[str] = []
-        for p in pending:
-            shared = self.template.shared(p.req.query)
-            candidates = list(dict.fromkeys(p.req.candidates))
-            p.candidates_total = len(candidates)
-            p.first = len(prompts)
+    def _prepare(
+        self, states: Sequence[RequestState], found: dict[str, SummaryRecord | InvalidSummary | None]
+    ) -> list[WorkItem]:
+        """Token ids for every (request, candidate) pair; runs in a thread (tokenizing is CPU work)."""
+        items: list[WorkItem] = []
+        enqueued = time.monotonic()
+        max_chars = self.settings.max_summary_chars
+        for st in states:
+            candidates = list(dict.fromkeys(st.req.candidates))
+            st.candidates_total = len(candidates)
+            try:
+                qids = self.prompts.query_ids(st.req.query)
+                self.prompts.build(qids, [])
+            except PromptTooLong as e:
+                st.errors.extend(CandidateError(job_id=j, reason="oversized", detail=str(e)) for j in candidates)
+                continue
+            keys: list[tuple[str, str]] = []
+            texts: list[str] = []
             for job_id in candidates:
-                rec = summaries[job_id]
+                rec = found[job_id]
                 if rec is None:
-                    p.errors.append(
+                    st.errors.append(
                         CandidateError(
                             job_id=job_id,
                             reason="missing_summary",
@@ -170,77 +228,26 @@ class Worker:
                         )
                     )
                 elif isinstance(rec, InvalidSummary):
-                    p.errors.append(CandidateError(job_id=job_id, reason="invalid_summary", detail=str(rec)))
-                elif len(rec.summary) > self.settings.max_summary_chars:
-                    p.errors.append(
+                    st.errors.append(CandidateError(job_id=job_id, reason="invalid_summary", detail=str(rec)))
+                elif len(rec.summary) > max_chars:
+                    st.errors.append(
                         CandidateError(
                             job_id=job_id,
                             reason="oversized",
-                            detail=f"{len(rec.summary)} chars > {self.settings.max_summary_chars}",
+                            detail=f"summary of {len(rec.summary)} chars > {max_chars}",
                         )
                     )
                 else:
-                    p.job_ids.append(job_id)
-                    prompts.append(shared + self.template.candidate(rec.summary))
+                    st.job_ids.append(job_id)
+                    keys.append((job_id, rec.content_hash))
+                    texts.append(rec.summary)
+            for i, dids in enumerate(self.prompts.doc_ids(keys, texts)):
+                items.append(WorkItem(st, i, self.prompts.build(qids, dids), enqueued))
+            st.scores = [None] * len(st.job_ids)
+            st.remaining = len(st.job_ids)
+        return items
 
-        # score
-        t_score = time.perf_counter()
-        scores = await asyncio.to_thread(self._score, prompts) if prompts else []
-        score_ms = (time.perf_counter() - t_score) * 1e3
-        if prompts:
-            metrics.BATCH_SIZE.observe(len(prompts))
-            metrics.ENGINE_SECONDS.observe(score_ms / 1e3)
-            metrics.ITEMS_SCORED.inc(sum(s is not None for s in scores))
-
-        # rank
-        info = self.engine.info
-        for p in pending:
-            ids, vals = [], []
-            for j, job_id in enumerate(p.job_ids):
-                sc = scores[p.first + j]
-                if sc is None:
-                    p.errors.append(
-                        CandidateError(job_id=job_id, reason="engine_error", detail="the engine rejected this prompt")
-                    )
-                else:
-                    ids.append(job_id)
-                    vals.append(sc)
-            done = time.time()
-            timings = Timings(
-                queue_ms=max(0.0, (p.received_at - p.req.created_at) * 1e3) if p.req.created_at else 0.0,
-                fetch_ms=fetch_ms,
-                score_ms=score_ms,
-                total_ms=max(0.0, (done - (p.req.created_at or p.received_at)) * 1e3),
-            )
-            ranking = rank(
-                p.req.request_id,
-                ids,
-                vals,
-                p.req.top_k,
-                errors=p.errors,
-                candidates_total=p.candidates_total,
-                model_id=info.model_id,
-                model_revision=info.revision,
-                summarizer_version=self.settings.summarizer_version,
-                timings=timings,
-                produced_at=done,
-            )
-            for e in p.errors:
-                metrics.CANDIDATE_ERRORS.labels(e.reason).inc()
-            metrics.REQUESTS.labels("ok").inc()
-            if p.req.created_at:
-                metrics.REQUEST_LATENCY.observe(timings.total_ms / 1e3)
-            outbox.append(
-                (p.req.reply_topic or self._results_topic, RANKINGS.encode(ranking), p.req.request_id.encode())
-            )
-
-        # publish, then commit
-        await self._publish(outbox)
-        await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
-        self.requests_done += len(pending)
-        self.items_scored += len(prompts)
-
-    def _validate(self, rec: ConsumerRecord, now: float) -> ScoreRequest | list[tuple[str, bytes, bytes | None]]:
+    def _validate(self, rec: ConsumerRecord, now: float) -> ScoreRequest | list[Outgoing]:
         """A request to score, or the messages that answer it (dead letter and/or a ranking) right away."""
         try:
             req = SCORE_REQUESTS.decode(rec.value)
@@ -251,7 +258,7 @@ class Worker:
             )
             metrics.DEAD_LETTERS.labels("worker", e.kind).inc()
             return [(self._dlq_topic, DEAD_LETTERS.encode(dead_letter(rec, "worker", e.reason, e.kind)), rec.key)]
-        answer = self._results_topic if req.reply_topic is None else req.reply_topic
+        answer = req.reply_topic or self._results_topic
         if len(req.candidates) > self.settings.max_candidates:
             reason = (
                 f"{len(req.candidates)} candidates exceeds this deployment's max_candidates="
@@ -284,10 +291,43 @@ class Worker:
             produced_at=now,
         )
 
-    def _score(self, prompts: Sequence[str]) -> list[float | None]:
+    # --- engine: batch → score → rank → publish -----------------------------------------------------
+
+    async def _engine_loop(self) -> None:
+        try:
+            while True:
+                batch = await self.batcher.next_batch()
+                for st in self.batcher.take_finished():
+                    self._complete(st)
+                metrics.QUEUE_DEPTH.set(len(self.batcher))
+                if not batch:
+                    if self.batcher.closed:
+                        return
+                    continue
+                t0 = time.perf_counter()
+                scores = await asyncio.to_thread(self._score, [it.tokens for it in batch])
+                dt = time.perf_counter() - t0
+                metrics.ENGINE_BUSY.inc(dt)
+                metrics.ENGINE_SECONDS.observe(dt)
+                metrics.BATCH_SIZE.observe(len(batch))
+                metrics.BATCH_TOKENS.observe(sum(len(it.tokens) for it in batch))
+                metrics.ITEMS_SCORED.inc(sum(s is not None for s in scores))
+                self.items_scored += len(batch)
+                finished: list[RequestState] = []
+                for st in {id(it.state): it.state for it in batch}.values():
+                    st.score_ms += dt * 1e3
+                for it, sc in zip(batch, scores, strict=True):
+                    if it.state.finish_item(it.index, sc):
+                        finished.append(it.state)
+                for st in finished:
+                    self._complete(st)
+        except Exception as e:
+            self._fail(e)
+
+    def _score(self, prompts: Sequence[Sequence[int]]) -> list[float | None]:
         """Score a batch; if the engine rejects it, isolate the prompts it rejects (None) by retrying singly."""
         try:
-            return list(self._checked(self.engine.score(prompts)))
+            return list(self._checked(self.engine.score_tokens(prompts)))
         except Exception as batch_error:
             if len(prompts) == 1:
                 raise EngineFailure(f"engine failed: {batch_error}") from batch_error
@@ -296,9 +336,9 @@ class Worker:
                 extra={"size": len(prompts), "error": repr(batch_error)},
             )
         out: list[float | None] = []
-        for prompt in prompts:
+        for p in prompts:
             try:
-                out.append(self._checked(self.engine.score([prompt]))[0])
+                out.append(self._checked(self.engine.score_tokens([p]))[0])
             except Exception:
                 out.append(None)
         if all(s is None for s in out):
@@ -312,16 +352,80 @@ class Worker:
             raise ValueError(f"engine returned non-probabilities: {bad[:3]}")
         return scores
 
-    async def _publish(self, outbox: Sequence[tuple[str, bytes, bytes | None]]) -> None:
-        """Send everything, then wait for every acknowledgement (a failed delivery raises here)."""
+    def _complete(self, st: RequestState) -> None:
+        """Rank a finished request and publish its answer."""
+        done = time.time()
+        info = self.engine.info
+        answer = st.req.reply_topic or self._results_topic
+        if st.timed_out:
+            metrics.REQUESTS.labels("timeout").inc()
+            ranking = self._bare_ranking(st.req, "timeout", "deadline passed while queued for scoring", done)
+        else:
+            ids, vals = [], []
+            for job_id, sc in zip(st.job_ids, st.scores, strict=True):
+                if sc is None:
+                    st.errors.append(
+                        CandidateError(job_id=job_id, reason="engine_error", detail="the engine rejected this prompt")
+                    )
+                else:
+                    ids.append(job_id)
+                    vals.append(sc)
+            created = st.req.created_at or st.received_at
+            timings = Timings(
+                queue_ms=max(0.0, (st.received_at - st.req.created_at) * 1e3) if st.req.created_at else 0.0,
+                fetch_ms=st.fetch_ms,
+                score_ms=st.score_ms,
+                total_ms=max(0.0, (done - created) * 1e3),
+            )
+            ranking = rank(
+                st.req.request_id,
+                ids,
+                vals,
+                st.req.top_k,
+                errors=st.errors,
+                candidates_total=st.candidates_total,
+                model_id=info.model_id,
+                model_revision=info.revision,
+                summarizer_version=self.settings.summarizer_version,
+                timings=timings,
+                produced_at=done,
+            )
+            for e in st.errors:
+                metrics.CANDIDATE_ERRORS.labels(e.reason).inc()
+            metrics.REQUESTS.labels("ok").inc()
+            if st.req.created_at:
+                metrics.REQUEST_LATENCY.observe(timings.total_ms / 1e3)
+        topic, partition, offset = st.key
+        self._publish(
+            [(answer, RANKINGS.encode(ranking), st.req.request_id.encode())], TopicPartition(topic, partition), offset
+        )
+
+    # --- publish → answered → commit -----------------------------------------------------------------
+
+    def _publish(self, outbox: Sequence[Outgoing], tp: TopicPartition, offset: int) -> None:
+        task = asyncio.create_task(self._deliver(outbox, tp, offset))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _deliver(self, outbox: Sequence[Outgoing], tp: TopicPartition, offset: int) -> None:
+        try:
+            await self._send_all(outbox)
+        except Exception as e:
+            self._fail(e)
+            return
+        self.offsets.done(tp, offset)
+        self.requests_done += 1
+        await self._notify()
+
+    async def _send_all(self, outbox: Sequence[Outgoing]) -> None:
+        """Send everything and wait for every acknowledgement (a failed delivery raises here)."""
         results = await asyncio.gather(*(self._send(t, v, k) for t, v, k in outbox), return_exceptions=True)
         retry = []
         for (topic, value, key), res in zip(outbox, results, strict=True):
             if not isinstance(res, BaseException):
                 continue
             # A reply topic the client named may not exist; answer on the default results topic instead
-            # of failing this batch forever (a crash loop). Anything else is a broker problem: raise, and
-            # the batch is not committed.
+            # of failing this record forever (a crash loop). Anything else is a broker problem: raise.
             if topic not in (self._results_topic, self._dlq_topic) and isinstance(res, KafkaError):
                 log.warning(
                     "reply topic failed; answering on the results topic",
@@ -336,6 +440,64 @@ class Worker:
     async def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
         assert self.producer is not None
         await (await self.producer.send(topic, value, key=key))
+
+    async def _commit(self) -> None:
+        offsets = self.offsets.committable()
+        if not offsets or self.consumer is None:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as e:
+            # The group rebalanced under us: these records go to their new owner, which answers them again
+            # (consumers deduplicate by request id).
+            log.warning("commit failed after a rebalance", extra={"error": str(e)})
+
+    def _backpressure(self) -> None:
+        assert self.consumer is not None
+        queued = len(self.batcher)
+        limit = self.settings.max_queued_items
+        if not self._paused and queued >= limit:
+            self.consumer.pause(*self.consumer.assignment())
+            self._paused = True
+            metrics.PAUSED.set(1)
+            log.info("backpressure: partitions paused", extra={"queued_items": queued})
+        elif self._paused and queued <= limit // 2:
+            self.consumer.resume(*self.consumer.assignment())
+            self._paused = False
+            metrics.PAUSED.set(0)
+            log.info("backpressure: partitions resumed", extra={"queued_items": queued})
+
+    def _fail(self, e: BaseException) -> None:
+        if self._failed is None:
+            log.error("worker failed; stopping without committing unfinished work", exc_info=e)
+            self._failed = e if isinstance(e, EngineFailure | KafkaError) else EngineFailure(str(e))
+            self._failed.__cause__ = e
+            self._stop.set()
+            # Wake anyone draining: they wait on the condition, and a failure ends the wait too.
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._answered:
+            self._answered.notify_all()
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Finish (bounded) what the revoked partitions have in flight, commit it, drop the rest."""
+        if not revoked:
+            return
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout_s), self._answered:
+                await self._answered.wait_for(lambda: self.offsets.in_flight(revoked) == 0 or self._failed is not None)
+        except TimeoutError:
+            log.warning(
+                "revoke: in-flight work did not finish in time; dropping it for the next owner",
+                extra={"in_flight": self.offsets.in_flight(revoked)},
+            )
+        if self._failed is None:
+            await self._commit()
+        keys = {(tp.topic, tp.partition) for tp in revoked}
+        self.batcher.drop(lambda st: st.key[:2] in keys)
+        self.offsets.forget(revoked)
+        log.info("partitions revoked", extra={"partitions": _names(revoked)})
 
 
 async def run_worker(settings: WorkerSettings, engine: ScoringEngine, stop: asyncio.Event | None = None) -> Worker:

@@ -11,7 +11,12 @@ it once per request instead of once per candidate. The score is P(yes) at the an
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
+
+PromptLayout = Literal["query_first", "doc_first"]
 
 DEFAULT_INSTRUCTION = "Given a job search query, judge whether the job posting is relevant to the searcher"
 
@@ -33,7 +38,10 @@ class PromptTemplate:
                 "<|im_start|>user\n<Instruct>: "
             ),
             query_sep="\n<Query>: ",
-            doc_sep="\n<Document>: ",
+            # The space before the document belongs to the candidate part: a byte-level BPE tokenizer
+            # then gives the same ids for shared + candidate tokenized apart as for the whole prompt,
+            # which is what lets the worker tokenize the shared part once per request.
+            doc_sep="\n<Document>:",
             suffix="<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
             instruction=instruction,
         )
@@ -43,7 +51,93 @@ class PromptTemplate:
         return f"{self.prefix}{self.instruction}{self.query_sep}{query}{self.doc_sep}"
 
     def candidate(self, doc: str) -> str:
-        return f"{doc}{self.suffix}"
+        return f" {doc}{self.suffix}"
 
     def render(self, query: str, doc: str) -> str:
         return self.shared(query) + self.candidate(doc)
+
+
+class PromptTooLong(ValueError):
+    pass
+
+
+class PromptBuilder:
+    """Token ids of prompts, built from parts tokenized once.
+
+    ``query_first`` (default): [instruction + query] is tokenized once per request and shared by all its
+    candidates — token-identical prefixes are what vLLM's prefix cache can reuse. ``doc_first`` puts the
+    job text before the query (no shared prefix beyond the instruction); it exists to measure the gain.
+    A candidate's ids are cached by (job id, content hash), since the same summaries recur across
+    requests, and truncated so the prompt fits ``max_model_len`` (vLLM's own truncation keeps the *last*
+    tokens, which would cut the instruction and query instead).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        template: PromptTemplate,
+        *,
+        max_model_len: int,
+        max_doc_tokens: int,
+        layout: PromptLayout = "query_first",
+        cache_size: int = 200_000,
+    ) -> None:
+        self.tok = tokenizer
+        self.template = template
+        self.layout = layout
+        self.max_model_len = max_model_len
+        self.max_doc_tokens = max_doc_tokens
+        self._cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
+        self._cache_size = cache_size
+        self.suffix_ids = self._encode([template.suffix])[0]
+        t = template
+        self._head_ids = self._encode([f"{t.prefix}{t.instruction}{t.doc_sep}"])[0]  # doc_first only
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [list(x) for x in self.tok(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def query_ids(self, query: str) -> list[int]:
+        """The per-request part: everything before the candidate (query_first) or after it (doc_first)."""
+        if self.layout == "query_first":
+            return self._encode([self.template.shared(query)])[0]
+        return self._encode([f"{self.template.query_sep}{query}"])[0]
+
+    def doc_budget(self, query_ids: Sequence[int]) -> int:
+        fixed = len(query_ids) + len(self.suffix_ids) + (len(self._head_ids) if self.layout == "doc_first" else 0)
+        return min(self.max_doc_tokens, self.max_model_len - fixed)
+
+    def doc_ids(self, keys: Sequence[tuple[str, str]], texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of `` {doc}`` per candidate, from the cache or one batched tokenizer call."""
+        out: list[list[int] | None] = [self._cache.get(k) for k in keys]
+        missing = [i for i, ids in enumerate(out) if ids is None]
+        if missing:
+            fresh = self._encode([f" {texts[i]}" for i in missing])
+            for i, ids in zip(missing, fresh, strict=True):
+                # Cap what is cached: no prompt ever uses more than max_doc_tokens of a document.
+                out[i] = ids[: self.max_doc_tokens]
+                self._cache[keys[i]] = out[i]  # type: ignore[assignment]
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        for k in keys:
+            if k in self._cache:
+                self._cache.move_to_end(k)
+        return out  # type: ignore[return-value]
+
+    def build(self, query_ids: Sequence[int], doc_ids: Sequence[int]) -> list[int]:
+        budget = self.doc_budget(query_ids)
+        if budget <= 0:
+            raise PromptTooLong(
+                f"query takes {len(query_ids)} tokens; with the template that leaves no room under "
+                f"max_model_len={self.max_model_len}"
+            )
+        doc = list(doc_ids[:budget])
+        if self.layout == "query_first":
+            return [*query_ids, *doc, *self.suffix_ids]
+        return [*self._head_ids, *doc, *query_ids, *self.suffix_ids]
+
+    def render(self, query: str, doc: str) -> str:
+        """The same prompt as text (for engines/tools that take strings)."""
+        t = self.template
+        if self.layout == "query_first":
+            return t.render(query, doc)
+        return f"{t.prefix}{t.instruction}{t.doc_sep} {doc}{t.query_sep}{query}{t.suffix}"

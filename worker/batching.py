@@ -1,0 +1,174 @@
+"""Micro-batching across requests under a token budget (no Kafka, no engine: pure bookkeeping).
+
+Every candidate of every request becomes one `WorkItem` (its prompt's token ids). Items queue in
+arrival order; `TokenBudgetBatcher.next_batch()` hands the engine a batch as soon as either
+
+- the queued prompt tokens reach ``max_batch_tokens`` (or ``max_batch_items``), or
+- the oldest queued item has waited ``max_wait_s`` (small requests don't wait for company),
+
+so one batch may hold many small requests, and one large request is chunked over several batches.
+Scores flow back into each item's `RequestState`; the request is complete when its last item is.
+Items of a request that is past its deadline when its batch is cut are dropped, not scored late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import CandidateError, ScoreRequest
+
+
+@dataclass(eq=False)
+class RequestState:
+    """One request in flight: where it came from, what is scored so far, and what failed."""
+
+    req: ScoreRequest
+    key: tuple[str, int, int]  # (topic, partition, offset) of the request record
+    received_at: float
+    job_ids: list[str] = field(default_factory=list)  # candidates with a prompt, in item order
+    scores: list[float | None] = field(default_factory=list)
+    errors: list[CandidateError] = field(default_factory=list)
+    candidates_total: int = 0
+    remaining: int = 0
+    timed_out: bool = False
+    fetch_ms: float = 0.0
+    score_ms: float = 0.0
+
+    def expired(self, now: float) -> bool:
+        return self.req.deadline is not None and now > self.req.deadline
+
+    def finish_item(self, index: int, score: float | None) -> bool:
+        """Record one candidate's score (None: not scored); True when this was the request's last."""
+        self.scores[index] = score
+        self.remaining -= 1
+        return self.remaining == 0
+
+
+@dataclass(eq=False, slots=True)
+class WorkItem:
+    state: RequestState
+    index: int  # position in state.job_ids / state.scores
+    tokens: Sequence[int]
+    enqueued_at: float
+
+
+class TokenBudgetBatcher:
+    """Queue of work items; batches cut by token budget, item cap or the oldest item's wait."""
+
+    def __init__(
+        self,
+        max_batch_tokens: int,
+        max_batch_items: int,
+        max_wait_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        assert max_batch_tokens > 0 and max_batch_items > 0 and max_wait_s >= 0
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_items = max_batch_items
+        self.max_wait_s = max_wait_s
+        self._clock = clock
+        self._wall = wall
+        self._queue: deque[WorkItem] = deque()
+        self._queued_tokens = 0
+        self._changed = asyncio.Event()
+        self._closed = False
+        self._finished: list[RequestState] = []
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    def put(self, items: Sequence[WorkItem]) -> None:
+        for it in items:
+            self._queue.append(it)
+            self._queued_tokens += len(it.tokens)
+        if items:
+            self._changed.set()
+
+    def close(self) -> None:
+        """No more items will come: hand out what is queued without waiting, then return empty batches."""
+        self._closed = True
+        self._changed.set()
+
+    def _full(self) -> bool:
+        return self._queued_tokens >= self.max_batch_tokens or len(self._queue) >= self.max_batch_items
+
+    async def next_batch(self) -> list[WorkItem]:
+        """Wait for a batch worth cutting (see module docstring); [] only once closed and empty."""
+        while True:
+            if self._queue and (self._closed or self._full()):
+                return self._cut()
+            if self._queue:
+                waited = self._clock() - self._queue[0].enqueued_at
+                if waited >= self.max_wait_s:
+                    return self._cut()
+                timeout: float | None = self.max_wait_s - waited
+            elif self._closed:
+                return []
+            else:
+                timeout = None
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def _cut(self) -> list[WorkItem]:
+        batch: list[WorkItem] = []
+        tokens = 0
+        now = self._wall()
+        while self._queue and len(batch) < self.max_batch_items:
+            it = self._queue[0]
+            n = len(it.tokens)
+            # The first item always goes (a prompt longer than the budget still has to be scored).
+            if batch and tokens + n > self.max_batch_tokens:
+                break
+            self._queue.popleft()
+            self._queued_tokens -= n
+            st = it.state
+            if st.timed_out or st.expired(now):
+                st.timed_out = True
+                if st.finish_item(it.index, None):
+                    self._finished.append(st)
+                continue
+            batch.append(it)
+            tokens += n
+        return batch
+
+    def take_finished(self) -> list[RequestState]:
+        """Requests completed while cutting (their remaining items were dropped as expired)."""
+        out, self._finished = self._finished, []
+        return out
+
+    def drop(self, predicate: Callable[[RequestState], bool]) -> list[RequestState]:
+        """Remove queued items whose request matches (e.g. its partition was revoked)."""
+        kept: deque[WorkItem] = deque()
+        dropped: dict[int, RequestState] = {}
+        for it in self._queue:
+            if predicate(it.state):
+                dropped[id(it.state)] = it.state
+                self._queued_tokens -= len(it.tokens)
+            else:
+                kept.append(it)
+        self._queue = kept
+        return list(dropped.values())
+
+
+def batch_stats(batch: Sequence[WorkItem]) -> dict[str, Any]:
+    return {
+        "items": len(batch),
+        "tokens": sum(len(it.tokens) for it in batch),
+        "requests": len({id(it.state) for it in batch}),
+    }
