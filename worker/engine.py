@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,8 @@ class VllmEngine:
             **kwargs,
         )
         self.tokenizer = self._llm.get_tokenizer()
+        # `LLM` is not thread-safe; workers call it from a thread, and tests/benchmarks may share one.
+        self._lock = threading.Lock()
 
     def score(self, prompts: Sequence[str]) -> list[float]:
         if not prompts:
@@ -160,7 +163,8 @@ class VllmEngine:
             return []
         from vllm.inputs import TokensPrompt
 
-        outs = self._llm.classify([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], use_tqdm=False)
+        with self._lock:
+            outs = self._llm.classify([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], use_tqdm=False)
         return [float(o.outputs.probs[0]) for o in outs]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:

@@ -102,6 +102,7 @@ class Worker:
         self._paused = False
         self.requests_done = 0
         self.items_scored = 0
+        self.pauses = 0
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -459,6 +460,7 @@ class Worker:
         if not self._paused and queued >= limit:
             self.consumer.pause(*self.consumer.assignment())
             self._paused = True
+            self.pauses += 1
             metrics.PAUSED.set(1)
             log.info("backpressure: partitions paused", extra={"queued_items": queued})
         elif self._paused and queued <= limit // 2:
