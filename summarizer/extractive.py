@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from schemas import JobPosted
@@ -244,16 +245,18 @@ def boilerplate_hits(sentence: str) -> int:
     return len(set(re.findall(r"[a-z0-9]+", sentence.lower())) & BOILERPLATE_WORDS)
 
 
-def select_greedy(sentences: list[str], scores: list[float], budget: int) -> list[int]:
+def select_greedy(
+    sentences: list[str], scores: list[float], budget: int, count: Callable[[str], int] = approx_tokens
+) -> list[int]:
     """Best-scoring sentences that fit ``budget`` (estimated tokens); indices in original order."""
     chosen: list[int] = []
     used = 0
     for i in sorted(range(len(sentences)), key=lambda i: (-scores[i], i)):
         if scores[i] == -math.inf or (scores[i] <= 0 and chosen):
             break
-        cost = approx_tokens(sentences[i])
-        if used + cost > budget:
-            continue
+        cost = count(sentences[i])
+        if used + cost > budget or any(sentences[j] == sentences[i] for j in chosen):
+            continue  # over budget, or a verbatim repeat (templated postings repeat whole sentences)
         chosen.append(i)
         used += cost
     return sorted(chosen)
@@ -266,11 +269,12 @@ def select_mmr(
     budget: int,
     lam: float = 0.7,
     max_redundancy: float = 0.92,
+    count: Callable[[str], int] = approx_tokens,
 ) -> list[int]:
     """Maximal marginal relevance under a token budget: relevance to the job, minus redundancy with what
     is already chosen (postings repeat themselves; a budget spent on paraphrases says less)."""
     n = len(sentences)
-    costs = [approx_tokens(s) for s in sentences]
+    costs = [count(s) for s in sentences]
     chosen: list[int] = []
     left = set(range(n))
     used = 0
@@ -313,5 +317,5 @@ def summarize(p: JobPosted, budget_tokens: int = 128) -> Extracted:
     )
 
 
-def raw_tokens(p: JobPosted) -> int:
-    return approx_tokens(f"{p.title} {p.company} {p.location} {p.description}")
+def raw_tokens(p: JobPosted, count: Callable[[str], int] = approx_tokens) -> int:
+    return count(f"{p.title} {p.company} {p.location} {p.description}")

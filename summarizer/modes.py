@@ -1,7 +1,8 @@
 """The three summarizer modes behind one small interface, picked per deployment (`summarizer_mode`).
 
 Every mode renders the same kind of text the scorer reads — a structured header, then a summary —
-and stays within the token budget (estimated with `approx_tokens`, as the existing cache entries are):
+and stays within the token budget, counted with `approx_tokens` (the existing estimate) or, with the
+`budget_tokenizer` setting, exactly with the scorer's tokenizer:
 
 - extractive: header (title, company, location, seniority, skills) + the sentences most similar to the
   title/skills by MiniLM embeddings, chosen with MMR so the budget is not spent on paraphrases.
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -59,20 +61,35 @@ class PostingSummarizer(Protocol):
     def close(self) -> None: ...
 
 
-def fit_text(text: str, budget: int) -> str:
-    """The longest prefix of ``text`` within ``budget`` estimated tokens, cut at a sentence, else a word."""
-    if approx_tokens(text) <= budget:
+TokenCounter = Callable[[str], int]
+
+
+def hf_token_counter(path: str | Path) -> TokenCounter:
+    """Exact token counts with a model's tokenizer (the scorer's), no special tokens."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+
+    def count(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False))
+
+    return count
+
+
+def fit_text(text: str, budget: int, count: TokenCounter = approx_tokens) -> str:
+    """The longest prefix of ``text`` within ``budget`` tokens, cut at a sentence, else a word."""
+    if count(text) <= budget:
         return text
     out = ""
     for s in split_sentences(text):
         cand = f"{out} {s}".strip()
-        if approx_tokens(cand) > budget:
+        if count(cand) > budget:
             break
         out = cand
     if out:
         return out
     words = text.split()
-    while words and approx_tokens(" ".join(words)) > budget:
+    while words and count(" ".join(words)) > budget:
         words = words[: max(0, int(len(words) * 0.9) - 1)]
     return " ".join(words)
 
@@ -81,12 +98,31 @@ def _render(header: str, body: str) -> str:
     return header + (f"\nSummary: {body}" if body else "")
 
 
-def _extracted(p: JobPosted, header: str, body: str, seniority: str, skills: tuple[str, ...]) -> Extracted:
+def _body_budget(header: str, budget: int, count: TokenCounter) -> int:
+    return budget - count(header + "\nSummary:")
+
+
+def _extracted(
+    p: JobPosted,
+    header: str,
+    body: str,
+    seniority: str,
+    skills: tuple[str, ...],
+    budget: int,
+    count: TokenCounter = approx_tokens,
+) -> Extracted:
     summary = _render(header, body)
+    # Pieces were budgeted one by one; joined, a subword tokenizer may merge or split differently.
+    # Trim the body until the whole text fits (rarely more than one step).
+    n = count(summary)
+    while body and n > budget:
+        body = fit_text(body, count(body) - (n - budget) - 1, count)
+        summary = _render(header, body)
+        n = count(summary)
     return Extracted(
         summary=summary,
-        raw_tokens=raw_tokens(p),
-        summary_tokens=approx_tokens(summary),
+        raw_tokens=raw_tokens(p, count),
+        summary_tokens=n,
         seniority=seniority,
         skills=skills,
     )
@@ -96,7 +132,10 @@ class _SentencePicker:
     """Sentence selection shared by extractive and hybrid: MiniLM + MMR when an embedder is given,
     else the keyword heuristic."""
 
-    def __init__(self, embedder: MiniLM | None, mmr_lambda: float, prefilter: int = 24) -> None:
+    def __init__(
+        self, embedder: MiniLM | None, mmr_lambda: float, prefilter: int = 24, count: TokenCounter = approx_tokens
+    ) -> None:
+        self.count = count
         self.embedder = embedder
         self.mmr_lambda = mmr_lambda
         self.prefilter = prefilter
@@ -107,7 +146,7 @@ class _SentencePicker:
         sentences = [split_sentences(p.description) for p in postings]
         if self.embedder is None:
             return [
-                " ".join(ss[i] for i in select_greedy(ss, heuristic_scores(ss, p.title, sk), b))
+                " ".join(ss[i] for i in select_greedy(ss, heuristic_scores(ss, p.title, sk), b, self.count))
                 for p, ss, sk, b in zip(postings, sentences, skills, budgets, strict=True)
             ]
         # The encoder is the cost (~1 ms per sentence on two cores): embed only the best
@@ -133,7 +172,7 @@ class _SentencePicker:
             rel = (m @ qv[k]).astype(np.float64)
             rel -= BOILERPLATE_PENALTY * np.array([boilerplate_hits(s) for s in ss])
             sim = (m @ m.T).tolist()
-            chosen = select_mmr(ss, rel.tolist(), sim, budgets[k], self.mmr_lambda)
+            chosen = select_mmr(ss, rel.tolist(), sim, budgets[k], self.mmr_lambda, count=self.count)
             out.append(" ".join(ss[i] for i in chosen))
         return out
 
@@ -141,18 +180,25 @@ class _SentencePicker:
 class ExtractiveSummarizer:
     mode: Mode = "extractive"
 
-    def __init__(self, budget: int, embedder: MiniLM | None = None, mmr_lambda: float = 0.7) -> None:
+    def __init__(
+        self,
+        budget: int,
+        embedder: MiniLM | None = None,
+        mmr_lambda: float = 0.7,
+        count: TokenCounter = approx_tokens,
+    ) -> None:
         self.budget = budget
-        self.picker = _SentencePicker(embedder, mmr_lambda)
+        self.count = count
+        self.picker = _SentencePicker(embedder, mmr_lambda, count=count)
 
     def summarize_batch(self, postings: Sequence[JobPosted]) -> list[Extracted]:
         seniority = [detect_seniority(p.title, p.description) for p in postings]
         skills = [detect_skills(f"{p.title}. {p.description}") for p in postings]
         headers = [header_fields(p, se, sk) for p, se, sk in zip(postings, seniority, skills, strict=True)]
-        budgets = [self.budget - approx_tokens(h) - 2 for h in headers]
+        budgets = [_body_budget(h, self.budget, self.count) for h in headers]
         bodies = self.picker.pick(postings, skills, budgets)
         return [
-            _extracted(p, h, b, se, sk)
+            _extracted(p, h, b, se, sk, self.budget, self.count)
             for p, h, b, se, sk in zip(postings, headers, bodies, seniority, skills, strict=True)
         ]
 
@@ -232,11 +278,13 @@ class HybridSummarizer:
         mmr_lambda: float = 0.7,
         matcher: SkillMatcher | None = None,
         max_skills: int = 10,
+        count: TokenCounter = approx_tokens,
     ) -> None:
         from summarizer.skills import default_matcher
 
         self.budget = budget
-        self.picker = _SentencePicker(embedder, mmr_lambda)
+        self.count = count
+        self.picker = _SentencePicker(embedder, mmr_lambda, count=count)
         self.matcher = matcher or default_matcher()
         self.max_skills = max_skills
 
@@ -254,10 +302,12 @@ class HybridSummarizer:
         skills = [self.skills(p) for p in postings]
         headers = [hybrid_header(p, se, sk) for p, se, sk in zip(postings, seniority, skills, strict=True)]
         # Fields carry most of the signal; the extract gets what is left, capped to a share of the budget.
-        budgets = [min(int(self.budget * HYBRID_SUMMARY_SHARE), self.budget - approx_tokens(h) - 2) for h in headers]
+        budgets = [
+            min(int(self.budget * HYBRID_SUMMARY_SHARE), _body_budget(h, self.budget, self.count)) for h in headers
+        ]
         bodies = self.picker.pick(postings, skills, budgets)
         return [
-            _extracted(p, h, b, se, sk)
+            _extracted(p, h, b, se, sk, self.budget, self.count)
             for p, h, b, se, sk in zip(postings, headers, bodies, seniority, skills, strict=True)
         ]
 
@@ -271,8 +321,11 @@ class HybridSummarizer:
 class AbstractiveSummarizer:
     mode: Mode = "abstractive"
 
-    def __init__(self, budget: int, generator: Generator, owns_generator: bool = True) -> None:
+    def __init__(
+        self, budget: int, generator: Generator, owns_generator: bool = True, count: TokenCounter = approx_tokens
+    ) -> None:
         self.budget = budget
+        self.count = count
         self.generator = generator
         self.owns_generator = owns_generator
 
@@ -280,12 +333,14 @@ class AbstractiveSummarizer:
         seniority = [detect_seniority(p.title, p.description) for p in postings]
         skills = [detect_skills(f"{p.title}. {p.description}") for p in postings]
         headers = [header_fields(p, se, sk) for p, se, sk in zip(postings, seniority, skills, strict=True)]
-        left = [self.budget - approx_tokens(h) - 2 for h in headers]
+        left = [_body_budget(h, self.budget, self.count) for h in headers]
         # Ask for what the budget leaves (model tokens ≈ estimated tokens); cut to the estimate after.
         texts = self.generator.summarize(postings, max_tokens=max(8, min(left)))
-        bodies = [fit_text(" ".join(t.split()), b) if b > 0 else "" for t, b in zip(texts, left, strict=True)]
+        bodies = [
+            fit_text(" ".join(t.split()), b, self.count) if b > 0 else "" for t, b in zip(texts, left, strict=True)
+        ]
         return [
-            _extracted(p, h, b, se, sk)
+            _extracted(p, h, b, se, sk, self.budget, self.count)
             for p, h, b, se, sk in zip(postings, headers, bodies, seniority, skills, strict=True)
         ]
 
@@ -296,18 +351,20 @@ class AbstractiveSummarizer:
 
 def make_summarizer(s: SummarizerSettings) -> PostingSummarizer:
     """The deployment's summarizer, models loaded (MiniLM ~1 s; vLLM engine ~40-60 s on CPU)."""
+    count = hf_token_counter(s.budget_tokenizer) if s.budget_tokenizer else approx_tokens
     embedder = None
     if s.extractive_embeddings and s.summarizer_mode in ("extractive", "hybrid"):
         from summarizer.embed import MiniLM
 
         embedder = MiniLM()
     if s.summarizer_mode == "extractive":
-        return ExtractiveSummarizer(s.summary_budget_tokens, embedder, s.mmr_lambda)
+        return ExtractiveSummarizer(s.summary_budget_tokens, embedder, s.mmr_lambda, count=count)
     if s.summarizer_mode == "hybrid":
-        return HybridSummarizer(s.summary_budget_tokens, embedder, s.mmr_lambda)
+        return HybridSummarizer(s.summary_budget_tokens, embedder, s.mmr_lambda, count=count)
     from summarizer.abstractive import VllmGenerator
 
     return AbstractiveSummarizer(
         s.summary_budget_tokens,
         VllmGenerator(s.abstractive_model, max_input_tokens=s.abstractive_max_input_tokens),
+        count=count,
     )

@@ -4,6 +4,10 @@ Data path, per poll: fetch a batch of postings → decode (bad ones to the dead-
 postings whose content hash is already cached → summarize off the event loop → one pipelined Redis
 write (puts and tombstone deletes) → wait for dead letters to be acked → commit offsets. A crash
 anywhere before the commit replays the batch; every write is idempotent (same key, same value).
+
+The mode (`summarizer_mode`: extractive, hybrid, abstractive; see `summarizer.modes`) is loaded once at
+start and recorded in every entry. A posting the summarizer fails on is dead-lettered with the error
+(``summarize_failed``) so it cannot block its partition; the rest of its batch is written.
 """
 
 from __future__ import annotations
@@ -137,9 +141,17 @@ class Summarizer:
             self.summarizer = None
 
     async def run(self) -> None:
-        assert self.consumer is not None, "start() first"
+        assert self.consumer is not None and self.summarizer is not None, "start() first"
+        s = self.settings
+        # Backpressure is the loop itself: nothing is fetched while a batch is summarized, and the
+        # consumer's prefetch is bounded by its fetch sizes. What must be bounded is the time per batch:
+        # it has to stay under max_poll_interval_ms (300 s) or the group evicts this consumer and the
+        # commit fails. Abstractive summaries take ~1-3 s each on CPU, so it polls one chunk at a time.
+        max_records = s.max_records
+        if self.summarizer.mode == "abstractive":
+            max_records = min(s.max_records, s.summarize_batch_size)
         while not self._stop.is_set():
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.max_records)
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=max_records)
             if batch:
                 await self.process(batch)
 

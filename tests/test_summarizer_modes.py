@@ -24,6 +24,7 @@ from summarizer.modes import (
     detect_remote,
     detect_salary,
     fit_text,
+    hf_token_counter,
 )
 from summarizer.service import Summarizer
 from summarizer.skills import SkillMatcher, default_matcher, esco_labels, preferred_label
@@ -77,6 +78,21 @@ class TestExtractiveModes:
     ) -> None:
         out = ExtractiveSummarizer(BUDGET, embedder).summarize_batch(long_postings)
         _check_budget_and_fields(long_postings, out, BUDGET)
+
+    def test_exact_budget_with_the_scorers_tokenizer(self, embedder: MiniLM, long_postings: list[JobPosted]) -> None:
+        from jobscore.models import smollm2_dir
+
+        count = hf_token_counter(smollm2_dir())
+        for summ in (
+            ExtractiveSummarizer(BUDGET, embedder, count=count),
+            HybridSummarizer(BUDGET, embedder, count=count),
+        ):
+            out = summ.summarize_batch(long_postings)
+            for p, ex in zip(long_postings, out, strict=True):
+                assert ex.summary_tokens == count(ex.summary) <= BUDGET
+                assert f"Title: {p.title}" in ex.summary and "\nSummary: " in ex.summary
+            # The budget is used, not just respected: summaries land close to it.
+            assert sum(e.summary_tokens for e in out) / len(out) > 0.75 * BUDGET
 
     def test_extractive_mmr_skips_repeats_and_boilerplate(self, embedder: MiniLM) -> None:
         p = JobPosted(
