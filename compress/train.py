@@ -221,10 +221,11 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        ema = float(loss) if ema is None else 0.9 * ema + 0.1 * float(loss)
+        lv = float(loss.detach())
+        ema = lv if ema is None else 0.9 * ema + 0.1 * lv
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.4f}")
-        log_file.write(json.dumps({"step": step + 1, "loss": float(loss), "lr": sched.get_last_lr()[0]}) + "\n")
+        log_file.write(json.dumps({"step": step + 1, "loss": lv, "lr": sched.get_last_lr()[0]}) + "\n")
         if (step + 1) % cfg.save_every == 0 and step + 1 < len(batches):
             ckpt.mkdir(parents=True, exist_ok=True)
             tmp = ckpt / "state.pt.tmp"
