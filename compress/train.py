@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from compress.data import Pair
 from compress.evaluate import ContextMode, render_doc
@@ -159,8 +160,13 @@ def train(
     *,
     model_id: str | None = None,
     progress: bool = True,
-) -> Path:
-    """Fine-tune ``model_dir`` on ``examples`` and save a plain HF directory at ``out_dir``."""
+    stop_after: int | None = None,
+) -> Path | None:
+    """Fine-tune ``model_dir`` on ``examples`` and save a plain HF directory at ``out_dir``.
+
+    :param stop_after: leave after this many steps in this call, with a checkpoint to resume from (a
+        time-boxed session); returns None then.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
@@ -203,6 +209,11 @@ def train(
     t0 = time.perf_counter()
     ema: float | None = None
     for step in range(start, len(batches)):
+        if stop_after is not None and step - start >= stop_after:
+            _save_checkpoint(ckpt, model, opt, sched, step, cfg, len(examples))
+            bar.close()
+            log_file.close()
+            return None
         idx = batches[step]
         enc = tok(
             [prompts[i] for i in idx],
@@ -226,21 +237,9 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.4f}")
         log_file.write(json.dumps({"step": step + 1, "loss": lv, "lr": sched.get_last_lr()[0]}) + "\n")
+        log_file.flush()
         if (step + 1) % cfg.save_every == 0 and step + 1 < len(batches):
-            ckpt.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt / "state.pt.tmp"
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "step": step + 1,
-                    "config": asdict(cfg),
-                    "n_examples": len(examples),
-                },
-                tmp,
-            )
-            tmp.replace(ckpt / "state.pt")  # atomic: a crash mid-save leaves the previous checkpoint
+            _save_checkpoint(ckpt, model, opt, sched, step + 1, cfg, len(examples))
     bar.close()
     log_file.close()
     model.eval()
@@ -260,6 +259,25 @@ def train(
     (out_dir / "jobscore_model.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(ckpt, ignore_errors=True)
     return out_dir
+
+
+def _save_checkpoint(
+    ckpt: Path, model: Any, opt: Any, sched: Any, step: int, cfg: TrainConfig, n_examples: int
+) -> None:
+    import torch
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt / "state.pt.tmp"
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "step": step,
+        "config": asdict(cfg),
+        "n_examples": n_examples,
+    }
+    torch.save(state, tmp)
+    tmp.replace(ckpt / "state.pt")  # atomic: a crash mid-save leaves the previous checkpoint
 
 
 def distil_examples(teacher_dir: Path, examples: Sequence[Example], cfg: TrainConfig) -> list[Example]:

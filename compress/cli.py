@@ -1,0 +1,258 @@
+"""``jobscore compress-*`` subcommands: data, size, prune, sft (and distillation), eval, pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from compress.settings import CompressSettings
+
+
+def _s(ns: argparse.Namespace) -> CompressSettings:
+    from jobscore.cli import _settings
+    from jobscore.settings import setup_logging
+
+    s: CompressSettings = _settings(ns, CompressSettings)
+    setup_logging(s.log_level, s.log_format)
+    return s
+
+
+def _model_arg(value: str) -> Path:
+    """A model directory, or ``smollm2`` / ``tiny`` for the packaged models."""
+    if value == "smollm2":
+        from jobscore.models import smollm2_dir
+
+        return smollm2_dir(dtype="float32")
+    if value == "tiny":
+        from jobscore.tinymodel import build_tiny_model
+
+        return build_tiny_model()
+    return Path(value)
+
+
+def cmd_data(ns: argparse.Namespace) -> int:
+    from compress.data import generate_split, write_jsonl
+
+    s = _s(ns)
+    postings, pairs = generate_split(ns.split, ns.queries, seed=s.seed)
+    write_jsonl(Path(ns.out), postings, pairs)
+    print(f"{len(pairs)} pairs ({sum(p.label > 0 for p in pairs)} relevant) over {ns.queries} queries → {ns.out}")
+    return 0
+
+
+def cmd_size(ns: argparse.Namespace) -> int:
+    from compress.prune import QWEN3_0_6B, count_params, keep_ratio_for
+
+    cfg = QWEN3_0_6B if ns.model == "qwen3-0.6b" else json.loads((_model_arg(ns.model) / "config.json").read_text())
+    full = count_params(cfg)
+    print(json.dumps({"params": full}, indent=2))
+    if ns.keep_ratio is not None:
+        width = round(ns.keep_ratio * cfg["intermediate_size"])
+        print(json.dumps({"keep_ratio": ns.keep_ratio, "intermediate": width, "params": count_params(cfg, width)}))
+    if ns.target is not None:
+        for which in ("total", "non_embedding"):
+            print(f"{which} = {ns.target:,}: keep ratio {keep_ratio_for(cfg, ns.target, which):.4f}")  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_prune(ns: argparse.Namespace) -> int:
+    from compress.data import drop_reserved, generate_split
+    from compress.evaluate import build_prompts
+    from compress.prune import prune_model
+
+    s = _s(ns)
+    postings, pairs = generate_split("train", max(1, ns.calibration_prompts // 6 + 1), seed=s.seed)
+    calibration = build_prompts(
+        drop_reserved(pairs)[: ns.calibration_prompts], postings, "raw", max_doc_chars=s.max_doc_chars
+    )
+    report = prune_model(
+        _model_arg(ns.model),
+        Path(ns.out),
+        ns.keep_ratio,
+        ns.method,
+        calibration,
+        max_len=s.max_len,
+        threads=s.threads,
+        multiple_of=ns.multiple_of,
+    )
+    print(json.dumps({k: v for k, v in report.to_json().items() if not k.startswith("layer_")}, indent=2))
+    if report.layer_error:
+        print(f"mean relative layer error: {sum(report.layer_error) / len(report.layer_error):.4f}")
+    return 0
+
+
+def cmd_sft(ns: argparse.Namespace) -> int:
+    from compress.data import drop_reserved, generate_split, load_pairs
+    from compress.train import TrainConfig, distil_examples, make_examples, train
+
+    s = _s(ns)
+    if ns.data:
+        postings, pairs = load_pairs(Path(ns.data))
+    else:
+        postings, pairs = generate_split("train", ns.queries, seed=s.seed)
+    kept = drop_reserved(pairs)
+    if len(kept) < len(pairs):
+        print(f"dropped {len(pairs) - len(kept)} pairs on reserved evaluation occupations", file=sys.stderr)
+    cfg = TrainConfig(
+        lr=ns.lr,
+        epochs=ns.epochs,
+        batch_size=ns.batch_size,
+        max_len=s.max_len,
+        seed=s.seed,
+        threads=s.threads,
+        alpha=ns.alpha,
+        save_every=ns.save_every,
+    )
+    ex = make_examples(
+        kept, postings, seed=s.seed, max_doc_chars=s.max_doc_chars, budget_tokens=s.summary_budget_tokens
+    )
+    if ns.teacher:
+        ex = distil_examples(_model_arg(ns.teacher), ex, cfg)
+    out = train(_model_arg(ns.model), ex, Path(ns.out), cfg, stop_after=ns.stop_after)
+    print(f"saved {out}" if out else f"stopped after {ns.stop_after} steps; rerun to resume")
+    return 0
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from compress.data import generate_split, load_pairs
+    from compress.evaluate import evaluate_model, format_table, write_json
+
+    s = _s(ns)
+    postings, pairs = load_pairs(Path(ns.data)) if ns.data else generate_split("heldout", ns.queries, seed=s.seed + 2)
+    results = []
+    for m in ns.model:
+        results += evaluate_model(
+            _model_arg(m),
+            pairs,
+            postings,
+            modes=ns.modes,
+            engine=s.engine,
+            dtype=s.dtype,
+            max_model_len=s.max_model_len,
+            budget_tokens=s.summary_budget_tokens,
+            max_doc_chars=s.max_doc_chars,
+            name=Path(m).name,
+        )
+    print(format_table(results))
+    if ns.json:
+        write_json(Path(ns.json), results)
+    return 0
+
+
+def cmd_pipeline(ns: argparse.Namespace) -> int:
+    from compress.pipeline import PipelineConfig, run_pipeline
+    from compress.train import TrainConfig
+
+    s = _s(ns)
+    tc = {"max_len": s.max_len, "seed": s.seed, "threads": s.threads}
+    cfg = PipelineConfig(
+        base=_model_arg(ns.model),
+        out=Path(ns.out),
+        teacher=_model_arg(ns.teacher) if ns.teacher else None,
+        keep_ratio=ns.keep_ratio,
+        methods=tuple(ns.methods),
+        train_queries=ns.train_queries,
+        distil_queries=ns.distil_queries,
+        eval_queries=ns.eval_queries,
+        sft=TrainConfig(lr=ns.lr, epochs=ns.epochs, **tc),  # type: ignore[arg-type]
+        distil=TrainConfig(lr=ns.lr, epochs=ns.epochs, **tc),  # type: ignore[arg-type]
+        evaluate_base=ns.evaluate_base,
+        export=Path(ns.export) if ns.export else None,
+    )
+    print(run_pipeline(cfg, s)["report"])
+    return 0
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add(
+        "compress-data",
+        cmd_data,
+        "Generate labelled query–job pairs from ESCO occupations (JSONL + postings "
+        "JSONL). 'train' never holds a reserved evaluation occupation; 'heldout' holds only those.",
+        CompressSettings,
+    )
+    p.add_argument("out", help="pairs JSONL to write (postings go to <name>.postings.jsonl beside it)")
+    p.add_argument("--split", choices=["train", "heldout"], default="train")
+    p.add_argument("--queries", type=int, default=200, help="queries; each has ~6 labelled jobs")
+
+    p = add(
+        "compress-size",
+        cmd_size,
+        "Parameter count of a model (or qwen3-0.6b) and the MLP keep ratio for a target size.",
+        CompressSettings,
+    )
+    p.add_argument("model", help="model dir, 'smollm2', 'tiny' or 'qwen3-0.6b'")
+    p.add_argument("--keep-ratio", type=float, default=None)
+    p.add_argument("--target", type=int, default=None, help="target parameter count, e.g. 375000000")
+
+    p = add(
+        "compress-prune",
+        cmd_prune,
+        "Structured MLP pruning (OSSCAR local search + least-squares re-fit, or "
+        "the magnitude/activation baselines) to a uniform width; saves an HF directory vLLM serves.",
+        CompressSettings,
+    )
+    p.add_argument("model", help="model dir, 'smollm2' or 'tiny'")
+    p.add_argument("out", help="output model directory")
+    p.add_argument("--keep-ratio", type=float, default=0.75, help="fraction of MLP neurons kept per layer")
+    p.add_argument("--method", choices=["osscar", "magnitude", "activation"], default="osscar")
+    p.add_argument("--calibration-prompts", type=int, default=64, help="prompts from the train split")
+    p.add_argument("--multiple-of", type=int, default=1, help="round the kept width up to a multiple of this")
+
+    p = add(
+        "compress-sft",
+        cmd_sft,
+        "Fine-tune a causal LM as a yes/no relevance classifier on the worker's "
+        "prompt; with --teacher, distil the teacher's P(yes) instead. Resumable; reserved occupations dropped.",
+        CompressSettings,
+    )
+    p.add_argument("model", help="model dir to start from, 'smollm2' or 'tiny'")
+    p.add_argument("out", help="output model directory (checkpoints under out/checkpoint)")
+    p.add_argument("--data", default=None, help="pairs JSONL; default: generate --queries from the train split")
+    p.add_argument("--queries", type=int, default=128)
+    p.add_argument("--teacher", default=None, help="teacher model dir: distil its P(yes) (soft labels)")
+    p.add_argument("--alpha", type=float, default=1.0, help="distillation: weight of the teacher vs the hard label")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--save-every", type=int, default=10, help="checkpoint every N steps")
+    p.add_argument("--stop-after", type=int, default=None, help="leave after N steps (resume later)")
+
+    p = add(
+        "compress-eval",
+        cmd_eval,
+        "AUC, NDCG@10 and MRR on the held-out split (reserved occupations) for each "
+        "model and context mode, scored by the worker's engine and prompt.",
+        CompressSettings,
+    )
+    p.add_argument("model", nargs="+", help="model dirs ('smollm2', 'tiny' allowed)")
+    p.add_argument("--data", default=None, help="pairs JSONL; default: generate --queries held-out queries")
+    p.add_argument("--queries", type=int, default=40)
+    p.add_argument("--modes", nargs="+", choices=["raw", "summary"], default=["raw", "summary"])
+    p.add_argument("--json", default=None, help="write results here")
+
+    p = add(
+        "compress-pipeline",
+        cmd_pipeline,
+        "prune → distil → evaluate (raw vs summary, pruned vs unpruned) → "
+        "export, with a report; SFTs the teacher first unless --teacher is given. Stages resume.",
+        CompressSettings,
+    )
+    p.add_argument("model", help="base model dir, 'smollm2' or 'tiny'")
+    p.add_argument("out", help="working directory (data, models, eval.json, report.md)")
+    p.add_argument("--teacher", default=None, help="an already fine-tuned model to prune and distil from")
+    p.add_argument("--keep-ratio", type=float, default=0.75)
+    p.add_argument(
+        "--methods", nargs="+", choices=["osscar", "magnitude", "activation"], default=["osscar", "magnitude"]
+    )
+    p.add_argument("--train-queries", type=int, default=128)
+    p.add_argument("--distil-queries", type=int, default=32, help="0 skips distillation")
+    p.add_argument("--eval-queries", type=int, default=40)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--evaluate-base", action="store_true", help="also evaluate the base model zero-shot")
+    p.add_argument("--export", default=None, help="copy the OSSCAR student here")
