@@ -1,0 +1,55 @@
+"""``jobscore bench``: the worker benchmark (raw engine vs pipeline vs naive HF, prefix reuse, raw text)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from jobscore.settings import WorkerSettings, setup_logging
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    from bench.worker_bench import print_report, run
+    from jobscore.cli import _settings
+
+    s: WorkerSettings = _settings(ns, WorkerSettings)
+    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    ns.use_given_broker = "s_kafka_bootstrap" in {k for k, v in vars(ns).items() if v is not None} or bool(
+        os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
+    )
+    r = run(ns, s)
+    print_report(r)
+    if ns.json:
+        with open(ns.json, "w") as f:
+            json.dump(r, f, indent=2)
+    return 0
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add(
+        "bench",
+        cmd_bench,
+        "Throughput benchmark on one generated workload: raw vLLM engine, the full pipeline (broker + Redis + "
+        "worker), a naive HF transformers baseline, prefix caching on/off, query-first vs doc-first, and "
+        "summary vs raw-description prompts. Prints items/s and ratios.",
+        WorkerSettings,
+    )
+    p.add_argument("--config", choices=["small", "qwen3-0.6b"], default="small", help="Random-weight Qwen3 size.")
+    p.add_argument("--requests", type=int, default=32)
+    p.add_argument("--candidates", type=int, default=64, help="Candidates per request.")
+    p.add_argument("--jobs", type=int, default=500, help="Distinct postings in the workload.")
+    p.add_argument("--summary-tokens", type=int, default=128)
+    p.add_argument("--raw-tokens", type=int, default=1200)
+    p.add_argument("--raw-items", type=int, default=256, help="Items scored for the raw-description rate.")
+    p.add_argument("--hf-items", type=int, default=512, help="Items scored for the naive HF rate.")
+    p.add_argument("--hf-batch-size", type=int, default=32)
+    p.add_argument("--max-num-seqs", type=int, default=256, help="vLLM max_num_seqs.")
+    p.add_argument("--max-num-batched-tokens", type=int, default=None, help="vLLM max_num_batched_tokens.")
+    p.add_argument("--skip-hf", action="store_true")
+    p.add_argument("--skip-pipeline", action="store_true")
+    p.add_argument("--json", default=None, help="Also write the results here.")

@@ -1,0 +1,322 @@
+"""Scoring benchmark: the same generated workload through each path, side by side, in one process.
+
+1. raw engine     vLLM classify on pre-built token prompts (one call: the engine's own best case)
+2. pipeline       broker → worker (Redis MGET, tokenization, micro-batching, publish, commit) → rankings
+3. naive HF       a plain transformers padded batch forward on text prompts (the baseline)
+4. prefix reuse   raw engine again with prefix caching off, and with the doc-first prompt layout
+5. raw text       raw engine on raw-description-length prompts (what summaries save)
+
+Random weights are fine for throughput. ``--config qwen3-0.6b`` is the paper's architecture (28 layers,
+hidden 1024, 16/8 heads, head_dim 128, intermediate 3072, vocab 151,936); ``small`` finishes on a CPU
+in minutes. Token lengths are set directly: query ~16, summary ~``--summary-tokens``, raw ~``--raw-tokens``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobscore.tinymodel import build_tiny_model, default_cache_dir
+
+log = logging.getLogger(__name__)
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "qwen3-0.6b": {
+        "num_hidden_layers": 28,
+        "hidden_size": 1024,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "intermediate_size": 3072,
+        "vocab_size": 151_936,
+        "tie_word_embeddings": True,
+    },
+    "small": {
+        "num_hidden_layers": 4,
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "intermediate_size": 768,
+        "vocab_size": 32_768,
+        "tie_word_embeddings": True,
+    },
+}
+
+
+def bench_model(config: str, cache_dir: Path | None = None) -> Path:
+    """A random-weight Qwen3 of the given architecture, with the tiny model's tokenizer (ids < its vocab)."""
+    out = (cache_dir or default_cache_dir()) / "models" / f"bench-qwen3-{config}"
+    if (out / "config.json").exists():
+        return out
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    tiny = build_tiny_model(cache_dir)
+    tok = AutoTokenizer.from_pretrained(tiny)
+    torch.manual_seed(0)
+    cfg = Qwen3Config(
+        **CONFIGS[config],
+        max_position_embeddings=4096,
+        torch_dtype="bfloat16",
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    with torch.device("cpu"):
+        model = Qwen3ForCausalLM(cfg)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to(torch.bfloat16).save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "jobscore_model.json").write_text(json.dumps({"model_id": f"bench-qwen3-{config}", "revision": "random"}))
+    tmp.rename(out)
+    return out
+
+
+@dataclass
+class Workload:
+    queries: list[str]
+    job_ids: list[str]
+    summaries: dict[str, str]  # job id → summary text of ~summary_tokens tokens
+    raws: dict[str, str]  # job id → raw text of ~raw_tokens tokens
+    candidates: list[list[str]]  # per query
+
+
+def make_workload(
+    tokenizer: Any, n_requests: int, n_candidates: int, n_jobs: int, summary_tokens: int, raw_tokens: int, seed: int = 0
+) -> Workload:
+    from jobscore.corpus import postings, queries
+
+    rng = random.Random(seed)
+    posts = postings(n_jobs, seed=seed, paragraphs=12)
+
+    def cut(text: str, n: int) -> str:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        while len(ids) < n:
+            ids = ids + ids
+        lo = int(n * 0.85)
+        return tokenizer.decode(ids[: rng.randint(lo, n)])
+
+    summaries = {p.job_id: cut(f"Title: {p.title} | {p.location}\n{p.description}", summary_tokens) for p in posts}
+    raws = {p.job_id: cut(p.description, raw_tokens) for p in posts}
+    ids = [p.job_id for p in posts]
+    return Workload(
+        queries=queries(n_requests, seed=seed),
+        job_ids=ids,
+        summaries=summaries,
+        raws=raws,
+        candidates=[rng.sample(ids, n_candidates) for _ in range(n_requests)],
+    )
+
+
+def _prompts(builder: Any, wl: Workload, texts: dict[str, str]) -> list[list[int]]:
+    out = []
+    for q, cands in zip(wl.queries, wl.candidates, strict=True):
+        qids = builder.query_ids(q)
+        docs = builder.doc_ids([(j, str(id(texts))) for j in cands], [texts[j] for j in cands])
+        out.extend(builder.build(qids, d) for d in docs)
+    return out
+
+
+def _rate(n: int, fn: Any) -> tuple[float, float]:
+    gc.collect()
+    t0 = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t0
+    return n / dt, dt
+
+
+async def _pipeline(settings: Any, engine: Any, wl: Workload) -> tuple[float, float, list[float]]:
+    from jobscore.client import RankingWaiter, new_request, publish_requests
+    from jobscore.kafka import ensure_topics
+    from summarizer.cache import SummaryCache, SummaryRecord
+    from worker.loop import Worker
+
+    await ensure_topics(settings)
+    cache = SummaryCache.from_url(settings.redis_url, settings.summarizer_version)
+    now = time.time()
+    recs = [
+        SummaryRecord(
+            job_id=j,
+            version=settings.summarizer_version,
+            mode="bench",
+            summary=s,
+            content_hash=f"h{j}",
+            raw_tokens=0,
+            summary_tokens=0,
+            created_at=now,
+        )
+        for j, s in wl.summaries.items()
+    ]
+    await cache.write(recs)
+    await cache.close()
+    worker = Worker(settings, engine)
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    try:
+        async with RankingWaiter(settings) as waiter:
+            # Warm-up request (first batch pays one-off costs), then the measured burst.
+            warm = new_request("warm up", wl.candidates[0], top_k=1)
+            await publish_requests(settings, [warm])
+            await waiter.wait(warm.request_id, 300)
+            reqs = [new_request(q, c, top_k=10) for q, c in zip(wl.queries, wl.candidates, strict=True)]
+            t0 = time.perf_counter()
+            await publish_requests(settings, reqs)
+            rankings = await waiter.wait_all([r.request_id for r in reqs], 3600)
+            dt = time.perf_counter() - t0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 120)
+        await worker.close()
+    n = sum(r.candidates_total - len(r.errors) for r in rankings.values())
+    return n / dt, dt, sorted(r.timings.total_ms for r in rankings.values())
+
+
+def run(args: Any, settings: Any) -> dict[str, Any]:
+    import torch
+
+    from jobscore.devstack import dev_stack
+    from worker.engine import HfEngine, VllmEngine
+    from worker.prompts import PromptBuilder, PromptTemplate
+
+    model = settings.model or bench_model(args.config, settings.cache_dir)
+    dtype = settings.dtype
+    results: dict[str, Any] = {
+        "config": args.config if not settings.model else str(model),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.platform()}"
+        + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),
+        "workload": f"{args.requests} requests x {args.candidates} candidates; query ~16 tok, "
+        f"summary ~{args.summary_tokens} tok, raw ~{args.raw_tokens} tok",
+        "dtype": dtype,
+    }
+    max_len = max(1024, args.raw_tokens + 256)
+
+    def engine(prefix: bool) -> VllmEngine:
+        return VllmEngine(
+            model,
+            dtype=dtype,
+            max_model_len=max_len,
+            enable_prefix_caching=prefix,
+            max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+        )
+
+    tmpl = PromptTemplate.qwen3_reranker()
+    eng = engine(True)
+    tok = eng.tokenizer
+    wl = make_workload(tok, args.requests, args.candidates, args.jobs, args.summary_tokens, args.raw_tokens)
+    qf = PromptBuilder(tok, tmpl, max_model_len=max_len, max_doc_tokens=args.raw_tokens + 64)
+    df = PromptBuilder(tok, tmpl, max_model_len=max_len, max_doc_tokens=args.raw_tokens + 64, layout="doc_first")
+    summary_prompts = _prompts(qf, wl, wl.summaries)
+    n = len(summary_prompts)
+    results["mean_prompt_tokens_summary"] = round(statistics.mean(len(p) for p in summary_prompts), 1)
+    eng.score_tokens(summary_prompts[:64])  # warm-up
+
+    results["raw_engine_items_s"], _ = _rate(n, lambda: eng.score_tokens(summary_prompts))
+    print(f"raw engine (prefix on, query first): {results['raw_engine_items_s']:.1f} items/s", flush=True)
+    doc_first = _prompts(df, wl, wl.summaries)
+    eng.score_tokens(doc_first[:64])
+    results["raw_engine_doc_first_items_s"], _ = _rate(n, lambda: eng.score_tokens(doc_first))
+    print(f"raw engine (prefix on, doc first): {results['raw_engine_doc_first_items_s']:.1f} items/s", flush=True)
+
+    raw_n = min(n, args.raw_items)
+    raw_prompts = _prompts(qf, wl, wl.raws)[:raw_n]
+    results["mean_prompt_tokens_raw"] = round(statistics.mean(len(p) for p in raw_prompts), 1)
+    results["raw_text_items_s"], _ = _rate(raw_n, lambda: eng.score_tokens(raw_prompts))
+    print(f"raw engine on raw-description prompts: {results['raw_text_items_s']:.1f} items/s", flush=True)
+
+    if not args.skip_pipeline:
+        with dev_stack(settings.kafka_bootstrap if args.use_given_broker else None, settings.redis_url) as (bs, url):
+            run_id = os.urandom(4).hex()
+            ps = settings.model_copy(
+                update={
+                    "kafka_bootstrap": bs,
+                    "redis_url": url,
+                    "group_id": f"bench-{run_id}",
+                    "summarizer_version": f"bench-{run_id}",
+                    "topic_requests": f"bench-{run_id}.requests",
+                    "topic_results": f"bench-{run_id}.rankings",
+                    "topic_dead_letters": f"bench-{run_id}.dlq",
+                    "topic_postings": f"bench-{run_id}.postings",
+                    "max_doc_tokens": args.summary_tokens + 64,
+                    "max_model_len": max_len,
+                }
+            )
+            rate, _, lat = asyncio.run(_pipeline(ps, eng, wl))
+        results["pipeline_items_s"] = rate
+        results["pipeline_p50_ms"] = round(lat[len(lat) // 2], 1)
+        results["pipeline_p95_ms"] = round(lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))], 1)
+        print(f"pipeline (broker + Redis + worker): {rate:.1f} items/s", flush=True)
+    eng.close()
+    gc.collect()
+
+    off = engine(False)
+    off.score_tokens(summary_prompts[:64])
+    results["raw_engine_prefix_off_items_s"], _ = _rate(n, lambda: off.score_tokens(summary_prompts))
+    print(f"raw engine (prefix off): {results['raw_engine_prefix_off_items_s']:.1f} items/s", flush=True)
+    off.close()
+    gc.collect()
+
+    if not args.skip_hf:
+        hf = HfEngine(
+            model, dtype="bfloat16" if dtype in ("auto", "bfloat16") else "float32", batch_size=args.hf_batch_size
+        )
+        texts = [qf.render(q, wl.summaries[j]) for q, c in zip(wl.queries, wl.candidates, strict=True) for j in c]
+        hf_n = min(n, args.hf_items)
+        hf.score(texts[:8])
+        results["naive_hf_items_s"], _ = _rate(hf_n, lambda: hf.score(texts[:hf_n]))
+        print(f"naive HF transformers: {results['naive_hf_items_s']:.1f} items/s", flush=True)
+        hf.close()
+
+    r = results
+    ratios = {
+        "pipeline / raw engine": ("pipeline_items_s", "raw_engine_items_s"),
+        "vLLM raw / naive HF": ("raw_engine_items_s", "naive_hf_items_s"),
+        "pipeline / naive HF": ("pipeline_items_s", "naive_hf_items_s"),
+        "prefix caching on / off": ("raw_engine_items_s", "raw_engine_prefix_off_items_s"),
+        "query-first / doc-first layout": ("raw_engine_items_s", "raw_engine_doc_first_items_s"),
+        "summary / raw-description prompts": ("raw_engine_items_s", "raw_text_items_s"),
+    }
+    r["ratios"] = {k: round(r[a] / r[b], 2) for k, (a, b) in ratios.items() if a in r and b in r}
+    return r
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print()
+    print(f"# worker benchmark — {r['config']} ({r['dtype']})")
+    print(f"machine:  {r['machine']}")
+    print(
+        f"workload: {r['workload']}; mean prompt tokens {r['mean_prompt_tokens_summary']} "
+        f"(raw-description prompts {r['mean_prompt_tokens_raw']})"
+    )
+    print()
+    print("| path | items/s |")
+    print("|---|---:|")
+    for k in (
+        "raw_engine_items_s",
+        "pipeline_items_s",
+        "naive_hf_items_s",
+        "raw_engine_prefix_off_items_s",
+        "raw_engine_doc_first_items_s",
+        "raw_text_items_s",
+    ):
+        if k in r:
+            print(f"| {k.removesuffix('_items_s').replace('_', ' ')} | {r[k]:.1f} |")
+    if "pipeline_p50_ms" in r:
+        print(f"\npipeline request latency in the burst: p50 {r['pipeline_p50_ms']} ms, p95 {r['pipeline_p95_ms']} ms")
+    print()
+    print("| ratio | value |")
+    print("|---|---:|")
+    for k, v in r["ratios"].items():
+        print(f"| {k} | {v:.2f}x |")
