@@ -14,15 +14,15 @@ import json
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compress.data import drop_reserved, generate_split, load_pairs, write_jsonl
 from compress.evaluate import CONTEXT_MODES, EvalResult, build_prompts, evaluate_model, format_table, write_json
-from compress.prune import Method, PruneReport, count_params, prune_model
+from compress.prune import Method, count_params, prune_model
 from compress.settings import CompressSettings
-from compress.train import TrainConfig, distil_examples, make_examples, train
+from compress.train import Example, TrainConfig, distil_examples, make_examples, train
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,38 @@ def _data(cfg: PipelineConfig, seed: int) -> dict[str, Any]:
 
 
 def run_pipeline(cfg: PipelineConfig, s: CompressSettings) -> dict[str, Any]:
+    """Run the stages; each model is evaluated as soon as it exists (eval.json grows as the run goes)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     data = _data(cfg, s.seed)
     ex_kw = {"seed": s.seed, "max_doc_chars": s.max_doc_chars, "budget_tokens": s.summary_budget_tokens}
+    held_postings, held_pairs = data["heldout"]
+    eval_file = cfg.out / "eval.json"
+    done = {(r["model"], r["mode"]): r for r in json.loads(eval_file.read_text())} if eval_file.exists() else {}
+    results: list[EvalResult] = []
+    models: dict[str, Path] = {}
+
+    def evaluate(name: str, path: Path) -> None:
+        models[name] = path
+        if all((name, m) in done for m in CONTEXT_MODES):
+            results.extend(_from_row(done[(name, m)]) for m in CONTEXT_MODES)
+            return
+        results.extend(
+            evaluate_model(
+                path,
+                held_pairs,
+                held_postings,
+                engine=s.engine,
+                dtype=s.dtype,
+                max_model_len=s.max_model_len,
+                budget_tokens=s.summary_budget_tokens,
+                max_doc_chars=s.max_doc_chars,
+                name=name,
+            )
+        )
+        write_json(eval_file, results)
+
+    if cfg.evaluate_base:
+        evaluate("base (zero-shot)", cfg.base)
     # 1. teacher
     teacher = cfg.teacher
     if teacher is None:
@@ -75,62 +104,29 @@ def run_pipeline(cfg: PipelineConfig, s: CompressSettings) -> dict[str, Any]:
         if not (teacher / "config.json").exists():
             postings, pairs = data["train"]
             train(cfg.base, make_examples(pairs, postings, **ex_kw), teacher, cfg.sft)  # type: ignore[arg-type]
-    # 2. prune, 3. distil
+    evaluate("teacher (unpruned)", teacher)
+    # 2. prune, evaluate; 3. distil, evaluate
     calib_postings, calib_pairs = data["train"]
     calibration = build_prompts(
         calib_pairs[: cfg.calibration_prompts], calib_postings, "raw", max_doc_chars=s.max_doc_chars
     )
-    reports: dict[str, PruneReport | dict[str, Any]] = {}
     students: dict[str, Path] = {}
+    soft: list[Example] | None = None
     for method in cfg.methods:
         pruned = cfg.out / f"pruned-{method}"
         if not (pruned / "config.json").exists():
-            reports[method] = prune_model(
-                teacher, pruned, cfg.keep_ratio, method, calibration, max_len=s.max_len, threads=s.threads
-            )
-        else:
-            reports[method] = json.loads((pruned / "jobscore_model.json").read_text())["pruning"]
-        students[f"{method}"] = pruned
-        if cfg.distil_queries > 0:
-            distilled = cfg.out / f"distilled-{method}"
-            if not (distilled / "config.json").exists():
-                postings, pairs = data["distil"]
-                ex = distil_examples(teacher, make_examples(pairs, postings, **ex_kw), cfg.distil)  # type: ignore[arg-type]
-                train(pruned, ex, distilled, cfg.distil, model_id=f"{pruned.name}-distilled")
-            students[f"{method}+distil"] = distilled
-    # 4. evaluate
-    held_postings, held_pairs = data["heldout"]
-    models: dict[str, Path] = ({"base": cfg.base} if cfg.evaluate_base else {}) | {"teacher (unpruned)": teacher}
-    models |= {f"{k} {cfg.keep_ratio:g}": v for k, v in students.items()}
-    results: list[EvalResult] = []
-    eval_file = cfg.out / "eval.json"
-    done = {(r["model"], r["mode"]): r for r in json.loads(eval_file.read_text())} if eval_file.exists() else {}
-    for name, path in models.items():
-        if all((name, m) in done for m in CONTEXT_MODES):
-            results += [
-                EvalResult(
-                    name,
-                    m,
-                    {k: v for k, v in done[(name, m)].items() if k in ("auc", "ndcg@10", "mrr", "pairs", "queries")},
-                    done[(name, m)]["items_per_s"],
-                    {"mean_prompt_tokens": done[(name, m)].get("mean_prompt_tokens", 0)},
-                )
-                for m in CONTEXT_MODES
-            ]
-            continue
-        results += evaluate_model(
-            path,
-            held_pairs,
-            held_postings,
-            engine=s.engine,
-            dtype=s.dtype,
-            max_model_len=s.max_model_len,
-            budget_tokens=s.summary_budget_tokens,
-            max_doc_chars=s.max_doc_chars,
-            name=name,
-        )
-        write_json(eval_file, results)
-    # 5. export the OSSCAR student (distilled if it was)
+            prune_model(teacher, pruned, cfg.keep_ratio, method, calibration, max_len=s.max_len, threads=s.threads)
+        students[method] = pruned
+        evaluate(f"{method} {cfg.keep_ratio:g}", pruned)
+    for method in cfg.methods if cfg.distil_queries > 0 else ():
+        distilled = cfg.out / f"distilled-{method}"
+        if not (distilled / "config.json").exists():
+            if soft is None:
+                soft = _teacher_labels(cfg, teacher, data["distil"], ex_kw)
+            train(students[method], soft, distilled, cfg.distil, model_id=f"{students[method].name}-distilled")
+        students[f"{method}+distil"] = distilled
+        evaluate(f"{method} {cfg.keep_ratio:g} + distil", distilled)
+    # 4. export the OSSCAR student (distilled if it was)
     if cfg.export is not None:
         src = students.get("osscar+distil") or students.get("osscar")
         if src is not None:
@@ -138,6 +134,37 @@ def run_pipeline(cfg: PipelineConfig, s: CompressSettings) -> dict[str, Any]:
     report = render_report(cfg, teacher, models, results)
     (cfg.out / "report.md").write_text(report)
     return {"report": report, "results": [r.row() for r in results]}
+
+
+def _teacher_labels(cfg: PipelineConfig, teacher: Path, data: Any, ex_kw: dict[str, Any]) -> list[Example]:
+    """The teacher's P(yes) on the distillation set, computed once and cached (every student reuses it)."""
+    cache = cfg.out / "data" / "distil_teacher.json"
+    postings, pairs = data
+    ex = make_examples(pairs, postings, **ex_kw)
+    if cache.exists():
+        soft = json.loads(cache.read_text())
+        if len(soft) == len(ex):
+            return [
+                Example(e.prompt, cfg.distil.alpha * p + (1 - cfg.distil.alpha) * e.target, e.label)
+                for e, p in zip(ex, soft, strict=True)
+            ]
+    out = distil_examples(teacher, ex, TrainConfig(**{**asdict(cfg.distil), "alpha": 1.0}))
+    cache.write_text(json.dumps([e.target for e in out]))
+    return [
+        Example(e.prompt, cfg.distil.alpha * o.target + (1 - cfg.distil.alpha) * e.target, e.label)
+        for e, o in zip(ex, out, strict=True)
+    ]
+
+
+def _from_row(row: dict[str, Any]) -> EvalResult:
+    metrics = {k: float(row[k]) for k in ("auc", "ndcg@10", "mrr", "pairs", "queries")}
+    return EvalResult(
+        row["model"],
+        row["mode"],
+        metrics,
+        float(row["items_per_s"]),
+        {"mean_prompt_tokens": row.get("mean_prompt_tokens", 0)},
+    )
 
 
 def render_report(cfg: PipelineConfig, teacher: Path, models: dict[str, Path], results: Sequence[EvalResult]) -> str:
