@@ -18,6 +18,9 @@ CACHE_WRITES = Counter("jobscore_summarizer_cache_writes_total", "Summary cache 
 # worker
 REQUESTS = Counter("jobscore_worker_requests_total", "Scoring requests answered.", ["status"])
 ITEMS_SCORED = Counter("jobscore_worker_items_scored_total", "Query-candidate pairs scored.")
+MISSING_SUMMARY = Counter(
+    "jobscore_worker_missing_summary_total", "Candidates without a summary, by what the worker did.", ["action"]
+)
 CANDIDATE_ERRORS = Counter("jobscore_worker_candidate_errors_total", "Candidates not scored.", ["reason"])
 BATCH_SIZE = Histogram(
     "jobscore_worker_batch_size", "Pairs per engine batch.", buckets=(1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096)

@@ -147,6 +147,17 @@ class WorkerSettings(CommonSettings):
     max_doc_tokens: int = Field(
         512, ge=8, description="Candidate text is cut to this many tokens (and to what fits max_model_len)."
     )
+    missing_summary: Literal["error", "raw"] = Field(
+        "error",
+        description="A candidate without a summary: 'error' reports it in the ranking (missing_summary); 'raw' "
+        "scores its raw description cut to raw_fallback_tokens, when the cache has one (summarizer store_raw).",
+    )
+    raw_fallback_version: str | None = Field(
+        None,
+        description="Cache version to take raw descriptions from for the 'raw' fallback (default: "
+        "summarizer_version). Set it to the previous version while a new summarizer version backfills.",
+    )
+    raw_fallback_tokens: int = Field(256, ge=8, description="Token budget of a raw-description fallback.")
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On shutdown/revoke, how long in-flight work may take to finish and commit."
     )

@@ -113,6 +113,8 @@ class Ranking(Message, tag="ranking.v1"):
     timings: Timings = msgspec.field(default_factory=Timings)
     detail: str = ""
     produced_at: EpochSeconds = 0.0
+    # Candidates scored on their raw description (cut to a token budget) because no summary existed.
+    raw_fallback: list[str] = msgspec.field(default_factory=list)
 
 
 # --- dead letters ---------------------------------------------------------------------------------

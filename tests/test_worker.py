@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import msgspec
 import pytest
 from aiokafka import TopicPartition
 
@@ -124,6 +125,31 @@ class TestEndToEnd:
             ("never-posted-2", "missing_summary"),
         }
         assert ranking.candidates_total == 7
+
+    async def test_missing_summary_raw_fallback_scores_raw_description(
+        self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
+    ) -> None:
+        # A new summarizer version is rolling out: two jobs have v2 summaries, two only v1 entries that carry
+        # their raw description, one has nothing at all.
+        ws = worker_settings(missing_summary="raw", raw_fallback_tokens=48)
+        old = ws.model_copy(update={"summarizer_version": ws.summarizer_version + "-old"})
+        items = postings(4, seed=13, paragraphs=4, prefix=f"{ws.group_id}-job")
+        await seed(ws, items[:2])
+        cache_old = SummaryCache.from_url(ws.redis_url, old.summarizer_version)
+        recs = [
+            r.__class__(**{**msgspec.structs.asdict(r), "raw": p.description})
+            for r, p in zip(build_records(items[2:], old.summarizer_version, 128), items[2:], strict=True)
+        ]
+        await cache_old.write(recs)
+        await cache_old.close()
+        ws = ws.model_copy(update={"raw_fallback_version": old.summarizer_version})
+        req = new_request("electrician", [p.job_id for p in items] + ["nowhere"], top_k=10)
+        async with running(Worker(ws, vllm_engine)), RankingWaiter(ws) as waiter:
+            await publish_requests(ws, [req])
+            ranking = await waiter.wait(req.request_id, WAIT_S)
+        assert {r.job_id for r in ranking.results} == {p.job_id for p in items}
+        assert sorted(ranking.raw_fallback) == sorted(p.job_id for p in items[2:])
+        assert [(e.job_id, e.reason) for e in ranking.errors] == [("nowhere", "missing_summary")]
 
     async def test_malformed_request_dead_lettered_next_request_served(
         self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings

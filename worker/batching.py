@@ -34,6 +34,7 @@ class RequestState:
     job_ids: list[str] = field(default_factory=list)  # candidates with a prompt, in item order
     scores: list[float | None] = field(default_factory=list)
     errors: list[CandidateError] = field(default_factory=list)
+    raw_fallback: list[str] = field(default_factory=list)
     candidates_total: int = 0
     remaining: int = 0
     timed_out: bool = False

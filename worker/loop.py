@@ -89,6 +89,11 @@ class Worker:
             layout=s.prompt_layout,
         )
         self.cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
+        self.raw_cache = (
+            SummaryCache(self.cache.client, s.raw_fallback_version or s.summarizer_version)
+            if s.missing_summary == "raw"
+            else None
+        )
         self.batcher = TokenBudgetBatcher(s.max_batch_tokens, s.max_batch_items, s.max_wait_ms / 1e3)
         self.offsets = OffsetTracker()
         self.consumer: AIOKafkaConsumer | None = None
@@ -191,8 +196,9 @@ class Worker:
         t0 = time.perf_counter()
         unique = list(dict.fromkeys(j for st in states for j in st.req.candidates))
         found = dict(zip(unique, await self.cache.get_many(unique), strict=True))
+        raws = await self._raw_fallbacks(found)
         fetch_ms = (time.perf_counter() - t0) * 1e3
-        items = await asyncio.to_thread(self._prepare, states, found)
+        items = await asyncio.to_thread(self._prepare, states, found, raws)
         for st in states:
             st.fetch_ms = fetch_ms
             if st.remaining == 0:  # nothing to score: every candidate failed before the engine
@@ -200,8 +206,25 @@ class Worker:
         self.batcher.put(items)
         metrics.QUEUE_DEPTH.set(len(self.batcher))
 
+    async def _raw_fallbacks(self, found: dict[str, SummaryRecord | InvalidSummary | None]) -> dict[str, SummaryRecord]:
+        """With ``missing_summary="raw"``: cache entries carrying a raw description for the candidates without
+        a usable summary (one more MGET, only for those)."""
+        if self.raw_cache is None:
+            return {}
+        need = [j for j, r in found.items() if not isinstance(r, SummaryRecord) or not r.summary]
+        if not need:
+            return {}
+        if self.raw_cache.version == self.cache.version:
+            recs: Sequence[object] = [found[j] for j in need]
+        else:
+            recs = await self.raw_cache.get_many(need)
+        return {j: r for j, r in zip(need, recs, strict=True) if isinstance(r, SummaryRecord) and r.raw}
+
     def _prepare(
-        self, states: Sequence[RequestState], found: dict[str, SummaryRecord | InvalidSummary | None]
+        self,
+        states: Sequence[RequestState],
+        found: dict[str, SummaryRecord | InvalidSummary | None],
+        raws: dict[str, SummaryRecord],
     ) -> list[WorkItem]:
         """Token ids for every (request, candidate) pair; runs in a thread (tokenizing is CPU work)."""
         items: list[WorkItem] = []
@@ -218,9 +241,19 @@ class Worker:
                 continue
             keys: list[tuple[str, str]] = []
             texts: list[str] = []
+            cut: list[int | None] = []  # token cap per candidate (raw fallbacks are cut shorter)
             for job_id in candidates:
                 rec = found[job_id]
-                if rec is None:
+                fallback = raws.get(job_id)
+                if fallback is not None:
+                    metrics.MISSING_SUMMARY.labels("raw_fallback").inc()
+                    st.job_ids.append(job_id)
+                    st.raw_fallback.append(job_id)
+                    keys.append((job_id, f"raw:{fallback.content_hash}"))
+                    texts.append(fallback.raw or "")
+                    cut.append(self.settings.raw_fallback_tokens)
+                elif rec is None or (isinstance(rec, SummaryRecord) and not rec.summary):
+                    metrics.MISSING_SUMMARY.labels("error").inc()
                     st.errors.append(
                         CandidateError(
                             job_id=job_id,
@@ -242,8 +275,9 @@ class Worker:
                     st.job_ids.append(job_id)
                     keys.append((job_id, rec.content_hash))
                     texts.append(rec.summary)
-            for i, dids in enumerate(self.prompts.doc_ids(keys, texts)):
-                items.append(WorkItem(st, i, self.prompts.build(qids, dids), enqueued))
+                    cut.append(None)
+            for i, (dids, cap) in enumerate(zip(self.prompts.doc_ids(keys, texts), cut, strict=True)):
+                items.append(WorkItem(st, i, self.prompts.build(qids, dids[:cap]), enqueued))
             st.scores = [None] * len(st.job_ids)
             st.remaining = len(st.job_ids)
         return items
@@ -371,6 +405,7 @@ class Worker:
                 else:
                     ids.append(job_id)
                     vals.append(sc)
+            scored = set(ids)
             created = st.req.created_at or st.received_at
             timings = Timings(
                 queue_ms=max(0.0, (st.received_at - st.req.created_at) * 1e3) if st.req.created_at else 0.0,
@@ -390,6 +425,7 @@ class Worker:
                 summarizer_version=self.settings.summarizer_version,
                 timings=timings,
                 produced_at=done,
+                raw_fallback=[j for j in st.raw_fallback if j in scored],
             )
             for e in st.errors:
                 metrics.CANDIDATE_ERRORS.labels(e.reason).inc()

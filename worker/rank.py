@@ -20,6 +20,7 @@ def rank(
     summarizer_version: str,
     timings: Timings,
     produced_at: float,
+    raw_fallback: Sequence[str] = (),
 ) -> Ranking:
     """Sort scored candidates by score (descending; ties by job id for determinism) and keep ``top_k``."""
     assert len(job_ids) == len(scores), "one score per scored candidate"
@@ -35,4 +36,5 @@ def rank(
         summarizer_version=summarizer_version,
         timings=timings,
         produced_at=produced_at,
+        raw_fallback=list(raw_fallback),
     )
