@@ -105,10 +105,12 @@ def reconstruction_error(G: Any, W: Any, keep: Any, W_new: Any | None = None) ->
 
 
 def osscar_select(
-    G: Any, W: Any, k: int, *, max_iters: int | None = None, tol: float = 1e-12
+    G: Any, W: Any, k: int, *, max_iters: int | None = None, tol: float = 1e-9
 ) -> tuple[Any, list[float]]:
     """Local search over k-subsets of the D neurons (see the module docstring).
 
+    :param max_iters: most swaps (default ``min(4 D, 2000)``: each costs O(k (D − k)) on the CPU).
+    :param tol: stop when the best swap gains less than this fraction of the objective.
     :returns: the kept neuron indices (sorted) and the objective after the start and after each swap,
         which never increases.
     """
@@ -126,7 +128,7 @@ def osscar_select(
     history = [f]
     if k == D:
         return torch.arange(D), history
-    iters = max_iters if max_iters is not None else 4 * D
+    iters = max_iters if max_iters is not None else min(4 * D, 2000)
     for _ in range(iters):
         kept_idx = torch.nonzero(~removed).squeeze(1)
         rem_idx = torch.nonzero(removed).squeeze(1)
