@@ -78,18 +78,19 @@ def full_text(p: JobPosted) -> str:
     return f"{p.title} {p.company} {p.location} {p.description}"
 
 
-def make_summarizer(mode: str, budget: int, embedder: Any) -> Any:
+def make_summarizer(mode: str, budget: int, embedder: Any, count: Any) -> Any:
     from summarizer.modes import AbstractiveSummarizer, ExtractiveSummarizer, HybridSummarizer
 
     if mode == "extractive":
-        return ExtractiveSummarizer(budget, embedder)
+        return ExtractiveSummarizer(budget, embedder, count=count)
     if mode == "extractive-keywords":
-        return ExtractiveSummarizer(budget, None)
+        return ExtractiveSummarizer(budget, None, count=count)
     if mode == "hybrid":
-        return HybridSummarizer(budget, embedder)
+        return HybridSummarizer(budget, embedder, count=count)
     from summarizer.abstractive import VllmGenerator
 
-    return AbstractiveSummarizer(budget, VllmGenerator(max_input_tokens=1024, max_model_len=1536, max_num_seqs=32))
+    gen = VllmGenerator(max_input_tokens=1024, max_model_len=1536, max_num_seqs=32)
+    return AbstractiveSummarizer(budget, gen, count=count)
 
 
 def timed_summaries(summ: Any, items: Sequence[JobPosted], batch: int = 32) -> tuple[list[str], float]:
@@ -139,9 +140,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--raw-max-tokens", type=int, default=1024)
     ap.add_argument("--modes", nargs="*", default=list(ALL_MODES))
     ap.add_argument("--skip-vllm-scorer", action="store_true")
+    ap.add_argument("--estimate-budget", action="store_true", help="count the budget with the ~1.3/word estimate")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "summarizer.md"))
+    ap.add_argument(
+        "--state",
+        default=str(Path.home() / ".cache" / "jobscore" / "bench" / "summarizer_state.json"),
+        help="texts, pairs and results of the last run (lets --rescore add a scorer without re-summarizing)",
+    )
+    ap.add_argument(
+        "--rescore",
+        nargs="*",
+        choices=("minilm", "zeroshot", "sft"),
+        default=None,
+        help="reuse --state: score its texts with these scorers only, merge into its results, rewrite the report",
+    )
     a = ap.parse_args(argv)
+    if a.rescore is not None:
+        return rescore(a)
 
     from transformers import AutoTokenizer
 
@@ -150,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jobscore.corpus import postings as gen_postings
     from jobscore.models import smollm2_dir
     from summarizer.embed import MiniLM
+    from summarizer.extractive import approx_tokens
+    from summarizer.modes import hf_token_counter
 
     t_start = time.time()
     tok = AutoTokenizer.from_pretrained(str(smollm2_dir()))
@@ -182,13 +200,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     )
     embedder = MiniLM()
+    # Budget counted exactly with the scorer's tokenizer (the `budget_tokenizer` setting), unless asked not to.
+    count = approx_tokens if a.estimate_budget else hf_token_counter(smollm2_dir())
     modes = list(a.modes)
     if "extractive" in modes:
         modes.insert(modes.index("extractive") + 1, "extractive-keywords")
     for mode in modes:
         print(f"summarizing: {mode}", flush=True)
         t0 = time.perf_counter()
-        summ = make_summarizer(mode, a.budget, embedder)
+        summ = make_summarizer(mode, a.budget, embedder, count)
         load_s = time.perf_counter() - t0
         summ.summarize_batch(corpus[:2])  # warm-up (first-call allocations, compiled graphs)
         if hasattr(embedder, "_cache"):
@@ -258,13 +278,98 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             eng.close()
 
+    from dataclasses import asdict
+
+    state = Path(a.state)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(
+        json.dumps(
+            {
+                "texts": texts,
+                "pairs": [asdict(p) for p in pairs],
+                "rows": rows,
+                "quality": quality,
+                "args": vars(a),
+                "n_esco": len(esco),
+                "wall_s": time.time() - t_start,
+            }
+        )
+    )
+    write_outputs(a, rows, quality, len(pairs), len(esco), time.time() - t_start)
+    return 0
+
+
+def write_outputs(
+    a: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    quality: list[dict[str, Any]],
+    n_pairs: int,
+    n_esco: int,
+    wall_s: float,
+) -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(
         json.dumps({"compression": rows, "quality": quality, "args": vars(a)}, indent=2)
     )
-    out.write_text(render_report(rows, quality, a, len(pairs), len(esco), time.time() - t_start, SFT_DIR.exists()))
+    sft = any("SFT" in q["scorer"] for q in quality)
+    out.write_text(render_report(rows, quality, a, n_pairs, n_esco, wall_s, sft))
     print(f"wrote {out}", flush=True)
+
+
+def rescore(a: argparse.Namespace) -> int:
+    """Score the saved texts with the chosen scorers; replace those scorers' rows in the saved results."""
+    from compress.data import Pair
+    from compress.metrics import evaluate_scores
+    from jobscore.models import smollm2_dir
+    from summarizer.embed import MiniLM
+
+    st = json.loads(Path(a.state).read_text())
+    pairs = [Pair(**p) for p in st["pairs"]]
+    texts: dict[str, dict[str, str]] = st["texts"]
+    queries = [p.query for p in pairs]
+    names = {
+        "minilm": "MiniLM-L6 bi-encoder",
+        "zeroshot": "SmolLM2-135M zero-shot (vLLM)",
+        "sft": "SmolLM2-135M SFT (vLLM)",
+    }
+    new: list[dict[str, Any]] = []
+    for which in a.rescore:
+        eng: Any = None
+        if which == "minilm":
+            enc = MiniLM(max_length=512, cache_size=0)
+
+            def score(qs: Sequence[str], ds: Sequence[str], enc: Any = enc) -> list[float]:
+                return bi_encoder_scores(enc, qs, ds)
+
+        else:
+            model_dir = smollm2_dir() if which == "zeroshot" else SFT_DIR
+            if not (model_dir / "config.json").exists():
+                print(f"no model at {model_dir}: {which} skipped", flush=True)
+                continue
+            eng, score = slm_scorer(model_dir)
+        try:
+            for variant, docs in texts.items():
+                t0 = time.perf_counter()
+                s = score(queries, [docs[p.job_id] for p in pairs])
+                new.append(
+                    {
+                        "scorer": names[which],
+                        "text": variant,
+                        **evaluate_scores(pairs, s),
+                        "items_per_s": len(pairs) / (time.perf_counter() - t0),
+                    }
+                )
+                print(json.dumps(new[-1]), flush=True)
+        finally:
+            if eng is not None:
+                eng.close()
+    done = {q["scorer"] for q in new}
+    quality = [q for q in st["quality"] if q["scorer"] not in done] + new
+    st["quality"] = quality
+    Path(a.state).write_text(json.dumps(st))
+    prev = argparse.Namespace(**{**st["args"], "out": a.out})
+    write_outputs(prev, st["rows"], quality, len(pairs), st["n_esco"], st["wall_s"])
     return 0
 
 
@@ -283,8 +388,9 @@ def render_report(
     lines = [
         "# Summarizer modes: compression, cost, scoring quality",
         "",
-        f"Machine: 2 shared CPU cores (other jobs running), no GPU. Budget {a.budget} estimated tokens. "
-        f"Generated by `bench/summarizer_bench.py` in {wall_s / 60:.0f} min "
+        f"Machine: 2 shared CPU cores (other jobs running), no GPU. Budget {a.budget} tokens "
+        + ("(estimated, ~1.3/word). " if a.estimate_budget else "(counted exactly with SmolLM2's tokenizer). ")
+        + f"Generated by `bench/summarizer_bench.py` in {wall_s / 60:.0f} min "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Tokens counted with SmolLM2's tokenizer.",
         "",
         "## Compression and cost",
@@ -329,6 +435,7 @@ def render_report(
         )
     if not sft:
         lines += ["", f"No fine-tuned model at `{SFT_DIR}` when this ran: scorer (c) not measured."]
+    lines += ["", "<!-- findings -->"]
     lines += ["", "## Example summaries (first ESCO posting)", ""]
     for r in rows:
         if "example" in r:
