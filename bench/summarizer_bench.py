@@ -2,7 +2,8 @@
 
     python bench/summarizer_bench.py [--n-queries 30] [--n-postings 40] [--modes extractive hybrid abstractive]
 
-Writes a Markdown report (default ``bench/results/summarizer.md``) and a JSON file beside it.
+Writes a Markdown report (default ``bench/results/summarizer.md``); the texts, pairs and JSON results go to
+``--state`` (``~/.cache/jobscore/bench/``), so ``--rescore sft`` can add a scorer later without re-summarizing.
 
 Data
 - Quality set: ESCO occupations (European Commission, CC BY 4.0), **reserved/held-out occupations only**
@@ -309,7 +310,8 @@ def write_outputs(
 ) -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
+    # Machine-readable results go beside the state (bench/results/ holds only the Markdown report).
+    Path(a.state).with_name("summarizer_results.json").write_text(
         json.dumps({"compression": rows, "quality": quality, "args": vars(a)}, indent=2)
     )
     sft = any("SFT" in q["scorer"] for q in quality)
