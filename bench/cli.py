@@ -42,7 +42,9 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--config", choices=["small", "qwen3-0.6b"], default="small", help="Random-weight Qwen3 size.")
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--candidates", type=int, default=64, help="Candidates per request.")
-    p.add_argument("--jobs", type=int, default=500, help="Distinct postings in the workload.")
+    p.add_argument(
+        "--jobs", type=int, default=0, help="Distinct postings (0: one per pair, so no doc is scored twice)."
+    )
     p.add_argument("--summary-tokens", type=int, default=128)
     p.add_argument("--raw-tokens", type=int, default=1200)
     p.add_argument("--raw-items", type=int, default=256, help="Items scored for the raw-description rate.")

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from jobscore.settings import CommonSettings
+from jobscore.settings import ToolSettings
 
 
-class CompressSettings(CommonSettings):
+class CompressSettings(ToolSettings):
     threads: int = Field(2, ge=1, le=64, description="Torch CPU threads for training and pruning.")
     engine: Literal["vllm", "hf"] = Field(
         "vllm", description="Evaluation engine: vllm (the worker's production path) or hf (plain transformers)."

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings, setup_logging
+from jobscore.settings import CommonSettings, SummarizerSettings, ToolSettings, WorkerSettings, setup_logging
 
 log = logging.getLogger("jobscore")
 
@@ -52,7 +52,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel])
         group.add_argument(flag, dest=f"s_{name}", default=None, choices=choices, metavar=name.upper(), help=help_)
 
 
-def _settings(ns: argparse.Namespace, model: type[CommonSettings]) -> Any:
+def _settings(ns: argparse.Namespace, model: type[ToolSettings]) -> Any:
     overrides = {k[2:]: v for k, v in vars(ns).items() if k.startswith("s_") and v is not None}
     return model(**overrides)
 
@@ -259,7 +259,7 @@ def cmd_tail(ns: argparse.Namespace) -> int:
 def cmd_build_tiny_model(ns: argparse.Namespace) -> int:
     from jobscore.tinymodel import build_tiny_model
 
-    s: CommonSettings = _settings(ns, CommonSettings)
+    s: ToolSettings = _settings(ns, ToolSettings)
     setup_logging(s.log_level, s.log_format)
     print(build_tiny_model(s.cache_dir, force=ns.force))
     return 0
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         "build-tiny-model",
         cmd_build_tiny_model,
         "Build (or find) the tiny offline Qwen3 test model; print its directory.",
-        CommonSettings,
+        ToolSettings,
     )
     p.add_argument("--force", action="store_true")
     # Packages that bring their own subcommands expose `register(sub, add)`; `add` is the helper above

@@ -14,8 +14,27 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 log = logging.getLogger(__name__)
 
 
-class CommonSettings(BaseSettings):
+class ToolSettings(BaseSettings):
+    """What every command has: logging and where built models live (offline tools need nothing more)."""
+
     model_config = SettingsConfigDict(env_prefix="JOBSCORE_", frozen=True, extra="forbid")
+
+    log_level: str = Field("INFO", description="Log level.")
+    log_format: Literal["json", "text"] = Field("text", description="json for collectors, text for people.")
+    cache_dir: Path = Field(Path.home() / ".cache" / "jobscore", description="Models built here live here.")
+
+    def non_defaults(self) -> dict[str, Any]:
+        """Settings that differ from their defaults, for the start-up log line (secrets redacted)."""
+        out = {}
+        for name, f in type(self).model_fields.items():
+            v = getattr(self, name)
+            if v != f.default and name not in {"model_config"}:
+                out[name] = "***" if "password" in str(v) or ("@" in str(v) and "://" in str(v)) else v
+        return out
+
+
+class CommonSettings(ToolSettings):
+    """Settings of the commands that talk to the broker and Redis."""
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding the summary cache.")
@@ -36,19 +55,7 @@ class CommonSettings(BaseSettings):
         description="Consumer group session timeout: how fast a dead consumer's partitions move to another. "
         "Longer rides out pauses; shorter recovers faster (a group join also waits about half of it).",
     )
-    log_level: str = Field("INFO", description="Log level.")
-    log_format: Literal["json", "text"] = Field("text", description="json for collectors, text for people.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
-    cache_dir: Path = Field(Path.home() / ".cache" / "jobscore", description="Models built here live here.")
-
-    def non_defaults(self) -> dict[str, Any]:
-        """Settings that differ from their defaults, for the start-up log line (secrets redacted)."""
-        out = {}
-        for name, f in type(self).model_fields.items():
-            v = getattr(self, name)
-            if v != f.default and name not in {"model_config"}:
-                out[name] = "***" if "password" in str(v) or ("@" in str(v) and "://" in str(v)) else v
-        return out
 
 
 class SummarizerSettings(CommonSettings):

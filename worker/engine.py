@@ -170,6 +170,11 @@ class VllmEngine:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
+    def reset_prefix_cache(self) -> None:
+        """Forget cached KV blocks (benchmarks: a measured run must not hit an earlier run's prompts)."""
+        with self._lock:
+            self._llm.reset_prefix_cache()
+
     def close(self) -> None:
         llm = getattr(self, "_llm", None)
         if llm is not None:
