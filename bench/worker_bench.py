@@ -27,21 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compress.prune import QWEN3_0_6B
 from jobscore.tinymodel import build_tiny_model, default_cache_dir
 
 log = logging.getLogger(__name__)
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "qwen3-0.6b": {
-        "num_hidden_layers": 28,
-        "hidden_size": 1024,
-        "num_attention_heads": 16,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "intermediate_size": 3072,
-        "vocab_size": 151_936,
-        "tie_word_embeddings": True,
-    },
+    "qwen3-0.6b": {k: v for k, v in QWEN3_0_6B.items() if k != "model_type"},
     "small": {
         "num_hidden_layers": 4,
         "hidden_size": 256,

@@ -104,10 +104,7 @@ class VllmGenerator:
         return [o.outputs[0].text.strip() for o in outs]
 
     def close(self) -> None:
-        llm = getattr(self, "_llm", None)
-        if llm is not None:
-            engine = getattr(llm, "llm_engine", None)
-            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
-            if callable(shutdown):
-                shutdown()
-            self._llm = None  # type: ignore[assignment]
+        from worker.engine import shutdown_llm
+
+        shutdown_llm(getattr(self, "_llm", None))
+        self._llm = None  # type: ignore[assignment]

@@ -113,6 +113,16 @@ def vllm_overrides(architecture: str) -> dict[str, object]:
     )
 
 
+def shutdown_llm(llm: Any) -> None:
+    """Stop a ``vllm.LLM``'s engine core now (its worker processes and memory), not at garbage collection."""
+    if llm is None:
+        return
+    engine = getattr(llm, "llm_engine", None)
+    shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+
+
 class VllmEngine:
     """vLLM pooling runner; ``classify`` returns P(yes) from the two answer-token rows of the LM head."""
 
@@ -176,13 +186,8 @@ class VllmEngine:
             self._llm.reset_prefix_cache()
 
     def close(self) -> None:
-        llm = getattr(self, "_llm", None)
-        if llm is not None:
-            engine = getattr(llm, "llm_engine", None)
-            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
-            if callable(shutdown):
-                shutdown()
-            self._llm = None  # type: ignore[assignment]
+        shutdown_llm(getattr(self, "_llm", None))
+        self._llm = None  # type: ignore[assignment]
 
 
 class HfEngine:
