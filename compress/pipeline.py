@@ -39,7 +39,7 @@ class PipelineConfig:
     eval_queries: int = 40
     calibration_prompts: int = 64
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(lr=2e-4))
-    distil: TrainConfig = field(default_factory=lambda: TrainConfig(lr=2e-4))
+    distil: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-5))  # recovery rate, see --distil-lr
     evaluate_base: bool = False
     export: Path | None = None
 
