@@ -155,11 +155,13 @@ def cmd_pipeline(ns: argparse.Namespace) -> int:
         teacher=_model_arg(ns.teacher) if ns.teacher else None,
         keep_ratio=ns.keep_ratio,
         methods=tuple(ns.methods),
+        distil_methods=tuple(ns.distil_methods) if ns.distil_methods else None,
+        calibration_prompts=ns.calibration_prompts,
         train_queries=ns.train_queries,
         distil_queries=ns.distil_queries,
         eval_queries=ns.eval_queries,
         sft=TrainConfig(lr=ns.lr, epochs=ns.epochs, **tc),  # type: ignore[arg-type]
-        distil=TrainConfig(lr=ns.distil_lr, epochs=ns.epochs, **tc),  # type: ignore[arg-type]
+        distil=TrainConfig(lr=ns.distil_lr, epochs=ns.epochs, alpha=ns.distil_alpha, **tc),  # type: ignore[arg-type]
         evaluate_base=ns.evaluate_base,
         export=Path(ns.export) if ns.export else None,
     )
@@ -249,6 +251,14 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--methods", nargs="+", choices=["osscar", "magnitude", "activation"], default=["osscar", "magnitude"]
     )
+    p.add_argument(
+        "--distil-methods",
+        nargs="+",
+        choices=["osscar", "magnitude", "activation"],
+        default=None,
+        help="pruned students to distil (default: every --methods); the others are compared before fine-tuning",
+    )
+    p.add_argument("--calibration-prompts", type=int, default=64, help="train-split prompts OSSCAR calibrates on")
     p.add_argument("--train-queries", type=int, default=128)
     p.add_argument("--distil-queries", type=int, default=32, help="0 skips distillation")
     p.add_argument("--eval-queries", type=int, default=40)
@@ -256,6 +266,12 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     # Measured on SmolLM2 (bench/RESULTS.md §3): distilling the pruned student at the SFT rate (2e-4) lost
     # AUC (0.914 → 0.882); 3e-5 recovered it (→ 0.938).
     p.add_argument("--distil-lr", type=float, default=3e-5, help="distillation learning rate (recovery: keep it low)")
+    p.add_argument(
+        "--distil-alpha",
+        type=float,
+        default=1.0,
+        help="distillation target = alpha * teacher P(yes) + (1 - alpha) * hard label",
+    )
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--evaluate-base", action="store_true", help="also evaluate the base model zero-shot")
     p.add_argument("--export", default=None, help="copy the OSSCAR student here")

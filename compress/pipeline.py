@@ -34,6 +34,7 @@ class PipelineConfig:
     teacher: Path | None = None  # an SFT'd model; None: fine-tune ``base`` first
     keep_ratio: float = 0.75
     methods: Sequence[Method] = ("osscar", "magnitude")
+    distil_methods: Sequence[Method] | None = None  # which pruned students to distil; None: all of ``methods``
     train_queries: int = 128  # × 6 pairs each
     distil_queries: int = 32
     eval_queries: int = 40
@@ -73,6 +74,13 @@ def run_pipeline(cfg: PipelineConfig, s: CompressSettings) -> dict[str, Any]:
     eval_file = cfg.out / "eval.json"
     done = {(r["model"], r["mode"]): r for r in json.loads(eval_file.read_text())} if eval_file.exists() else {}
     results: list[EvalResult] = []
+    # Rows of models this run does not touch (an earlier run with other --methods) stay in eval.json.
+    kept = [_from_row(r) for r in done.values()]
+
+    def save() -> None:
+        names = {r.model for r in results}
+        write_json(eval_file, [*(r for r in kept if r.model not in names), *results])
+
     models: dict[str, Path] = {}
 
     def evaluate(name: str, path: Path) -> None:
@@ -93,7 +101,7 @@ def run_pipeline(cfg: PipelineConfig, s: CompressSettings) -> dict[str, Any]:
                 name=name,
             )
         )
-        write_json(eval_file, results)
+        save()
 
     if cfg.evaluate_base:
         evaluate("base (zero-shot)", cfg.base)
@@ -118,7 +126,8 @@ def run_pipeline(cfg: PipelineConfig, s: CompressSettings) -> dict[str, Any]:
             prune_model(teacher, pruned, cfg.keep_ratio, method, calibration, max_len=s.max_len, threads=s.threads)
         students[method] = pruned
         evaluate(f"{method} {cfg.keep_ratio:g}", pruned)
-    for method in cfg.methods if cfg.distil_queries > 0 else ():
+    to_distil = [m for m in cfg.methods if cfg.distil_methods is None or m in cfg.distil_methods]
+    for method in to_distil if cfg.distil_queries > 0 else ():
         distilled = cfg.out / f"distilled-{method}"
         if not (distilled / "config.json").exists():
             if soft is None:

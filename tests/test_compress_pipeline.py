@@ -4,6 +4,7 @@ its model, the report has sizes and both context modes, and a rerun resumes inst
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from compress.data import drop_reserved, load_pairs, occupation_of, reserved_ids
@@ -20,6 +21,7 @@ def test_pipeline_prunes_distils_evaluates_and_exports(tiny_model: Path, tmp_pat
         out=out,
         keep_ratio=0.5,
         methods=("osscar", "magnitude"),
+        distil_methods=("osscar",),  # magnitude is compared before fine-tuning only
         train_queries=4,
         distil_queries=3,
         eval_queries=4,
@@ -30,8 +32,9 @@ def test_pipeline_prunes_distils_evaluates_and_exports(tiny_model: Path, tmp_pat
     )
     s = CompressSettings(engine="hf", threads=1, max_doc_chars=150)
     result = run_pipeline(cfg, s)
-    for d in ("teacher", "pruned-osscar", "pruned-magnitude", "distilled-osscar", "distilled-magnitude"):
+    for d in ("teacher", "pruned-osscar", "pruned-magnitude", "distilled-osscar"):
         assert (out / d / "config.json").exists(), d
+    assert not (out / "distilled-magnitude").exists()
     assert json.loads((tmp_path / "export" / "config.json").read_text())["intermediate_size"] == 128
     rows = json.loads((out / "eval.json").read_text())
     assert {(r["model"], r["mode"]) for r in rows} >= {
@@ -50,3 +53,8 @@ def test_pipeline_prunes_distils_evaluates_and_exports(tiny_model: Path, tmp_pat
     again = run_pipeline(cfg, s)
     assert again["results"] == result["results"]
     assert (out / "distilled-osscar" / "model.safetensors").stat().st_mtime == mtime
+    # A run over fewer methods reports only its own models but keeps the others' rows in eval.json.
+    narrow = run_pipeline(replace(cfg, methods=("osscar",)), s)
+    assert "magnitude" not in narrow["report"]
+    names = {r["model"] for r in json.loads((out / "eval.json").read_text())}
+    assert names == {"teacher (unpruned)", "osscar 0.5", "magnitude 0.5", "osscar 0.5 + distil"}
