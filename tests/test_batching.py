@@ -136,3 +136,22 @@ class TestOffsetTracker:
         t.forget({TP})
         t.done(TP, 5)
         assert t.committable() == {} and t.in_flight() == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=120),
+    budget=st.integers(64, 2048),
+    cap=st.integers(1, 64),
+)
+def test_benchmark_raw_engine_batches_match_the_worker_batcher(lengths: list[int], budget: int, cap: int) -> None:
+    """bench's raw-engine path cuts batches as the worker does, so pipeline/raw compares the same calls."""
+    from bench.worker_bench import batch_cuts
+
+    async def worker_cuts() -> list[int]:
+        b = TokenBudgetBatcher(budget, cap, max_wait_s=10.0)
+        b.put(items_for(make_state(len(lengths), "r"), lengths))
+        return [len(batch) for batch in await drain(b)]
+
+    prompts = [list(range(n)) for n in lengths]
+    assert [len(c) for c in batch_cuts(prompts, cap, budget)] == asyncio.run(worker_cuts())

@@ -107,6 +107,8 @@ class Worker:
         self._paused = False
         self.requests_done = 0
         self.items_scored = 0
+        self.batches = 0
+        self.engine_seconds = 0.0  # wall time inside engine calls (utilisation = this / elapsed)
         self.pauses = 0
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -348,6 +350,8 @@ class Worker:
                 metrics.BATCH_TOKENS.observe(sum(len(it.tokens) for it in batch))
                 metrics.ITEMS_SCORED.inc(sum(s is not None for s in scores))
                 self.items_scored += len(batch)
+                self.batches += 1
+                self.engine_seconds += dt
                 finished: list[RequestState] = []
                 for st in {id(it.state): it.state for it in batch}.values():
                     st.score_ms += dt * 1e3
