@@ -52,6 +52,9 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--hf-batch-size", type=int, default=32)
     p.add_argument("--max-num-seqs", type=int, default=256, help="vLLM max_num_seqs.")
     p.add_argument("--max-num-batched-tokens", type=int, default=None, help="vLLM max_num_batched_tokens.")
+    p.add_argument(
+        "--pipeline-rounds", type=int, default=3, help="Paired rounds (raw engine run, then pipeline burst)."
+    )
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--skip-pipeline", action="store_true")
     p.add_argument("--json", default=None, help="Also write the results here.")
