@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from jobscore.settings import WorkerSettings, setup_logging
+from jobscore.settings import ToolSettings, WorkerSettings, setup_logging
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
@@ -30,7 +30,51 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_models(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.models_bench import run_models
+    from jobscore.cli import _settings
+
+    s: ToolSettings = _settings(ns, ToolSettings)
+    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    r = run_models(
+        [Path(m) for m in ns.models],
+        n_prompts=ns.prompts,
+        rounds=ns.rounds,
+        summary_tokens=ns.summary_tokens,
+        dtype=ns.dtype,
+        max_model_len=ns.max_model_len,
+        batch_items=ns.batch_items,
+        batch_tokens=ns.batch_tokens,
+    )
+    print(f"\n{r.prompts} prompts, mean {r.mean_prompt_tokens} tokens, {len(r.rounds)} rounds\n")
+    print(r.table())
+    if ns.json:
+        with open(ns.json, "w") as f:
+            json.dump(r.row(), f, indent=2)
+    return 0
+
+
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add(
+        "bench-models",
+        cmd_bench_models,
+        "Items/s of several model directories (e.g. pruned vs unpruned) on the same generated prompts through "
+        "the worker's engine, in alternating rounds; prints each model's rate and its paired ratio to the first.",
+        ToolSettings,
+    )
+    p.add_argument("models", nargs="+", help="model directories; ratios are against the first")
+    p.add_argument("--dtype", default="float32", help="engine dtype (float32 on CPUs without bf16 support)")
+    p.add_argument("--max-model-len", type=int, default=1024)
+    p.add_argument("--batch-items", type=int, default=512, help="pairs per engine call (the worker's default)")
+    p.add_argument("--batch-tokens", type=int, default=16_384, help="tokens per engine call (the worker's default)")
+    p.add_argument("--prompts", type=int, default=256)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--summary-tokens", type=int, default=128)
+    p.add_argument("--json", default=None, help="Also write the results here.")
     p = add(
         "bench",
         cmd_bench,

@@ -44,12 +44,14 @@ class TestHelp:
         offline = cmd == "build-tiny-model"
         assert ("--kafka-bootstrap" in out and "JOBSCORE_KAFKA_BOOTSTRAP" in out) is not offline
 
-    @pytest.mark.parametrize("cmd", ["compress-prune", "compress-sft", "compress-eval", "compress-pipeline"])
+    @pytest.mark.parametrize(
+        "cmd", ["compress-prune", "compress-sft", "compress-eval", "compress-pipeline", "bench-models"]
+    )
     def test_offline_commands_have_no_broker_flags(self, cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             build_parser().parse_args([cmd, "--help"])
         out = capsys.readouterr().out
-        assert "--threads" in out and "--kafka-bootstrap" not in out and "--redis-url" not in out
+        assert "--log-level" in out and "--kafka-bootstrap" not in out and "--redis-url" not in out
 
     def test_flag_overrides_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from jobscore.cli import _settings
