@@ -155,4 +155,3 @@ def test_benchmark_raw_engine_batches_match_the_worker_batcher(lengths: list[int
 
     prompts = [list(range(n)) for n in lengths]
     assert [len(c) for c in batch_cuts(prompts, cap, budget)] == asyncio.run(worker_cuts())
-
