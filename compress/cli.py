@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from compress.prune import DEFAULT_CALIBRATION_PROMPTS
 from compress.settings import CompressSettings
 
 
@@ -202,7 +203,9 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("out", help="output model directory")
     p.add_argument("--keep-ratio", type=float, default=0.75, help="fraction of MLP neurons kept per layer")
     p.add_argument("--method", choices=["osscar", "magnitude", "activation"], default="osscar")
-    p.add_argument("--calibration-prompts", type=int, default=64, help="prompts from the train split")
+    p.add_argument(
+        "--calibration-prompts", type=int, default=DEFAULT_CALIBRATION_PROMPTS, help="prompts from the train split"
+    )
     p.add_argument("--multiple-of", type=int, default=1, help="round the kept width up to a multiple of this")
 
     p = add(
@@ -258,7 +261,12 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         default=None,
         help="pruned students to distil (default: every --methods); the others are compared before fine-tuning",
     )
-    p.add_argument("--calibration-prompts", type=int, default=64, help="train-split prompts OSSCAR calibrates on")
+    p.add_argument(
+        "--calibration-prompts",
+        type=int,
+        default=DEFAULT_CALIBRATION_PROMPTS,
+        help="train-split prompts OSSCAR calibrates on",
+    )
     p.add_argument("--train-queries", type=int, default=128)
     p.add_argument("--distil-queries", type=int, default=32, help="0 skips distillation")
     p.add_argument("--eval-queries", type=int, default=40)

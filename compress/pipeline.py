@@ -20,7 +20,7 @@ from typing import Any
 
 from compress.data import drop_reserved, generate_split, load_pairs, write_jsonl
 from compress.evaluate import CONTEXT_MODES, EvalResult, build_prompts, evaluate_model, format_table, write_json
-from compress.prune import Method, count_params, prune_model
+from compress.prune import DEFAULT_CALIBRATION_PROMPTS, Method, count_params, prune_model
 from compress.settings import CompressSettings
 from compress.train import Example, TrainConfig, distil_examples, make_examples, train
 
@@ -38,7 +38,7 @@ class PipelineConfig:
     train_queries: int = 128  # × 6 pairs each
     distil_queries: int = 32
     eval_queries: int = 40
-    calibration_prompts: int = 64
+    calibration_prompts: int = DEFAULT_CALIBRATION_PROMPTS
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(lr=2e-4))
     distil: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-5))  # recovery rate, see --distil-lr
     evaluate_base: bool = False
