@@ -1,9 +1,10 @@
 """Throughput of several model directories on the same prompts through the worker's engine — e.g. a
 pruned student against its unpruned teacher (what pruning buys in items/s).
 
-Every model is loaded once; then ``rounds`` rounds score the same token prompts with each model in turn,
-each from an empty prefix cache. Ratios are taken within a round (against the first model) and the median
-round is reported, so the drift of a shared host between rounds cancels out.
+Every model is loaded once; then ``rounds`` rounds score the same token prompts with each model in turn
+(the order rotates from round to round), each from an empty prefix cache. Ratios are taken within a round
+(against the first model) and the median round is reported, so the drift of a shared host between rounds
+cancels out.
 """
 
 from __future__ import annotations
@@ -76,15 +77,18 @@ def run_models(
         for e in engines:  # warm-up: first calls pay one-off costs
             e.score_tokens(prompts[: min(len(prompts), 16)])
         out: list[list[float]] = []
-        for _ in range(rounds):
-            row = []
-            for e in engines:
+        for r in range(rounds):
+            row = [0.0] * len(engines)
+            # Each round starts at the next model, so a position effect (the first run of a round slower, say)
+            # falls on every model in turn instead of on one.
+            for i in [(r + k) % len(engines) for k in range(len(engines))]:
+                e = engines[i]
                 e.reset_prefix_cache()
                 gc.collect()
                 t0 = time.perf_counter()
                 for c in cuts:
                     e.score_tokens(c)
-                row.append(len(prompts) / (time.perf_counter() - t0))
+                row[i] = len(prompts) / (time.perf_counter() - t0)
             rates = ", ".join(f"{m.name} {v:.2f} items/s" for m, v in zip(models, row, strict=True))
             print(f"round: {rates}", flush=True)
             out.append(row)
