@@ -51,7 +51,9 @@ class TestHelp:
         with pytest.raises(SystemExit):
             build_parser().parse_args([cmd, "--help"])
         out = capsys.readouterr().out
-        assert "--log-level" in out and "--kafka-bootstrap" not in out and "--redis-url" not in out
+        assert "--kafka-bootstrap" not in out and "--redis-url" not in out
+        # compress-* share the training settings; bench-models has only the tool settings.
+        assert ("--threads" in out) is cmd.startswith("compress-") and "--log-level" in out
 
     def test_flag_overrides_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from jobscore.cli import _settings
