@@ -11,14 +11,20 @@ from typing import Any
 from jobscore.settings import ToolSettings, WorkerSettings, setup_logging
 
 
+def _quiet(s: ToolSettings, kvcache_gb: int) -> None:
+    """Benchmarks print their own report: library logs only from WARNING (unless asked), and vLLM's CPU
+    KV cache sized for the run unless the environment says otherwise."""
+    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kvcache_gb))
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
 def cmd_bench(ns: argparse.Namespace) -> int:
     from bench.worker_bench import print_report, run
     from jobscore.cli import _settings
 
     s: WorkerSettings = _settings(ns, WorkerSettings)
-    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    _quiet(s, 4)
     ns.use_given_broker = "s_kafka_bootstrap" in {k for k, v in vars(ns).items() if v is not None} or bool(
         os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
     )
@@ -36,10 +42,7 @@ def cmd_bench_models(ns: argparse.Namespace) -> int:
     from bench.models_bench import run_models
     from jobscore.cli import _settings
 
-    s: ToolSettings = _settings(ns, ToolSettings)
-    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    _quiet(_settings(ns, ToolSettings), 2)
     r = run_models(
         [Path(m) for m in ns.models],
         n_prompts=ns.prompts,
@@ -69,8 +72,19 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("models", nargs="+", help="model directories; ratios are against the first")
     p.add_argument("--dtype", default="float32", help="engine dtype (float32 on CPUs without bf16 support)")
     p.add_argument("--max-model-len", type=int, default=1024)
-    p.add_argument("--batch-items", type=int, default=512, help="pairs per engine call (the worker's default)")
-    p.add_argument("--batch-tokens", type=int, default=16_384, help="tokens per engine call (the worker's default)")
+    worker = WorkerSettings.model_fields
+    p.add_argument(
+        "--batch-items",
+        type=int,
+        default=worker["max_batch_items"].default,
+        help="pairs per engine call (default: the worker's)",
+    )
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=worker["max_batch_tokens"].default,
+        help="tokens per engine call (default: the worker's)",
+    )
     p.add_argument("--prompts", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--summary-tokens", type=int, default=128)
