@@ -60,8 +60,8 @@ def run_models(
     batch_tokens: int = 16_384,
 ) -> ModelsResult:
     from bench.worker_bench import _prompts, batch_cuts, make_workload
-    from worker.engine import VllmEngine
-    from worker.prompts import PromptBuilder, PromptTemplate
+    from engine.engines import VllmEngine
+    from engine.prompt import PromptBuilder, PromptTemplate
 
     engines = [VllmEngine(m, dtype=dtype, max_model_len=max_model_len) for m in models]
     try:

@@ -12,13 +12,13 @@ Data
   occupation's postings (positives) and other occupations (negatives, half sharing a query title word).
   ESCO descriptions are short (~80 words), so each posting is padded the way real postings are: an
   "about us" paragraph before the role description and benefits/EEO/how-to-apply boilerplate after it
-  (sentences from `jobscore.corpus`), ~600-1,000 tokens in all.
-- Cost and compression also on `jobscore.corpus.postings(n, paragraphs=8)` (~1,000-token generated postings).
+  (sentences from `engine.corpus`), ~600-1,000 tokens in all.
+- Cost and compression also on `engine.corpus.postings(n, paragraphs=8)` (~1,000-token generated postings).
 
 Tokens are counted with SmolLM2's tokenizer (the scorer's). "raw" = header + description cut to
 `--raw-max-tokens` tokens (what a raw-text fallback would send). Scorers, each reading the same texts:
 the MiniLM bi-encoder (cosine; up to 512 tokens), SmolLM2-135M-Instruct zero-shot P(yes) through
-`worker.engine.VllmEngine` with the worker's prompt, and the fine-tuned SmolLM2 if it exists.
+`engine.engines.VllmEngine` with the worker's prompt, and the fine-tuned SmolLM2 if it exists.
 """
 
 from __future__ import annotations
@@ -27,21 +27,16 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from schemas import JobPosted  # noqa: E402
+from schemas import JobPosted
 
 SFT_DIR = Path.home() / ".cache" / "jobscore" / "models" / "smollm2-135m-sft"
 ALL_MODES = ("extractive", "hybrid", "abstractive")
@@ -49,7 +44,7 @@ ALL_MODES = ("extractive", "hybrid", "abstractive")
 
 def long_posting(p: JobPosted, rng: random.Random) -> JobPosted:
     """An ESCO posting padded with the non-role text real postings carry (about us, benefits, EEO)."""
-    from jobscore.corpus import BOILERPLATE, DUTIES, INTROS
+    from engine.corpus import BOILERPLATE, DUTIES, INTROS
 
     generic = [d for d in DUTIES if "{" not in d]
     title = p.title
@@ -115,8 +110,8 @@ def bi_encoder_scores(enc: Any, queries: Sequence[str], docs: Sequence[str]) -> 
 
 
 def slm_scorer(model_dir: Path) -> tuple[Any, Callable[[Sequence[str], Sequence[str]], list[float]]]:
-    from worker.engine import VllmEngine
-    from worker.prompts import PromptTemplate
+    from engine.engines import VllmEngine
+    from engine.prompt import PromptTemplate
 
     eng = VllmEngine(model_dir, dtype="bfloat16", max_model_len=1280, max_num_seqs=64)
     tmpl = PromptTemplate.qwen3_reranker()
@@ -143,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-vllm-scorer", action="store_true")
     ap.add_argument("--estimate-budget", action="store_true", help="count the budget with the ~1.3/word estimate")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "summarizer.md"))
+    ap.add_argument("--out", default="bench/results/summarizer.md")
     ap.add_argument(
         "--state",
         default=str(Path.home() / ".cache" / "jobscore" / "bench" / "summarizer_state.json"),
@@ -164,8 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from compress.data import generate, load_occupations, reserved_ids
     from compress.metrics import evaluate_scores
-    from jobscore.corpus import postings as gen_postings
-    from jobscore.models import smollm2_dir
+    from engine.corpus import postings as gen_postings
+    from engine.models import smollm2_dir
     from summarizer.embed import MiniLM
     from summarizer.extractive import approx_tokens
     from summarizer.modes import hf_token_counter
@@ -323,7 +318,7 @@ def rescore(a: argparse.Namespace) -> int:
     """Score the saved texts with the chosen scorers; replace those scorers' rows in the saved results."""
     from compress.data import Pair
     from compress.metrics import evaluate_scores
-    from jobscore.models import smollm2_dir
+    from engine.models import smollm2_dir
     from summarizer.embed import MiniLM
 
     st = json.loads(Path(a.state).read_text())

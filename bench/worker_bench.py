@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import platform
@@ -29,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from compress.prune import QWEN3_0_6B
-from jobscore.tinymodel import build_tiny_model, default_cache_dir
+from engine.identity import write_identity
+from engine.tinymodel import build_tiny_model, default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def bench_model(config: str, cache_dir: Path | None = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.to(torch.bfloat16).save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / "jobscore_model.json").write_text(json.dumps({"model_id": f"bench-qwen3-{config}", "revision": "random"}))
+    write_identity(tmp, model_id=f"bench-qwen3-{config}", revision="random")
     tmp.rename(out)
     return out
 
@@ -89,7 +89,7 @@ class Workload:
 def make_workload(
     tokenizer: Any, n_requests: int, n_candidates: int, n_jobs: int, summary_tokens: int, raw_tokens: int, seed: int = 0
 ) -> Workload:
-    from jobscore.corpus import postings, queries
+    from engine.corpus import postings, queries
 
     rng = random.Random(seed)
     posts = postings(n_jobs, seed=seed, paragraphs=12)
@@ -158,9 +158,10 @@ async def _pipeline(
 
     Pairing each burst with a raw run just before it cancels most of the drift of a shared machine (runs of
     the same path differed by up to 15% here); the ratio reported is the median of the paired ratios."""
+    from jobscore.cache import SummaryCache
     from jobscore.client import RankingWaiter, new_request, publish_requests
     from jobscore.kafka import ensure_topics
-    from summarizer.cache import SummaryCache, SummaryRecord
+    from schemas.summary import SummaryRecord
     from worker.loop import Worker
 
     await ensure_topics(settings)
@@ -238,9 +239,9 @@ async def _pipeline(
 def run(args: Any, settings: Any) -> dict[str, Any]:
     import torch
 
+    from engine.engines import HfEngine, VllmEngine
+    from engine.prompt import PromptBuilder, PromptTemplate
     from jobscore.devstack import dev_stack
-    from worker.engine import HfEngine, VllmEngine
-    from worker.prompts import PromptBuilder, PromptTemplate
 
     model = settings.model or bench_model(args.config, settings.cache_dir)
     dtype = settings.dtype

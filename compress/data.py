@@ -27,7 +27,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas import JobPosted
+from schemas import JobPosted, posting_from_row
 
 RESERVED_FILE = Path(__file__).parent / "data" / "esco_reserved_occupations.txt"
 Split = Literal["train", "heldout", "all"]
@@ -256,7 +256,6 @@ def generate_split(
 # --- JSONL ----------------------------------------------------------------------------------------
 
 _posting_enc = msgspec.json.Encoder()
-_posting_dec = msgspec.json.Decoder(JobPosted)
 
 
 def write_jsonl(path: Path, postings: dict[str, JobPosted], pairs: Iterable[Pair]) -> None:
@@ -286,9 +285,7 @@ def load_pairs(path: Path, postings: dict[str, JobPosted] | None = None) -> tupl
         with open(pp, "rb") as fh:
             for line in fh:
                 if line.strip():
-                    row = json.loads(line)
-                    row.setdefault("schema", "job_posted.v1")
-                    jp = _posting_dec.decode(json.dumps(row))
+                    jp = posting_from_row(json.loads(line))
                     postings[jp.job_id] = jp
     pairs: list[Pair] = []
     with open(path) as fh:

@@ -2,14 +2,13 @@
 NDCG@10 and MRR per context mode (raw posting text or the summarizer's summary).
 
 The prompt is ``PromptTemplate.qwen3_reranker().render(query, doc)``, exactly what the worker sends, and
-the scores come from ``worker.engine.VllmEngine`` (production) or ``HfEngine`` (reference).
+the scores come from ``engine.engines.VllmEngine`` (production) or ``HfEngine`` (reference).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,9 +17,10 @@ from typing import Literal
 
 from compress.data import Pair
 from compress.metrics import evaluate_scores
+from engine.engines import ScoringEngine
+from engine.prompt import PromptTemplate
 from schemas import JobPosted
 from summarizer.extractive import summarize
-from worker.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +83,11 @@ class EvalResult:
 
 def open_engine(
     model_dir: Path, engine: Literal["vllm", "hf"] = "vllm", dtype: str = "float32", max_model_len: int = 1024
-) -> object:
-    from worker.engine import HfEngine, VllmEngine
+) -> ScoringEngine:
+    from engine.factory import EngineOptions, engine_from_settings
 
-    if engine == "hf":
-        return HfEngine(
-            model_dir,
-            dtype=dtype if dtype in ("float32", "bfloat16") else "float32",  # type: ignore[arg-type]
-            max_model_len=max_model_len,
-        )
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    return VllmEngine(model_dir, dtype=dtype, max_model_len=max_model_len, max_num_seqs=128)
+    opts = EngineOptions(engine=engine, dtype=dtype, max_model_len=max_model_len)
+    return engine_from_settings(opts, model_dir, max_num_seqs=128)
 
 
 def evaluate_model(

@@ -26,7 +26,6 @@ Calibration activations come from the unpruned model in one pass (all layers at 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -34,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from engine.identity import derive_identity, source_model_id
 
 log = logging.getLogger(__name__)
 
@@ -318,17 +319,13 @@ def prune_model(
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     report.seconds = round(time.perf_counter() - t0, 2)
-    src_meta = model_dir / "jobscore_model.json"
-    meta = json.loads(src_meta.read_text()) if src_meta.exists() else {}
-    meta.update(
-        {
-            "model_id": f"{meta.get('model_id', model_dir.name)}-{method}{k}",
-            "revision": f"{method}-keep{keep_ratio:g}-width{k}",
-            "base": str(model_dir),
-            "pruning": report.to_json(),
-        }
+    derive_identity(
+        model_dir,
+        out_dir,
+        model_id=f"{source_model_id(model_dir)}-{method}{k}",
+        revision=f"{method}-keep{keep_ratio:g}-width{k}",
+        pruning=report.to_json(),
     )
-    (out_dir / "jobscore_model.json").write_text(json.dumps(meta, indent=2))
     log.info("pruned", extra={"method": method, "width": k, "params": report.params_after["total"]})
     return report
 

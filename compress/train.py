@@ -26,8 +26,10 @@ from typing import Any
 
 from compress.data import Pair
 from compress.evaluate import ContextMode, render_doc
+from engine.answer import answer_ids, answer_logits, p_yes
+from engine.identity import derive_identity, source_model_id
+from engine.prompt import PromptTemplate
 from schemas import JobPosted
-from worker.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +78,6 @@ def make_examples(
     return out
 
 
-def answer_ids(tokenizer: object) -> tuple[int, int]:
-    ids = tuple(int(tokenizer.convert_tokens_to_ids(t)) for t in ("no", "yes"))  # type: ignore[attr-defined]
-    return ids[0], ids[1]
-
-
-def answer_logits(model: object, enc: dict[str, object], ids: tuple[int, int]) -> object:
-    """(batch, 2) logits of ["no", "yes"] at the last position (left padding: the answer position)."""
-    hidden = model.model(**enc).last_hidden_state[:, -1, :]  # type: ignore[attr-defined]
-    w = model.lm_head.weight[list(ids)]  # type: ignore[attr-defined]
-    return hidden @ w.T
-
-
 def _tokenizer(model_dir: Path) -> object:
     from transformers import AutoTokenizer
 
@@ -126,7 +116,7 @@ def score_prompts(
                 max_length=max_len,
                 add_special_tokens=False,
             )
-            p = torch.softmax(answer_logits(model, dict(enc), ids).float(), -1)[:, 1]
+            p = p_yes(answer_logits(model, dict(enc), ids))
             for i, v in zip(idx, p.tolist(), strict=True):
                 res[i] = float(v)
     out.extend(res)
@@ -246,17 +236,13 @@ def train(
     model.config.use_cache = True
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)  # type: ignore[attr-defined]
-    src_meta = model_dir / "jobscore_model.json"
-    meta = json.loads(src_meta.read_text()) if src_meta.exists() else {}
-    meta.update(
-        {
-            "model_id": model_id or f"{meta.get('model_id', model_dir.name)}-sft",
-            "revision": f"sft-seed{cfg.seed}-steps{len(batches)}",
-            "base": str(model_dir),
-            "training": {**asdict(cfg), "examples": len(examples), "seconds": round(time.perf_counter() - t0, 1)},
-        }
+    derive_identity(
+        model_dir,
+        out_dir,
+        model_id=model_id or f"{source_model_id(model_dir)}-sft",
+        revision=f"sft-seed{cfg.seed}-steps{len(batches)}",
+        training={**asdict(cfg), "examples": len(examples), "seconds": round(time.perf_counter() - t0, 1)},
     )
-    (out_dir / "jobscore_model.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(ckpt, ignore_errors=True)
     return out_dir
 

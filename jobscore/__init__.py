@@ -1,3 +1,7 @@
-"""jobscore: streaming batch scoring for semantic job search with small language models."""
+"""jobscore's base layer: typed settings, Kafka clients and topic admin, the Redis summary cache,
+metrics, logging, the client library and the embedded dev stack.
+
+Layer: base. Imports schemas only; the services, offline tools and the console app build on it.
+"""
 
 __version__ = "0.1.0"

@@ -1,4 +1,8 @@
-"""The wire format: versioned msgspec messages for every topic, and the topics declared once."""
+"""The contracts: versioned msgspec messages for every topic, the topics declared once, and the stored
+summary format (record, Redis key, content hash) the two services share.
+
+Layer: ground. Imports nothing of ours; everything else may import it.
+"""
 
 from schemas.messages import (
     CandidateError,
@@ -9,7 +13,9 @@ from schemas.messages import (
     ScoredJob,
     ScoreRequest,
     Timings,
+    posting_from_row,
 )
+from schemas.summary import SummaryRecord, content_hash, summary_key
 from schemas.topics import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SchemaError, TopicSpec
 
 __all__ = [
@@ -25,6 +31,10 @@ __all__ = [
     "SchemaError",
     "ScoreRequest",
     "ScoredJob",
+    "SummaryRecord",
     "Timings",
     "TopicSpec",
+    "content_hash",
+    "posting_from_row",
+    "summary_key",
 ]

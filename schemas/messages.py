@@ -53,6 +53,16 @@ class JobPosted(Message, tag="job_posted.v1"):
     deleted: bool = False
 
 
+_POSTING_ROW = msgspec.json.Decoder(JobPosted)
+
+
+def posting_from_row(row: dict[str, object]) -> JobPosted:
+    """A `JobPosted` from a file row (JSONL/Parquet) that may omit the ``schema`` tag: a file of postings
+    implies it. Raises `msgspec.ValidationError` naming the bad field."""
+    tag = JobPosted.__struct_config__.tag
+    return _POSTING_ROW.decode(msgspec.json.encode({**row, "schema": row.get("schema", tag)}))
+
+
 # --- scoring requests topic -----------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """Abstractive summaries from a decoder SLM hosted in vLLM (offline `LLM.generate`, batched, greedy).
 
-Default model: SmolLM2-135M-Instruct, converted offline from the packaged GGUF (`jobscore.models`). The
+Default model: SmolLM2-135M-Instruct, converted offline from the packaged GGUF (`engine.models`). The
 prompt goes through the tokenizer's own chat template. The posting is cut to `max_input_tokens` by us
 (vLLM's truncation would keep the end of the prompt and drop the instruction).
 """
@@ -57,7 +57,7 @@ class VllmGenerator:
         from vllm import LLM
 
         if model is None:
-            from jobscore.models import smollm2_dir
+            from engine.models import smollm2_dir
 
             model = smollm2_dir()
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -104,7 +104,7 @@ class VllmGenerator:
         return [o.outputs[0].text.strip() for o in outs]
 
     def close(self) -> None:
-        from worker.engine import shutdown_llm
+        from engine.engines import shutdown_llm
 
         shutdown_llm(getattr(self, "_llm", None))
         self._llm = None  # type: ignore[assignment]

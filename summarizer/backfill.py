@@ -22,16 +22,14 @@ from pathlib import Path
 
 import msgspec
 
+from jobscore.cache import SummaryCache
 from jobscore.settings import SummarizerSettings
-from schemas import JobPosted
-from summarizer.cache import SummaryCache, SummaryRecord
-from summarizer.extractive import content_hash
+from schemas import JobPosted, posting_from_row
+from schemas.summary import SummaryRecord, content_hash
 from summarizer.modes import PostingSummarizer, make_summarizer
 from summarizer.service import summarize_records
 
 log = logging.getLogger(__name__)
-
-_ROW = msgspec.json.Decoder(JobPosted)
 
 
 @dataclass
@@ -72,11 +70,6 @@ def write_checkpoint(path: Path, source: Path, version: str, rows_done: int, don
     os.replace(tmp, path)  # atomic: a crash leaves the old or the new checkpoint, never half of one
 
 
-def _decode_row(row: dict[str, object]) -> JobPosted:
-    row.setdefault("schema", "job_posted.v1")
-    return _ROW.decode(msgspec.json.encode(row))
-
-
 def iter_rows(source: Path, skip: int) -> Iterator[tuple[int, JobPosted | str]]:
     """(row number from 1, posting or error text), starting after ``skip`` rows."""
     if source.suffix.lower() in (".parquet", ".pq"):
@@ -94,7 +87,7 @@ def iter_rows(source: Path, skip: int) -> Iterator[tuple[int, JobPosted | str]]:
                 row = json.loads(line)
                 if not isinstance(row, dict):
                     raise ValueError("a row must be a JSON object")
-                yield n, _decode_row(row)
+                yield n, posting_from_row(row)
             except (ValueError, msgspec.ValidationError) as e:
                 yield n, f"{source}:{n}: {e}"
 
@@ -114,7 +107,7 @@ def _iter_parquet(source: Path, skip: int) -> Iterator[tuple[int, JobPosted | st
             if n <= skip:
                 continue
             try:
-                yield n, _decode_row({k: v for k, v in row.items() if v is not None})
+                yield n, posting_from_row({k: v for k, v in row.items() if v is not None})
             except (ValueError, msgspec.ValidationError) as e:
                 yield n, f"{source}:{n}: {e}"
 

@@ -27,7 +27,7 @@ class MiniLM:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from jobscore.models import minilm_dir
+        from engine.models import minilm_dir
 
         if num_threads:
             # Small batches of short sentences do not scale across OpenMP threads, and on a busy

@@ -13,7 +13,6 @@ for boilerplate (benefits, EEO statements, how to apply), so the budget goes to 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -154,14 +153,6 @@ def approx_tokens(text: str) -> int:
     Close enough for a budget across BPE vocabularies; the worker counts exact tokens itself.
     """
     return math.ceil(len(_WORD.findall(text)) * 1.3)
-
-
-def content_hash(p: JobPosted) -> str:
-    h = hashlib.sha256()
-    for part in (p.title, p.company, p.location, p.description):
-        h.update(part.encode())
-        h.update(b"\x1f")
-    return h.hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from jobscore import metrics
+from jobscore.cache import SummaryCache
 from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer, topic_name
 from jobscore.settings import SummarizerSettings
 from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
-from summarizer.cache import SummaryCache, SummaryRecord
-from summarizer.extractive import Extracted, content_hash, summarize
+from schemas.summary import SummaryRecord, content_hash
+from summarizer.extractive import Extracted, summarize
 from summarizer.modes import PostingSummarizer, make_summarizer
 
 log = logging.getLogger(__name__)

@@ -82,7 +82,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from jobscore.tinymodel import build_tiny_model
+    from engine.tinymodel import build_tiny_model
 
     cache = os.environ.get("JOBSCORE_CACHE_DIR")
     return build_tiny_model(Path(cache) if cache else None)
@@ -91,7 +91,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model: Path) -> Iterator[Any]:
     """The real vLLM engine on the tiny model, loaded once (float32: scores comparable to HF exactly)."""
-    from worker.engine import VllmEngine
+    from engine.engines import VllmEngine
 
     engine = VllmEngine(tiny_model, dtype="float32", max_model_len=1024, max_num_seqs=128)
     yield engine

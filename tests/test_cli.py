@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from jobscore.cli import build_parser
+from app.cli import build_parser
 
 SUBCOMMANDS = ["demo", "summarizer", "worker", "dev", "topics", "post", "request", "tail", "build-tiny-model"]
 DEMO_TIMEOUT_S = 420
@@ -19,7 +19,7 @@ DEMO_TIMEOUT_S = 420
 
 def jobscore(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "jobscore.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -56,7 +56,7 @@ class TestHelp:
         assert ("--threads" in out) is cmd.startswith("compress-") and "--log-level" in out
 
     def test_flag_overrides_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from jobscore.cli import _settings
+        from app.cli import _settings
         from jobscore.settings import WorkerSettings
 
         monkeypatch.setenv("JOBSCORE_MAX_CANDIDATES", "50")

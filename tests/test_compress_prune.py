@@ -139,7 +139,7 @@ class TestPruneModel:
 def test_exported_pruned_model_loads_in_hf_and_serves_in_vllm(
     tiny_model: Path, tmp_path: Path, calibration: list[str]
 ) -> None:
-    from worker.engine import HfEngine, VllmEngine
+    from engine.engines import HfEngine, VllmEngine
 
     out = tmp_path / "pruned"
     report = prune_model(tiny_model, out, 0.4, "osscar", calibration, threads=1)

@@ -15,8 +15,8 @@ from compress.data import Pair, generate_split
 from compress.evaluate import build_prompts, evaluate_model, format_table, write_json
 from compress.prune import prune_model
 from compress.train import Example, TrainConfig, make_examples, score_prompts, train
+from engine.prompt import PromptTemplate
 from schemas import JobPosted
-from worker.prompts import PromptTemplate
 
 # Short documents keep the tiny model's steps fast; the task is unchanged (query vs job text).
 DOC_CHARS = 200

@@ -5,13 +5,14 @@ from collections.abc import Callable
 
 from aiokafka import TopicPartition
 
+from engine.corpus import postings
+from jobscore.cache import SummaryCache
 from jobscore.client import publish_postings, tail
-from jobscore.corpus import postings
 from jobscore.kafka import make_consumer, make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings
 from schemas import DEAD_LETTERS, DeadLetter, JobPosted
-from summarizer.cache import SummaryCache, SummaryRecord
-from summarizer.extractive import approx_tokens, content_hash, summarize
+from schemas.summary import SummaryRecord, content_hash
+from summarizer.extractive import approx_tokens, summarize
 from summarizer.service import Summarizer
 from tests.conftest import WAIT_S, wait_until
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from jobscore.corpus import postings
+from engine.corpus import postings
+from jobscore.cache import SummaryCache
 from jobscore.settings import SummarizerSettings
 from schemas import JobPosted
+from schemas.summary import SummaryRecord, content_hash
 from summarizer.backfill import backfill, checkpoint_path, iter_rows
-from summarizer.cache import SummaryCache, SummaryRecord
-from summarizer.extractive import content_hash
 from summarizer.modes import ExtractiveSummarizer, PostingSummarizer
 
 

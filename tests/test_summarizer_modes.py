@@ -8,14 +8,15 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
+from engine.corpus import postings
+from jobscore.cache import SummaryCache
 from jobscore.client import publish_postings, tail
-from jobscore.corpus import postings
 from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings
 from schemas import DEAD_LETTERS, DeadLetter, JobPosted
-from summarizer.cache import SummaryCache, SummaryRecord
+from schemas.summary import SummaryRecord, content_hash
 from summarizer.embed import MiniLM
-from summarizer.extractive import Extracted, approx_tokens, content_hash
+from summarizer.extractive import Extracted, approx_tokens
 from summarizer.modes import (
     AbstractiveSummarizer,
     ExtractiveSummarizer,
@@ -80,7 +81,7 @@ class TestExtractiveModes:
         _check_budget_and_fields(long_postings, out, BUDGET)
 
     def test_exact_budget_with_the_scorers_tokenizer(self, embedder: MiniLM, long_postings: list[JobPosted]) -> None:
-        from jobscore.models import smollm2_dir
+        from engine.models import smollm2_dir
 
         count = hf_token_counter(smollm2_dir())
         for summ in (

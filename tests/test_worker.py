@@ -12,17 +12,17 @@ import msgspec
 import pytest
 from aiokafka import TopicPartition
 
+from engine.corpus import postings, queries
+from engine.engines import HfEngine
+from engine.prompt import PromptTemplate
+from jobscore.cache import SummaryCache
 from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
-from jobscore.corpus import postings, queries
 from jobscore.kafka import make_consumer, make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import DEAD_LETTERS, SCORE_REQUESTS, DeadLetter, JobPosted, ScoreRequest
-from summarizer.cache import SummaryCache
 from summarizer.service import Summarizer, build_records
 from tests.conftest import WAIT_S, wait_until
-from worker.engine import HfEngine
 from worker.loop import EngineFailure, Worker
-from worker.prompts import PromptTemplate
 
 pytestmark = pytest.mark.engine
 

@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
+from engine.corpus import postings, queries
+from engine.engines import HfEngine, ModelCapabilityError, inspect_model
+from engine.prompt import PromptBuilder, PromptTemplate
 from jobscore.client import RankingWaiter, new_request, publish_requests
-from jobscore.corpus import postings, queries
 from jobscore.settings import CommonSettings, WorkerSettings
 from summarizer.service import build_records
 from tests.conftest import WAIT_S, wait_until
 from tests.test_worker import committed_offsets, next_offsets, running, seed
-from worker.engine import HfEngine, ModelCapabilityError, inspect_model
 from worker.loop import Worker
-from worker.prompts import PromptBuilder, PromptTemplate
 
 pytestmark = pytest.mark.engine
 
@@ -118,7 +118,7 @@ class TestSigterm:
         }
         env.update({"JOBSCORE_DTYPE": "float32", "JOBSCORE_MAX_MODEL_LEN": "1024"})
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobscore.cli", "worker"],
+            [sys.executable, "-m", "app.cli", "worker"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

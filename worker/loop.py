@@ -39,16 +39,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from engine.engines import ScoringEngine, is_probability
+from engine.prompt import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate, PromptTooLong
 from jobscore import metrics
+from jobscore.cache import InvalidSummary, SummaryCache
 from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer, topic_name
 from jobscore.settings import WorkerSettings
 from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, CandidateError, Ranking, SchemaError, ScoreRequest
 from schemas.messages import Timings
-from summarizer.cache import InvalidSummary, SummaryCache, SummaryRecord
+from schemas.summary import SummaryRecord
 from worker.batching import RequestState, TokenBudgetBatcher, WorkItem
-from worker.engine import ScoringEngine, is_probability
 from worker.offsets import OffsetTracker
-from worker.prompts import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate, PromptTooLong
 from worker.rank import rank
 
 log = logging.getLogger(__name__)

@@ -138,7 +138,7 @@ def queries(n: int, seed: int = 0) -> list[str]:
 
 def training_text(n: int = 400) -> Iterator[str]:
     """Text for training the tiny tokenizer: postings, queries and the prompt template's words."""
-    from worker.prompts import PromptTemplate
+    from engine.prompt import PromptTemplate
 
     tmpl = PromptTemplate.qwen3_reranker()
     yield tmpl.prefix + tmpl.query_sep + tmpl.doc_sep + tmpl.suffix

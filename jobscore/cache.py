@@ -1,9 +1,7 @@
 """The summary cache in Redis, shared by the summarizer (writer) and the scoring workers (readers).
 
-Key: ``jobscore:summary:{summarizer_version}:{job_id}`` — the version is part of the key, so a new
-summarizer writes beside the old one and workers read exactly the version they are configured for.
-Value: a msgpack `SummaryRecord` that carries the source content hash (re-posting unchanged text does
-not re-summarize), the mode and token counts.
+The stored format (key, record, content hash) is `schemas.summary`; this module is the Redis access:
+pipelined reads and writes, one round trip per batch.
 """
 
 from __future__ import annotations
@@ -13,33 +11,11 @@ from collections.abc import Sequence
 import msgspec
 import redis.asyncio as aioredis
 
-KEY_PREFIX = "jobscore:summary"
-
-
-class SummaryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    job_id: str
-    version: str
-    mode: str
-    summary: str
-    content_hash: str
-    raw_tokens: int
-    summary_tokens: int
-    created_at: float
-    title: str = ""
-    # The raw description, kept only when the deployment enables the raw-text fallback.
-    raw: str | None = None
-
-
-_ENC = msgspec.msgpack.Encoder()
-_DEC = msgspec.msgpack.Decoder(SummaryRecord)
+from schemas.summary import SummaryRecord, decode_record, encode_record, summary_key
 
 
 class InvalidSummary(ValueError):
     pass
-
-
-def summary_key(version: str, job_id: str) -> str:
-    return f"{KEY_PREFIX}:{version}:{job_id}"
 
 
 class SummaryCache:
@@ -69,8 +45,8 @@ class SummaryCache:
                 out.append(None)
                 continue
             try:
-                out.append(_DEC.decode(value))
-            except msgspec.DecodeError as e:
+                out.append(decode_record(value))
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
                 out.append(InvalidSummary(f"undecodable cache entry: {e}"))
         return out
 
@@ -85,7 +61,7 @@ class SummaryCache:
             return
         async with self.client.pipeline(transaction=True) as pipe:
             for rec in puts:
-                pipe.set(summary_key(self.version, rec.job_id), _ENC.encode(rec), ex=self.ttl_s or None)
+                pipe.set(summary_key(self.version, rec.job_id), encode_record(rec), ex=self.ttl_s or None)
             if deletes:
                 pipe.delete(*[summary_key(self.version, j) for j in deletes])
             await pipe.execute()

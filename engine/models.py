@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import shutil
 from pathlib import Path
 
-from jobscore.tinymodel import default_cache_dir
+from engine.identity import write_identity
+from engine.tinymodel import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,7 @@ def smollm2_dir(cache_dir: Path | None = None, dtype: str = "bfloat16") -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.to(getattr(torch, dtype)).save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / "jobscore_model.json").write_text(
-        json.dumps({"model_id": "SmolLM2-135M-Instruct", "revision": f"gguf-q4_1-{dtype}"})
-    )
+    write_identity(tmp, model_id="SmolLM2-135M-Instruct", revision=f"gguf-q4_1-{dtype}")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     log.info("converted SmolLM2 GGUF to an HF directory", extra={"path": str(out)})

@@ -12,77 +12,16 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
-import types
-import typing
-from collections.abc import Callable, Coroutine
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
+from app import bench_cmds, compress_cmds, summarizer_cmds
+from app.commands import add_settings_flags, run_until_signal, settings_from
 from jobscore.settings import CommonSettings, SummarizerSettings, ToolSettings, WorkerSettings, setup_logging
 
 log = logging.getLogger("jobscore")
-
-# Modules that add subcommands (each defines `register(sub, add)`), in help order.
-PLUGINS = ("summarizer.cli", "compress.cli", "bench.cli")
-
-
-# --- settings ⇄ flags -----------------------------------------------------------------------------
-
-
-def _add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    group = parser.add_argument_group("settings (flag or environment variable)")
-    for name, f in model.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        env = f"JOBSCORE_{name.upper()}"
-        help_ = f"{f.description or ''} [env {env}; default {f.default!r}]".replace("%", "%%")
-        ann = f.annotation
-        if ann is bool:
-            group.add_argument(flag, dest=f"s_{name}", action=argparse.BooleanOptionalAction, default=None, help=help_)
-            continue
-        choices = None
-        args = typing.get_args(ann)
-        if typing.get_origin(ann) is typing.Literal:
-            choices = list(args)
-        elif isinstance(ann, types.UnionType) and all(a is type(None) or a is Path for a in args):
-            pass
-        group.add_argument(flag, dest=f"s_{name}", default=None, choices=choices, metavar=name.upper(), help=help_)
-
-
-def _settings(ns: argparse.Namespace, model: type[ToolSettings]) -> Any:
-    overrides = {k[2:]: v for k, v in vars(ns).items() if k.startswith("s_") and v is not None}
-    return model(**overrides)
-
-
-def _run(main: Callable[[asyncio.Event], Coroutine[Any, Any, int | None]]) -> int:
-    """Run a coroutine with SIGINT/SIGTERM → graceful stop; a second signal aborts."""
-
-    async def runner() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-
-        def on_signal(sig: signal.Signals) -> None:
-            if stop.is_set():
-                log.warning("second signal: aborting")
-                assert task is not None
-                task.cancel()
-                return
-            log.info("signal received: finishing the batch in flight, then stopping", extra={"signal": sig.name})
-            stop.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal, sig)
-        try:
-            return (await main(stop)) or 0
-        except asyncio.CancelledError:
-            return 130
-
-    return asyncio.run(runner())
-
 
 # --- subcommands ----------------------------------------------------------------------------------
 
@@ -91,39 +30,28 @@ def cmd_summarizer(ns: argparse.Namespace) -> int:
     from jobscore import metrics
     from summarizer.service import run_summarizer
 
-    s: SummarizerSettings = _settings(ns, SummarizerSettings)
+    s: SummarizerSettings = settings_from(ns, SummarizerSettings)
     setup_logging(s.log_level, s.log_format)
     metrics.serve(s.metrics_port)
-    return _run(lambda stop: run_summarizer(s, stop))
-
-
-def load_engine(s: WorkerSettings) -> Any:
-    from jobscore.tinymodel import build_tiny_model
-    from worker.engine import make_engine
-
-    model = s.model or build_tiny_model(s.cache_dir)
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    return make_engine(
-        s.engine, model, dtype=s.dtype, max_model_len=s.max_model_len, enable_prefix_caching=s.enable_prefix_caching
-    )
+    return run_until_signal(lambda stop: run_summarizer(s, stop))
 
 
 def cmd_worker(ns: argparse.Namespace) -> int:
+    from engine.factory import engine_from_settings
     from jobscore import metrics
     from worker.loop import run_worker
 
-    s: WorkerSettings = _settings(ns, WorkerSettings)
+    s: WorkerSettings = settings_from(ns, WorkerSettings)
     setup_logging(s.log_level, s.log_format)
     metrics.serve(s.metrics_port)
-    engine = load_engine(s)
+    engine = engine_from_settings(s)
 
     async def main(stop: asyncio.Event) -> int:
         await run_worker(s, engine, stop)
         return 0
 
     try:
-        return _run(main)
+        return run_until_signal(main)
     finally:
         engine.close()
 
@@ -131,7 +59,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 def cmd_dev(ns: argparse.Namespace) -> int:
     from jobscore.devstack import EmbeddedBroker, EmbeddedRedis
 
-    s: CommonSettings = _settings(ns, CommonSettings)
+    s: CommonSettings = settings_from(ns, CommonSettings)
     setup_logging(s.log_level, s.log_format)
     port = int(ns.port)
     broker = EmbeddedBroker(port=port).start()
@@ -145,7 +73,7 @@ def cmd_dev(ns: argparse.Namespace) -> int:
         return 0
 
     try:
-        return _run(main)
+        return run_until_signal(main)
     finally:
         rds.stop()
         broker.stop()
@@ -154,34 +82,30 @@ def cmd_dev(ns: argparse.Namespace) -> int:
 def cmd_topics(ns: argparse.Namespace) -> int:
     from jobscore.kafka import ensure_topics
 
-    s: CommonSettings = _settings(ns, CommonSettings)
+    s: CommonSettings = settings_from(ns, CommonSettings)
     setup_logging(s.log_level, s.log_format)
-    return _run(lambda stop: ensure_topics(s))  # type: ignore[arg-type,return-value]
+    return run_until_signal(lambda stop: ensure_topics(s))  # type: ignore[arg-type,return-value]
 
 
 def cmd_post(ns: argparse.Namespace) -> int:
     import msgspec
 
+    from engine.corpus import postings
     from jobscore.client import publish_postings
-    from jobscore.corpus import postings
     from jobscore.kafka import ensure_topics
-    from schemas import JobPosted
+    from schemas import posting_from_row
 
-    s: CommonSettings = _settings(ns, CommonSettings)
+    s: CommonSettings = settings_from(ns, CommonSettings)
     setup_logging(s.log_level, s.log_format)
     if ns.generate:
         items = postings(ns.generate, seed=ns.seed)
     elif ns.file:
-        dec = msgspec.json.Decoder(JobPosted)
         with open(ns.file, "rb") as fh:
             items = []
             for i, line in enumerate(fh, 1):
                 if line.strip():
                     try:
-                        # JSONL rows may omit the schema tag: it is implied by the command.
-                        row = json.loads(line)
-                        row.setdefault("schema", "job_posted.v1")
-                        items.append(dec.decode(json.dumps(row)))
+                        items.append(posting_from_row(json.loads(line)))
                     except (ValueError, msgspec.ValidationError) as e:
                         print(f"{ns.file}:{i}: {e}", file=sys.stderr)
                         return 2
@@ -195,7 +119,7 @@ def cmd_post(ns: argparse.Namespace) -> int:
         print(f"posted {n} postings to {s.topic_postings}")
         return 0
 
-    return _run(main)
+    return run_until_signal(main)
 
 
 def cmd_request(ns: argparse.Namespace) -> int:
@@ -203,7 +127,7 @@ def cmd_request(ns: argparse.Namespace) -> int:
     from jobscore.kafka import ensure_topics
     from schemas import RANKINGS
 
-    s: CommonSettings = _settings(ns, CommonSettings)
+    s: CommonSettings = settings_from(ns, CommonSettings)
     setup_logging(s.log_level, s.log_format)
     candidates = [c for part in ns.candidates for c in part.split(",") if c]
     req = new_request(ns.query, candidates, top_k=ns.top_k, deadline_s=ns.deadline)
@@ -220,14 +144,14 @@ def cmd_request(ns: argparse.Namespace) -> int:
         sys.stdout.write(RANKINGS.encode(ranking).decode() + "\n")
         return 0 if ranking.status == "ok" else 1
 
-    return _run(main)
+    return run_until_signal(main)
 
 
 def cmd_tail(ns: argparse.Namespace) -> int:
     from jobscore.client import tail
     from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SchemaError
 
-    s: CommonSettings = _settings(ns, CommonSettings)
+    s: CommonSettings = settings_from(ns, CommonSettings)
     setup_logging(s.log_level, s.log_format)
     spec = {"results": RANKINGS, "dead-letters": DEAD_LETTERS, "requests": SCORE_REQUESTS, "postings": POSTINGS}[
         ns.topic
@@ -253,22 +177,22 @@ def cmd_tail(ns: argparse.Namespace) -> int:
             raise task.exception()  # type: ignore[misc]
         return 0
 
-    return _run(main)
+    return run_until_signal(main)
 
 
 def cmd_build_tiny_model(ns: argparse.Namespace) -> int:
-    from jobscore.tinymodel import build_tiny_model
+    from engine.tinymodel import build_tiny_model
 
-    s: ToolSettings = _settings(ns, ToolSettings)
+    s: ToolSettings = settings_from(ns, ToolSettings)
     setup_logging(s.log_level, s.log_format)
     print(build_tiny_model(s.cache_dir, force=ns.force))
     return 0
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
-    from jobscore.demo import demo
+    from app.demo import demo
 
-    s: WorkerSettings = _settings(ns, WorkerSettings)
+    s: WorkerSettings = settings_from(ns, WorkerSettings)
     setup_logging(s.log_level, s.log_format)
     explicit_broker = "s_kafka_bootstrap" in {k for k, v in vars(ns).items() if v is not None} or bool(
         os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
@@ -295,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(fn=fn)
-        _add_settings_flags(p, model)
+        add_settings_flags(p, model)
         return p
 
     p = add(
@@ -352,18 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         ToolSettings,
     )
     p.add_argument("--force", action="store_true")
-    # Packages that bring their own subcommands expose `register(sub, add)`; `add` is the helper above
+    # The summarizer's, compress/'s and bench/'s commands, in help order; `add` is the helper above
     # (name, fn, help, settings model) so their flags follow the same settings ⇄ flags convention.
-    import importlib
-
-    for module in PLUGINS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name not in (module, module.split(".")[0]):
-                raise
-            continue
-        mod.register(sub, add)
+    for module in (summarizer_cmds, compress_cmds, bench_cmds):
+        module.register(sub, add)
     return parser
 
 

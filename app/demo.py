@@ -13,14 +13,15 @@ import statistics
 import time
 import uuid
 
+from engine.corpus import postings as gen_postings
+from engine.corpus import queries as gen_queries
+from engine.factory import engine_from_settings
+from jobscore.cache import SummaryCache
 from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
-from jobscore.corpus import postings as gen_postings
-from jobscore.corpus import queries as gen_queries
 from jobscore.devstack import dev_stack
 from jobscore.kafka import ensure_topics, make_producer, topic_name
 from jobscore.settings import SummarizerSettings, WorkerSettings
 from schemas import DEAD_LETTERS, SCORE_REQUESTS, DeadLetter, Ranking, ScoreRequest
-from summarizer.cache import SummaryCache
 from summarizer.service import Summarizer
 from worker.loop import Worker
 
@@ -31,8 +32,6 @@ WAIT_RANKINGS_S = 300.0
 
 
 def demo(settings: WorkerSettings, *, postings: int, requests: int, candidates: int, use_given_broker: bool) -> int:
-    from jobscore.cli import load_engine
-
     run = uuid.uuid4().hex[:8]
     with dev_stack(settings.kafka_bootstrap if use_given_broker else None, settings.redis_url) as (bootstrap, url):
         common = {
@@ -48,7 +47,7 @@ def demo(settings: WorkerSettings, *, postings: int, requests: int, candidates: 
             **common, group_id=f"jobscore-demo-{run}-summarizer", summarizer_version=ws.summarizer_version
         )
         print(f"[demo] broker {bootstrap}, redis {url}; loading the scoring model ({ws.engine})...", flush=True)
-        engine = load_engine(ws)
+        engine = engine_from_settings(ws)
         try:
             return asyncio.run(_run(ws, ss, engine, postings, requests, candidates))
         finally:

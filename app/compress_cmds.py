@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.commands import AddCommand, settings_from
 from compress.prune import DEFAULT_CALIBRATION_PROMPTS
 from compress.settings import CompressSettings
 
 
 def _s(ns: argparse.Namespace) -> CompressSettings:
-    from jobscore.cli import _settings
     from jobscore.settings import setup_logging
 
-    s: CompressSettings = _settings(ns, CompressSettings)
+    s: CompressSettings = settings_from(ns, CompressSettings)
     setup_logging(s.log_level, s.log_format)
     return s
 
@@ -25,11 +24,11 @@ def _s(ns: argparse.Namespace) -> CompressSettings:
 def _model_arg(value: str) -> Path:
     """A model directory, or ``smollm2`` / ``tiny`` for the packaged models."""
     if value == "smollm2":
-        from jobscore.models import smollm2_dir
+        from engine.models import smollm2_dir
 
         return smollm2_dir(dtype="float32")
     if value == "tiny":
-        from jobscore.tinymodel import build_tiny_model
+        from engine.tinymodel import build_tiny_model
 
         return build_tiny_model()
     return Path(value)
@@ -170,7 +169,7 @@ def cmd_pipeline(ns: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+def register(sub: Any, add: AddCommand) -> None:
     p = add(
         "compress-data",
         cmd_data,

@@ -12,31 +12,17 @@ message otherwise.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from engine.answer import answer_ids, answer_logits, p_yes
+from engine.identity import ANSWER_TOKENS, ModelCapabilityError, ModelInfo, inspect_model
+
 log = logging.getLogger(__name__)
-
-ANSWER_TOKENS = ("no", "yes")
-
-
-class ModelCapabilityError(RuntimeError):
-    """The model cannot be served on the yes/no scoring path."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    path: str
-    model_id: str
-    revision: str
-    architecture: str
-    max_position_embeddings: int
 
 
 @runtime_checkable
@@ -58,38 +44,6 @@ class ScoringEngine(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def inspect_model(path: str | Path) -> ModelInfo:
-    """Read a model directory's identity and check the yes/no answer tokens are single tokens."""
-    from transformers import AutoTokenizer
-
-    p = Path(path)
-    cfg_file = p / "config.json"
-    if not cfg_file.exists():
-        raise ModelCapabilityError(f"{p} is not a model directory (no config.json)")
-    cfg = json.loads(cfg_file.read_text())
-    archs = cfg.get("architectures") or []
-    arch = archs[0] if archs else "?"
-    tok = AutoTokenizer.from_pretrained(str(p))
-    for t in ANSWER_TOKENS:
-        ids = tok.encode(t, add_special_tokens=False)
-        tid = tok.convert_tokens_to_ids(t)
-        if len(ids) != 1 or tid is None or tid == tok.unk_token_id:
-            raise ModelCapabilityError(
-                f"model {p}: the answer token {t!r} is not a single token (encodes to {ids}); the scorer "
-                "reads P(yes) from the 'yes'/'no' logits at the answer position, so the tokenizer must have "
-                "both as standalone tokens"
-            )
-    meta_file = p / "jobscore_model.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    return ModelInfo(
-        path=str(p),
-        model_id=meta.get("model_id", p.name),
-        revision=meta.get("revision", cfg.get("_name_or_path", "") or p.name),
-        architecture=arch,
-        max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
-    )
 
 
 def vllm_overrides(architecture: str) -> dict[str, object]:
@@ -216,8 +170,7 @@ class HfEngine:
             self._tok.pad_token = self._tok.eos_token
         self.tokenizer = self._tok
         self._model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype).to(self._device).eval()
-        self._yes = self._tok.convert_tokens_to_ids("yes")
-        self._no = self._tok.convert_tokens_to_ids("no")
+        self._answer_ids = answer_ids(self._tok)
         self.batch_size = batch_size
 
     def score(self, prompts: Sequence[str]) -> list[float]:
@@ -234,10 +187,8 @@ class HfEngine:
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=self._device)
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=self._device)
             with torch.inference_mode():
-                hidden = self._model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1, :]
-                w = self._model.lm_head.weight[[self._no, self._yes]]
-                logits = (hidden @ w.T).float()
-                probs = torch.softmax(logits, dim=-1)[:, 1]
+                logits = answer_logits(self._model, {"input_ids": ids, "attention_mask": mask}, self._answer_ids)
+                probs = p_yes(logits)
             out.extend(float(p) for p in probs.cpu())
         return out
 
@@ -248,14 +199,19 @@ class HfEngine:
         self._model = None
 
 
-def make_engine(kind: Literal["vllm", "hf"], model: str | Path, **kwargs: object) -> ScoringEngine:
-    if kind == "vllm":
-        return VllmEngine(model, **kwargs)  # type: ignore[arg-type]
-    if kind == "hf":
-        allowed = {k: v for k, v in kwargs.items() if k in {"dtype", "max_model_len"}}
-        return HfEngine(model, **allowed)  # type: ignore[arg-type]
-    raise ValueError(f"unknown engine {kind!r}")
-
-
 def is_probability(x: float) -> bool:
     return not math.isnan(x) and 0.0 <= x <= 1.0
+
+
+__all__ = [
+    "ANSWER_TOKENS",
+    "HfEngine",
+    "ModelCapabilityError",
+    "ModelInfo",
+    "ScoringEngine",
+    "VllmEngine",
+    "inspect_model",
+    "is_probability",
+    "shutdown_llm",
+    "vllm_overrides",
+]

@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+from engine.identity import write_identity
+
 log = logging.getLogger(__name__)
 
 # head_dim 64: vLLM's CPU attention rejects 16; 64 works.
@@ -49,7 +51,7 @@ def build_tiny_model(cache_dir: Path | None = None, force: bool = False) -> Path
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-    from jobscore.corpus import training_text
+    from engine.corpus import training_text
 
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -91,7 +93,7 @@ def build_tiny_model(cache_dir: Path | None = None, force: bool = False) -> Path
     model = Qwen3ForCausalLM(cfg).eval()
     _spread_answer_rows(model, fast)
     model.to(torch.float32).save_pretrained(tmp, safe_serialization=True)
-    (tmp / "jobscore_model.json").write_text(json.dumps({"model_id": "tiny-qwen3", "revision": out.name}))
+    write_identity(tmp, model_id="tiny-qwen3", revision=out.name)
     if out.exists():
         import shutil
 
@@ -111,8 +113,8 @@ def _spread_answer_rows(model: object, tok: object) -> None:
     """
     import torch
 
-    from jobscore.corpus import postings, queries
-    from worker.prompts import PromptTemplate
+    from engine.corpus import postings, queries
+    from engine.prompt import PromptTemplate
 
     tmpl = PromptTemplate.qwen3_reranker()
     prompts = [

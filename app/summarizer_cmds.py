@@ -1,4 +1,4 @@
-"""Summarizer subcommands, loaded by `jobscore.cli` through its plugin hook (`register(sub, add)`).
+"""Summarizer subcommands, loaded by `app.cli` through its plugin hook (`register(sub, add)`).
 
 - ``jobscore summarize-backfill FILE``: summarize an existing corpus straight into Redis (resumable).
 - ``jobscore bench-summarizer``: the mode trade-off measurement (writes bench/results/summarizer.md).
@@ -9,18 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.commands import AddCommand, run_until_signal, settings_from
 from jobscore.settings import SummarizerSettings, setup_logging
 
 
 def cmd_backfill(ns: argparse.Namespace) -> int:
-    from jobscore.cli import _run, _settings
     from summarizer.backfill import backfill
 
-    s: SummarizerSettings = _settings(ns, SummarizerSettings)
+    s: SummarizerSettings = settings_from(ns, SummarizerSettings)
     setup_logging(s.log_level, s.log_format)
     source = Path(ns.file)
     if not source.exists():
@@ -46,11 +45,10 @@ def cmd_backfill(ns: argparse.Namespace) -> int:
             print(f"  {e}", file=sys.stderr)
         return 130 if rep.interrupted else (1 if rep.failed else 0)
 
-    return _run(main)
+    return run_until_signal(main)
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.summarizer_bench import main
 
     argv = ["--n-postings", str(ns.n_postings), "--out", ns.out]
@@ -61,7 +59,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return main(argv)
 
 
-def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+def register(sub: Any, add: AddCommand) -> None:
     p = add(
         "summarize-backfill",
         cmd_backfill,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
+from app.commands import AddCommand, settings_from
 from jobscore.settings import ToolSettings, WorkerSettings, setup_logging
 
 
@@ -21,9 +21,8 @@ def _quiet(s: ToolSettings, kvcache_gb: int) -> None:
 
 def cmd_bench(ns: argparse.Namespace) -> int:
     from bench.worker_bench import print_report, run
-    from jobscore.cli import _settings
 
-    s: WorkerSettings = _settings(ns, WorkerSettings)
+    s: WorkerSettings = settings_from(ns, WorkerSettings)
     _quiet(s, 4)
     ns.use_given_broker = "s_kafka_bootstrap" in {k for k, v in vars(ns).items() if v is not None} or bool(
         os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
@@ -40,9 +39,8 @@ def cmd_bench_models(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bench.models_bench import run_models
-    from jobscore.cli import _settings
 
-    _quiet(_settings(ns, ToolSettings), 2)
+    _quiet(settings_from(ns, ToolSettings), 2)
     r = run_models(
         [Path(m) for m in ns.models],
         n_prompts=ns.prompts,
@@ -61,7 +59,7 @@ def cmd_bench_models(ns: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+def register(sub: Any, add: AddCommand) -> None:
     p = add(
         "bench-models",
         cmd_bench_models,

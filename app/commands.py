@@ -1,0 +1,77 @@
+"""Building `jobscore` subcommands: settings ⇄ flags, and running a service until a signal.
+
+Every command module in app/ uses these, so each setting is a flag and a ``JOBSCORE_<NAME>`` variable
+the same way everywhere, and every long-running command stops the same way on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import types
+import typing
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from jobscore.settings import ToolSettings
+
+log = logging.getLogger("jobscore")
+
+# The `add` helper each command module's `register(sub, add)` receives: (name, fn, help, settings model).
+AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str, type[BaseModel]], argparse.ArgumentParser]
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    group = parser.add_argument_group("settings (flag or environment variable)")
+    for name, f in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = f"JOBSCORE_{name.upper()}"
+        help_ = f"{f.description or ''} [env {env}; default {f.default!r}]".replace("%", "%%")
+        ann = f.annotation
+        if ann is bool:
+            group.add_argument(flag, dest=f"s_{name}", action=argparse.BooleanOptionalAction, default=None, help=help_)
+            continue
+        choices = None
+        args = typing.get_args(ann)
+        if typing.get_origin(ann) is typing.Literal:
+            choices = list(args)
+        elif isinstance(ann, types.UnionType) and all(a is type(None) or a is Path for a in args):
+            pass
+        group.add_argument(flag, dest=f"s_{name}", default=None, choices=choices, metavar=name.upper(), help=help_)
+
+
+def settings_from(ns: argparse.Namespace, model: type[ToolSettings]) -> Any:
+    overrides = {k[2:]: v for k, v in vars(ns).items() if k.startswith("s_") and v is not None}
+    return model(**overrides)
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, int | None]]) -> int:
+    """Run a coroutine with SIGINT/SIGTERM → graceful stop; a second signal aborts."""
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set():
+                log.warning("second signal: aborting")
+                assert task is not None
+                task.cancel()
+                return
+            log.info("signal received: finishing the batch in flight, then stopping", extra={"signal": sig.name})
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return (await main(stop)) or 0
+        except asyncio.CancelledError:
+            return 130
+
+    return asyncio.run(runner())

@@ -1,0 +1,61 @@
+"""The one way to build a scoring engine from settings.
+
+The worker, the demo, the summarizer's tools and compress/ all build engines here, so a model is
+served the same way everywhere (same dtype handling, same environment defaults, same default model).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from engine.engines import HfEngine, ScoringEngine, VllmEngine
+from engine.tinymodel import build_tiny_model, default_cache_dir
+
+EngineKind = Literal["vllm", "hf"]
+
+
+class EngineSettings(Protocol):
+    """What the factory reads; `WorkerSettings`, `CompressSettings` and `EngineOptions` all have it."""
+
+    engine: EngineKind
+    dtype: str
+    max_model_len: int
+    cache_dir: Path
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Engine settings for callers without a settings object (offline tools, benchmarks)."""
+
+    engine: EngineKind = "vllm"
+    dtype: str = "auto"
+    max_model_len: int = 2048
+    enable_prefix_caching: bool = True
+    model: Path | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+
+def engine_from_settings(
+    s: EngineSettings, model: str | Path | None = None, *, max_num_seqs: int | None = None
+) -> ScoringEngine:
+    """Build the engine the settings describe. ``model`` overrides ``s.model``; with neither, the tiny
+    test model is built (or found) under ``s.cache_dir``."""
+    model = model or getattr(s, "model", None) or build_tiny_model(s.cache_dir)
+    if s.engine == "hf":
+        dtype = s.dtype if s.dtype in ("float32", "bfloat16") else "float32"
+        return HfEngine(model, dtype=dtype, max_model_len=s.max_model_len)  # type: ignore[arg-type]
+    if s.engine != "vllm":
+        raise ValueError(f"unknown engine {s.engine!r}: use vllm or hf")
+    # vLLM's CPU backend reserves its KV cache up front (GiB): keep the default small for laptops/CI.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    return VllmEngine(
+        model,
+        dtype=s.dtype,
+        max_model_len=s.max_model_len,
+        enable_prefix_caching=getattr(s, "enable_prefix_caching", True),
+        **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),
+    )

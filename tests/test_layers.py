@@ -1,0 +1,98 @@
+"""The package layering (README "Architecture"), checked from the source so it stays true.
+
+Each top folder is one layer and imports only from the layers below it: a new import that points up or
+sideways fails here, with the file and line.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = ("schemas", "engine", "jobscore", "summarizer", "worker", "compress", "app", "bench")
+
+# package → the packages of ours it may import (besides itself).
+ALLOWED: dict[str, set[str]] = {
+    "schemas": set(),
+    "engine": {"schemas"},
+    "jobscore": {"schemas"},
+    "summarizer": {"schemas", "engine", "jobscore"},
+    "worker": {"schemas", "engine", "jobscore"},
+    "compress": {"schemas", "engine", "jobscore", "summarizer"},
+    "app": {"schemas", "engine", "jobscore", "summarizer", "worker", "compress", "bench"},
+    "bench": {"schemas", "engine", "jobscore", "summarizer", "worker", "compress"},
+}
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level package) of every import in a file, including ones inside functions."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name.split(".")[0]) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.lineno, node.module.split(".")[0]))
+    return out
+
+
+def edges() -> dict[tuple[str, str], list[str]]:
+    found: dict[tuple[str, str], list[str]] = {}
+    for pkg in OURS:
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            for line, target in imports_of(f):
+                if target in OURS and target != pkg:
+                    found.setdefault((pkg, target), []).append(f"{f.relative_to(ROOT)}:{line}")
+    return found
+
+
+def test_every_package_is_known() -> None:
+    assert set(ALLOWED) == set(OURS)
+    for pkg in OURS:
+        init = ROOT / pkg / "__init__.py"
+        assert init.exists(), f"{pkg}/ has no __init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and "import" in doc.lower(), f"{pkg}/__init__.py must say what the package is and what it may import"
+
+
+@pytest.mark.parametrize("pkg", OURS)
+def test_imports_point_down(pkg: str) -> None:
+    wrong = {f"{src} → {dst}": where for (src, dst), where in edges().items() if src == pkg and dst not in ALLOWED[pkg]}
+    assert not wrong, f"{pkg}/ imports what its layer may not: {wrong}"
+
+
+def test_no_cycles_between_packages() -> None:
+    graph: dict[str, set[str]] = {p: set() for p in OURS}
+    for src, dst in edges():
+        graph[src].add(dst)
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            assert state.get(nxt) != 1, f"import cycle: {' → '.join([*path, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for p in OURS:
+        if p not in state:
+            visit(p, [p])
+
+
+def test_no_path_hacks_or_private_imports_across_packages() -> None:
+    """No `sys.path` edits or importlib plugin loading in the product, and no `_private` names imported
+    from another package."""
+    for pkg in OURS:
+        for f in (ROOT / pkg).rglob("*.py"):
+            text = f.read_text()
+            assert "sys.path" not in text, f"{f.relative_to(ROOT)} edits sys.path"
+            assert "importlib.import_module" not in text, f"{f.relative_to(ROOT)} loads modules by name"
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    top = node.module.split(".")[0]
+                    if top in OURS and top != pkg:
+                        private = [a.name for a in node.names if a.name.startswith("_")]
+                        assert not private, f"{f.relative_to(ROOT)}:{node.lineno} imports private {private}"
