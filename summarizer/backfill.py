@@ -25,9 +25,8 @@ import msgspec
 from jobscore.cache import SummaryCache
 from jobscore.settings import SummarizerSettings
 from schemas import JobPosted, posting_from_row
-from schemas.summary import SummaryRecord, content_hash
 from summarizer.modes import PostingSummarizer, make_summarizer
-from summarizer.service import summarize_records
+from summarizer.writer import SummaryWriter
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +141,12 @@ async def backfill(
     own = summarizer is None
     summ = summarizer or await asyncio.to_thread(make_summarizer, settings)
     cache = SummaryCache.from_url(settings.redis_url, version, settings.summary_ttl_s)
-    raw_cap = settings.raw_max_chars if settings.store_raw else None
+    writer = SummaryWriter(
+        summ,
+        cache,
+        chunk_size=batch_size,
+        raw_max_chars=settings.raw_max_chars if settings.store_raw else None,
+    )
     bar = None
     if progress:
         from tqdm import tqdm
@@ -158,7 +162,7 @@ async def backfill(
             chunk = await asyncio.to_thread(_take, rows, batch_size)
             if not chunk:
                 break
-            await _backfill_batch(chunk, summ, cache, version, raw_cap, report)
+            await _backfill_batch(chunk, writer, report)
             rows_done = chunk[-1][0]
             report.rows += len(chunk)
             # Only after the batch is in Redis: a crash before this line redoes the batch (idempotent).
@@ -187,40 +191,22 @@ def _take(rows: Iterator[tuple[int, JobPosted | str]], n: int) -> list[tuple[int
 
 
 async def _backfill_batch(
-    chunk: list[tuple[int, JobPosted | str]],
-    summ: PostingSummarizer,
-    cache: SummaryCache,
-    version: str,
-    raw_cap: int | None,
-    report: BackfillReport,
+    chunk: list[tuple[int, JobPosted | str]], writer: SummaryWriter, report: BackfillReport
 ) -> None:
-    latest: dict[str, JobPosted] = {}
-    tombstones: set[str] = set()
-    for _, item in chunk:
+    items: list[tuple[int, JobPosted]] = []
+    for row, item in chunk:
         if isinstance(item, str):
             report.invalid += 1
             if len(report.errors) < 20:
                 report.errors.append(item)
             log.warning("invalid row skipped", extra={"error": item})
             continue
-        if item.deleted:
-            tombstones.add(item.job_id)
-            latest.pop(item.job_id, None)
-        else:
-            tombstones.discard(item.job_id)
-            latest[item.job_id] = item
-    cached = await cache.hashes(list(latest))
-    fresh = [p for p, h in zip(latest.values(), cached, strict=True) if h != content_hash(p)]
-    report.unchanged += len(latest) - len(fresh)
-    results = await asyncio.to_thread(summarize_records, fresh, summ, version, raw_cap)
-    puts: list[SummaryRecord] = []
-    for p, r in zip(fresh, results, strict=True):
-        if isinstance(r, SummaryRecord):
-            puts.append(r)
-        else:
-            report.failed += 1
-            if len(report.errors) < 20:
-                report.errors.append(f"{p.job_id}: {type(r).__name__}: {r}")
-    await cache.write(puts, sorted(tombstones))
-    report.written += len(puts)
-    report.deleted += len(tombstones)
+        items.append((row, item))
+    result = await writer.write_batch(items)
+    report.unchanged += result.unchanged
+    report.failed += len(result.failures)
+    for f in result.failures:
+        if len(report.errors) < 20:
+            report.errors.append(f"{f.posting.job_id}: {f.reason}")
+    report.written += len(result.written)
+    report.deleted += len(result.deleted)

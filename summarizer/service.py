@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -25,77 +23,10 @@ from jobscore.cache import SummaryCache
 from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer, topic_name
 from jobscore.settings import SummarizerSettings
 from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
-from schemas.summary import SummaryRecord, content_hash
-from summarizer.extractive import Extracted, summarize
 from summarizer.modes import PostingSummarizer, make_summarizer
+from summarizer.writer import SummaryWriter
 
 log = logging.getLogger(__name__)
-
-
-def build_records(postings: Sequence[JobPosted], version: str, budget: int) -> list[SummaryRecord]:
-    """Keyword-extractive records without any model (seeding caches in tests and demos)."""
-    now = time.time()
-    out = []
-    for p in postings:
-        ex = summarize(p, budget)
-        out.append(
-            SummaryRecord(
-                job_id=p.job_id,
-                version=version,
-                mode="extractive",
-                summary=ex.summary,
-                content_hash=content_hash(p),
-                raw_tokens=ex.raw_tokens,
-                summary_tokens=ex.summary_tokens,
-                created_at=now,
-                title=p.title,
-            )
-        )
-    return out
-
-
-def summarize_records(
-    postings: Sequence[JobPosted],
-    summarizer: PostingSummarizer,
-    version: str,
-    raw_max_chars: int | None = None,
-) -> list[SummaryRecord | Exception]:
-    """Summarize and wrap into cache records; one result per posting, an exception where it failed.
-
-    A failing batch is retried one posting at a time so a single bad posting cannot block its
-    partition: it is reported (and dead-lettered by the caller) while the others go through.
-    """
-    try:
-        extracted: list[Extracted | Exception] = list(summarizer.summarize_batch(postings))
-    except Exception:
-        log.exception("summarizer batch failed; retrying one posting at a time")
-        extracted = []
-        for p in postings:
-            try:
-                extracted.append(summarizer.summarize_batch([p])[0])
-            except Exception as e:
-                extracted.append(e)
-    now = time.time()
-    out: list[SummaryRecord | Exception] = []
-    for p, ex in zip(postings, extracted, strict=True):
-        if isinstance(ex, Exception):
-            out.append(ex)
-            continue
-        out.append(
-            SummaryRecord(
-                job_id=p.job_id,
-                version=version,
-                mode=summarizer.mode,
-                summary=ex.summary,
-                content_hash=content_hash(p),
-                raw_tokens=ex.raw_tokens,
-                summary_tokens=ex.summary_tokens,
-                created_at=now,
-                title=p.title,
-                raw=p.description[:raw_max_chars] if raw_max_chars else None,
-            )
-        )
-    return out
 
 
 class Summarizer:
@@ -108,6 +39,7 @@ class Summarizer:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.cache = SummaryCache.from_url(settings.redis_url, settings.summarizer_version, settings.summary_ttl_s)
+        self.writer: SummaryWriter | None = None
         self._stop = asyncio.Event()
         self.postings_done = 0
 
@@ -121,6 +53,12 @@ class Summarizer:
                 f"summarizer mode {self.summarizer.mode!r} given, but settings say {s.summarizer_mode!r}; "
                 "cache entries record the mode, so they must agree"
             )
+        self.writer = SummaryWriter(
+            self.summarizer,
+            self.cache,
+            chunk_size=s.summarize_batch_size,
+            raw_max_chars=s.raw_max_chars if s.store_raw else None,
+        )
         await ensure_topics(s)
         self.producer = make_producer(s)
         await self.producer.start()
@@ -157,16 +95,14 @@ class Summarizer:
                 await self.process(batch)
 
     async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        assert self.consumer is not None and self.producer is not None
+        assert self.consumer is not None and self.producer is not None and self.writer is not None
         s = self.settings
-        latest: dict[str, JobPosted] = {}
-        tombstones: set[str] = set()
-        sources: dict[str, ConsumerRecord] = {}
+        items: list[tuple[ConsumerRecord, JobPosted]] = []
         dlq_sends = []
         for records in batch.values():
             for rec in records:
                 try:
-                    posting = POSTINGS.decode(rec.value)
+                    items.append((rec, POSTINGS.decode(rec.value)))
                 except SchemaError as e:
                     log.warning(
                         "bad posting to dead letters",
@@ -183,56 +119,23 @@ class Summarizer:
                     dlq_sends.append(
                         await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=rec.key)
                     )
-                    continue
-                # Later records for the same job in this batch win (a partition keeps per-key order).
-                if posting.deleted:
-                    tombstones.add(posting.job_id)
-                    latest.pop(posting.job_id, None)
-                else:
-                    tombstones.discard(posting.job_id)
-                    latest[posting.job_id] = posting
-                    sources[posting.job_id] = rec
-        ids = list(latest)
-        cached = await self.cache.hashes(ids)
-        fresh = [p for p, h in zip(latest.values(), cached, strict=True) if h != content_hash(p)]
-        unchanged = len(ids) - len(fresh)
-        records: list[SummaryRecord] = []
-        failed = 0
-        raw_cap = s.raw_max_chars if s.store_raw else None
-        assert self.summarizer is not None
-        # Chunks bound the time between event-loop turns and the memory of one summarizer call.
-        for i in range(0, len(fresh), s.summarize_batch_size):
-            chunk = fresh[i : i + s.summarize_batch_size]
-            t0 = time.perf_counter()
-            results = await asyncio.to_thread(summarize_records, chunk, self.summarizer, s.summarizer_version, raw_cap)
-            metrics.SUMMARIZE_SECONDS.labels(self.summarizer.mode).observe(time.perf_counter() - t0)
-            for p, r in zip(chunk, results, strict=True):
-                if isinstance(r, SummaryRecord):
-                    records.append(r)
-                    continue
-                failed += 1
-                rec = sources[p.job_id]
-                reason = f"summarizer ({self.summarizer.mode}) failed: {type(r).__name__}: {r}"[:2000]
-                log.warning(
-                    "posting could not be summarized: to dead letters",
-                    extra={"job_id": p.job_id, "partition": rec.partition, "offset": rec.offset, "reason": reason},
-                )
-                metrics.SUMMARIZE_FAILURES.labels(self.summarizer.mode).inc()
-                metrics.DEAD_LETTERS.labels("summarizer", "summarize_failed").inc()
-                dl = dead_letter(rec, "summarizer", reason, "summarize_failed")
-                dlq_sends.append(
-                    await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=rec.key)
-                )
-        await self.cache.write(records, sorted(tombstones))
-        for r in records:
-            metrics.SUMMARY_COMPRESSION.observe(r.raw_tokens / max(1, r.summary_tokens))
-            metrics.SUMMARY_TOKENS.labels(r.mode).observe(r.summary_tokens)
-        metrics.CACHE_WRITES.labels("put").inc(len(records))
-        metrics.CACHE_WRITES.labels("delete").inc(len(tombstones))
-        metrics.POSTINGS_PROCESSED.labels("summarized").inc(len(records))
-        metrics.POSTINGS_PROCESSED.labels("unchanged").inc(unchanged)
-        metrics.POSTINGS_PROCESSED.labels("deleted").inc(len(tombstones))
-        metrics.POSTINGS_PROCESSED.labels("failed").inc(failed)
+        result = await self.writer.write_batch(items)
+        for f in result.failures:
+            rec = f.source
+            reason = f"summarizer ({self.writer.summarizer.mode}) failed: {f.reason}"[:2000]
+            log.warning(
+                "posting could not be summarized: to dead letters",
+                extra={"job_id": f.posting.job_id, "partition": rec.partition, "offset": rec.offset, "reason": reason},
+            )
+            metrics.DEAD_LETTERS.labels("summarizer", "summarize_failed").inc()
+            dl = dead_letter(rec, "summarizer", reason, "summarize_failed")
+            dlq_sends.append(
+                await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=rec.key)
+            )
+        metrics.POSTINGS_PROCESSED.labels("summarized").inc(len(result.written))
+        metrics.POSTINGS_PROCESSED.labels("unchanged").inc(result.unchanged)
+        metrics.POSTINGS_PROCESSED.labels("deleted").inc(len(result.deleted))
+        metrics.POSTINGS_PROCESSED.labels("failed").inc(len(result.failures))
         if dlq_sends:
             await asyncio.gather(*dlq_sends)
         # Summaries (and dead letters) are durable: now the offsets may move past them.
@@ -241,10 +144,10 @@ class Summarizer:
         log.debug(
             "postings batch done",
             extra={
-                "summarized": len(records),
-                "unchanged": unchanged,
-                "deleted": len(tombstones),
-                "failed": failed,
+                "summarized": len(result.written),
+                "unchanged": result.unchanged,
+                "deleted": len(result.deleted),
+                "failed": len(result.failures),
                 "dead_letters": len(dlq_sends),
             },
         )

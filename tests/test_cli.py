@@ -56,13 +56,13 @@ class TestHelp:
         assert ("--threads" in out) is cmd.startswith("compress-") and "--log-level" in out
 
     def test_flag_overrides_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from app.cli import _settings
+        from app.commands import settings_from
         from jobscore.settings import WorkerSettings
 
         monkeypatch.setenv("JOBSCORE_MAX_CANDIDATES", "50")
         monkeypatch.setenv("JOBSCORE_REDIS_URL", "redis://env:6379/0")
         ns = build_parser().parse_args(["worker", "--max-candidates", "7", "--no-enable-prefix-caching"])
-        s = _settings(ns, WorkerSettings)
+        s = settings_from(ns, WorkerSettings)
         assert s.max_candidates == 7 and s.redis_url == "redis://env:6379/0" and s.enable_prefix_caching is False
 
     def test_invalid_setting_fails_with_field_name(self) -> None:

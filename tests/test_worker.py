@@ -20,7 +20,8 @@ from jobscore.client import RankingWaiter, new_request, publish_postings, publis
 from jobscore.kafka import make_consumer, make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import DEAD_LETTERS, SCORE_REQUESTS, DeadLetter, JobPosted, ScoreRequest
-from summarizer.service import Summarizer, build_records
+from summarizer.service import Summarizer
+from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until
 from worker.loop import EngineFailure, Worker
 

@@ -19,7 +19,7 @@ from engine.engines import HfEngine, ModelCapabilityError, inspect_model
 from engine.prompt import PromptBuilder, PromptTemplate
 from jobscore.client import RankingWaiter, new_request, publish_requests
 from jobscore.settings import CommonSettings, WorkerSettings
-from summarizer.service import build_records
+from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until
 from tests.test_worker import committed_offsets, next_offsets, running, seed
 from worker.loop import Worker
