@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -43,8 +43,10 @@ LAST_LOOP = Gauge("jobscore_worker_last_iteration_timestamp", "Unix time the loo
 
 
 def serve(port: int) -> None:
-    if port:
-        start_http_server(port)
+    """/metrics (and /healthz, /readyz) on ``port``; 0 disables it."""
+    from jobscore import health
+
+    health.serve(port)
 
 
 # summarizer modes (issue 5)

@@ -18,9 +18,23 @@ M = TypeVar("M", bound=Message)
 
 ErrorKind = Literal["malformed", "unknown_schema", "invalid", "oversized"]
 
-_UNKNOWN_TAG = re.compile(r"Invalid value .* - at `\$\.schema`")
-_MISSING_TAG = re.compile(r"missing required field `schema`")
-_TOO_LONG = re.compile(r"length <= \d+")
+# msgspec's ValidationError carries only its message; which constraint failed is read from the one
+# phrase msgspec uses for max_length/max_items ("Expected `str` of length <= 128", "array of length <=").
+_TOO_LONG = re.compile(r"of length <= \d+")
+
+
+class _Tag(msgspec.Struct):
+    """Just the tag of any JSON object: how a failed decode is told apart (unknown version vs bad field)."""
+
+    schema: Any = None
+
+
+class _NoSuchVersion(Message, tag="__jobscore_no_such_version__"):
+    """Never sent. A second union member makes msgspec require the tag even on one-version topics (it
+    treats a single tagged type's tag as optional), so an untagged message is never guessed to be v1."""
+
+
+_TAG_DECODER = msgspec.json.Decoder(_Tag)
 
 
 class SchemaError(ValueError):
@@ -42,8 +56,8 @@ class TopicSpec(Generic[M]):
     _decoder: msgspec.json.Decoder[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        union: Any = self.types[0]
-        for t in self.types[1:]:
+        union: Any = _NoSuchVersion
+        for t in self.types:
             union = union | t
         object.__setattr__(self, "_decoder", msgspec.json.Decoder(union))
 
@@ -52,7 +66,8 @@ class TopicSpec(Generic[M]):
         return [t.__struct_config__.tag for t in self.types]  # type: ignore[attr-defined]
 
     def decode(self, data: bytes | None) -> M:
-        """Decode one value or raise `SchemaError` with a reason a human can act on."""
+        """Decode one value or raise `SchemaError` with a reason a human can act on — and nothing else:
+        any bytes at all either decode or raise `SchemaError` (fuzzed in tests/test_schemas.py)."""
         if data is None:
             raise SchemaError("malformed", "message has no value (null)")
         if len(data) > self.max_bytes:
@@ -62,23 +77,29 @@ class TopicSpec(Generic[M]):
         try:
             msg = self._decoder.decode(data)
         except msgspec.ValidationError as e:
-            text = str(e)
-            if _UNKNOWN_TAG.search(text) or _MISSING_TAG.search(text):
-                raise SchemaError(
-                    "unknown_schema", f"{text}; the {self.role} topic accepts schema in {self.tags}"
-                ) from None
-            if _TOO_LONG.search(text):
-                raise SchemaError("oversized", text) from None
-            raise SchemaError("invalid", text) from None
+            raise self._classify(data, str(e)) from None
         except msgspec.DecodeError as e:
             raise SchemaError("malformed", f"not valid JSON: {e}") from None
-        if b'"schema"' not in data:
-            # msgspec treats the tag as optional when a topic has a single version; we don't: an
-            # untagged message is from an unknown producer and must not be guessed to be v1.
-            raise SchemaError(
-                "unknown_schema", f"missing the `schema` field; the {self.role} topic accepts {self.tags}"
-            )
+        except UnicodeDecodeError as e:
+            # msgspec validates UTF-8 only in strings it keeps; a bad byte there raises this, not DecodeError.
+            raise SchemaError("malformed", f"invalid UTF-8 at byte {e.start}: {e.reason}") from None
+        except Exception as e:  # a decoder bug must not become a poison pill either
+            raise SchemaError("malformed", f"undecodable: {type(e).__name__}: {e}") from None
+        if isinstance(msg, _NoSuchVersion):
+            raise SchemaError("unknown_schema", f"the {self.role} topic accepts schema in {self.tags}")
         return msg  # type: ignore[no-any-return]
+
+    def _classify(self, data: bytes, text: str) -> SchemaError:
+        try:
+            tag = _TAG_DECODER.decode(data).schema
+        except Exception:
+            return SchemaError("invalid", text)  # not a JSON object: the message says what it is
+        if tag not in self.tags:
+            given = "no `schema` field" if tag is None else f"schema {tag!r}"
+            return SchemaError("unknown_schema", f"{given}; the {self.role} topic accepts schema in {self.tags}")
+        if _TOO_LONG.search(text):
+            return SchemaError("oversized", text)
+        return SchemaError("invalid", text)
 
     @staticmethod
     def encode(msg: Message) -> bytes:

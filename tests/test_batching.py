@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import ScoreRequest
-from worker.batching import RequestState, TokenBudgetBatcher, WorkItem
+from worker.batching import RecordKey, RequestState, TokenBudgetBatcher, WorkItem
 from worker.offsets import OffsetTracker
 
 TP = TopicPartition("t", 0)
@@ -20,7 +20,7 @@ def make_state(n_items: int, rid: str, deadline: float | None = None) -> Request
     req = ScoreRequest(
         request_id=rid, query="q", candidates=[f"j{i}" for i in range(max(1, n_items))], deadline=deadline
     )
-    s = RequestState(req, ("t", 0, 0), time.time())
+    s = RequestState(req, RecordKey("t", 0, 0), time.time())
     s.job_ids = [f"j{i}" for i in range(n_items)]
     s.scores = [None] * n_items
     s.remaining = n_items

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import json
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import (
     DEAD_LETTERS,
@@ -18,6 +21,7 @@ from schemas import (
     ScoredJob,
     ScoreRequest,
     Timings,
+    TopicSpec,
 )
 from schemas.messages import MAX_CANDIDATES_WIRE, MAX_DESCRIPTION_CHARS
 
@@ -139,3 +143,54 @@ class TestRejection:
     def test_scores_outside_unit_interval_are_invalid(self) -> None:
         with pytest.raises(msgspec.ValidationError):
             msgspec.json.decode(b'{"schema":"ranking.v1","request_id":"r","results":[["j",1.5]]}', type=Ranking)
+
+
+class TestAnyBytes:
+    """Issue 18 finding 1: a decode path that raises anything but `SchemaError` is a poison pill (the
+    record is never dead-lettered, never committed, and kills every restart)."""
+
+    @pytest.mark.parametrize(
+        ("spec", "field"),
+        [(POSTINGS, "title"), (SCORE_REQUESTS, "query"), (RANKINGS, "detail"), (DEAD_LETTERS, "reason")],
+        ids=lambda v: getattr(v, "role", v),
+    )
+    def test_invalid_utf8_inside_a_string_is_malformed(self, spec: TopicSpec, field: str) -> None:  # type: ignore[type-arg]
+        # the issue's reproduction: a query "caf\xc3\x28" (0xc3 starts a 2-byte sequence; 0x28 cannot continue it)
+        data = b'{"schema": "' + spec.tags[0].encode() + b'", "' + field.encode() + b'": "caf\xc3\x28"}'
+        with pytest.raises(SchemaError) as e:
+            spec.decode(data)
+        assert e.value.kind == "malformed" and "UTF-8" in e.value.reason
+
+    @given(st.binary(max_size=512))
+    @settings(max_examples=400, deadline=None)
+    def test_random_bytes_decode_or_raise_schema_error(self, data: bytes) -> None:
+        for spec in (POSTINGS, SCORE_REQUESTS, RANKINGS, DEAD_LETTERS):
+            with contextlib.suppress(SchemaError):  # anything else fails the test
+                spec.decode(data)
+
+    @given(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda children: (
+                st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+            ),
+            max_leaves=20,
+        ),
+        st.sampled_from(["score_request.v1", "job_posted.v1", "ranking.v1", "score_request.v9", None]),
+    )
+    @settings(max_examples=400, deadline=None)
+    def test_random_json_decodes_or_raises_schema_error(self, value: object, tag: str | None) -> None:
+        if isinstance(value, dict) and tag is not None:
+            value = {**value, "schema": tag}
+        data = json.dumps(value).encode()
+        for spec in (POSTINGS, SCORE_REQUESTS, RANKINGS):
+            try:
+                spec.decode(data)
+            except SchemaError as e:
+                assert e.kind in ("malformed", "unknown_schema", "invalid", "oversized")
+
+    def test_schema_word_inside_a_field_does_not_stand_in_for_the_tag(self) -> None:
+        data = json.dumps({"request_id": "r", "query": 'the "schema" field', "candidates": ["a"]}).encode()
+        with pytest.raises(SchemaError) as e:
+            SCORE_REQUESTS.decode(data)
+        assert e.value.kind == "unknown_schema"

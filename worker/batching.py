@@ -19,9 +19,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas import CandidateError, ScoreRequest
+
+
+class RecordKey(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
 
 
 @dataclass(eq=False)
@@ -29,7 +35,7 @@ class RequestState:
     """One request in flight: where it came from, what is scored so far, and what failed."""
 
     req: ScoreRequest
-    key: tuple[str, int, int]  # (topic, partition, offset) of the request record
+    key: RecordKey  # where the request record came from: its offset is committed once this is answered
     received_at: float
     job_ids: list[str] = field(default_factory=list)  # candidates with a prompt, in item order
     scores: list[float | None] = field(default_factory=list)

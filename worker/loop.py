@@ -34,6 +34,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -42,19 +43,26 @@ from aiokafka.structs import ConsumerRecord
 from engine.engines import ScoringEngine, is_probability
 from engine.prompt import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate, PromptTooLong
 from jobscore import metrics
-from jobscore.cache import InvalidSummary, SummaryCache
+from jobscore.cache import SummaryCache
 from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer, topic_name
 from jobscore.settings import WorkerSettings
 from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, CandidateError, Ranking, SchemaError, ScoreRequest
 from schemas.messages import Timings
 from schemas.summary import SummaryRecord
-from worker.batching import RequestState, TokenBudgetBatcher, WorkItem
+from worker.batching import RecordKey, RequestState, TokenBudgetBatcher, WorkItem
+from worker.candidates import Found, needs_raw, raw_entries, resolve
 from worker.offsets import OffsetTracker
-from worker.rank import rank
+from worker.rank import Provenance, bare_ranking, ranking_of_scores
 
 log = logging.getLogger(__name__)
 
-Outgoing = tuple[str, bytes, bytes | None]  # (topic, value, key)
+
+class Outgoing(NamedTuple):
+    """One message that answers a request record (a ranking, a dead letter)."""
+
+    topic: str
+    value: bytes
+    key: bytes | None
 
 
 class EngineFailure(RuntimeError):
@@ -90,6 +98,7 @@ class Worker:
             layout=s.prompt_layout,
         )
         self.cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
+        self.made_by = Provenance(engine.info.model_id, engine.info.revision, s.summarizer_version)
         self.raw_cache = (
             SummaryCache(self.cache.client, s.raw_fallback_version or s.summarizer_version)
             if s.missing_summary == "raw"
@@ -191,7 +200,7 @@ class Worker:
                 self.offsets.add(tp, rec.offset)
                 verdict = self._validate(rec, now)
                 if isinstance(verdict, ScoreRequest):
-                    states.append(RequestState(verdict, (rec.topic, rec.partition, rec.offset), now))
+                    states.append(RequestState(verdict, RecordKey(rec.topic, rec.partition, rec.offset), now))
                 else:
                     self._publish(verdict, tp, rec.offset)
         if not states:
@@ -209,78 +218,56 @@ class Worker:
         self.batcher.put(items)
         metrics.QUEUE_DEPTH.set(len(self.batcher))
 
-    async def _raw_fallbacks(self, found: dict[str, SummaryRecord | InvalidSummary | None]) -> dict[str, SummaryRecord]:
+    async def _raw_fallbacks(self, found: Found) -> dict[str, SummaryRecord]:
         """With ``missing_summary="raw"``: cache entries carrying a raw description for the candidates without
         a usable summary (one more MGET, only for those)."""
         if self.raw_cache is None:
             return {}
-        need = [j for j, r in found.items() if not isinstance(r, SummaryRecord) or not r.summary]
+        need = needs_raw(found)
         if not need:
             return {}
         if self.raw_cache.version == self.cache.version:
             recs: Sequence[object] = [found[j] for j in need]
         else:
             recs = await self.raw_cache.get_many(need)
-        return {j: r for j, r in zip(need, recs, strict=True) if isinstance(r, SummaryRecord) and r.raw}
+        return raw_entries(need, recs)
 
-    def _prepare(
-        self,
-        states: Sequence[RequestState],
-        found: dict[str, SummaryRecord | InvalidSummary | None],
-        raws: dict[str, SummaryRecord],
-    ) -> list[WorkItem]:
+    def _prepare(self, states: Sequence[RequestState], found: Found, raws: dict[str, SummaryRecord]) -> list[WorkItem]:
         """Token ids for every (request, candidate) pair; runs in a thread (tokenizing is CPU work)."""
+        s = self.settings
         items: list[WorkItem] = []
         enqueued = time.monotonic()
-        max_chars = self.settings.max_summary_chars
         for st in states:
-            candidates = list(dict.fromkeys(st.req.candidates))
-            st.candidates_total = len(candidates)
+            st.candidates_total = len(dict.fromkeys(st.req.candidates))
             try:
                 qids = self.prompts.query_ids(st.req.query)
                 self.prompts.build(qids, [])
             except PromptTooLong as e:
-                st.errors.extend(CandidateError(job_id=j, reason="oversized", detail=str(e)) for j in candidates)
+                st.errors.extend(
+                    CandidateError(job_id=j, reason="oversized", detail=str(e))
+                    for j in dict.fromkeys(st.req.candidates)
+                )
                 continue
-            keys: list[tuple[str, str]] = []
-            texts: list[str] = []
-            cut: list[int | None] = []  # token cap per candidate (raw fallbacks are cut shorter)
-            for job_id in candidates:
-                rec = found[job_id]
-                fallback = raws.get(job_id)
-                if fallback is not None:
-                    metrics.MISSING_SUMMARY.labels("raw_fallback").inc()
-                    st.job_ids.append(job_id)
-                    st.raw_fallback.append(job_id)
-                    keys.append((job_id, f"raw:{fallback.content_hash}"))
-                    texts.append(fallback.raw or "")
-                    cut.append(self.settings.raw_fallback_tokens)
-                elif rec is None or (isinstance(rec, SummaryRecord) and not rec.summary):
+            res = resolve(
+                st.req.candidates,
+                found,
+                raws,
+                summarizer_version=s.summarizer_version,
+                max_summary_chars=s.max_summary_chars,
+                raw_fallback_tokens=s.raw_fallback_tokens,
+            )
+            st.errors.extend(res.errors)
+            for e in res.errors:
+                if e.reason == "missing_summary":
                     metrics.MISSING_SUMMARY.labels("error").inc()
-                    st.errors.append(
-                        CandidateError(
-                            job_id=job_id,
-                            reason="missing_summary",
-                            detail=f"no summary for version {self.settings.summarizer_version}",
-                        )
-                    )
-                elif isinstance(rec, InvalidSummary):
-                    st.errors.append(CandidateError(job_id=job_id, reason="invalid_summary", detail=str(rec)))
-                elif len(rec.summary) > max_chars:
-                    st.errors.append(
-                        CandidateError(
-                            job_id=job_id,
-                            reason="oversized",
-                            detail=f"summary of {len(rec.summary)} chars > {max_chars}",
-                        )
-                    )
-                else:
-                    st.job_ids.append(job_id)
-                    keys.append((job_id, rec.content_hash))
-                    texts.append(rec.summary)
-                    cut.append(None)
-            for i, (dids, cap) in enumerate(zip(self.prompts.doc_ids(keys, texts), cut, strict=True)):
-                items.append(WorkItem(st, i, self.prompts.build(qids, dids[:cap]), enqueued))
+            st.job_ids = [c.job_id for c in res.candidates]
+            st.raw_fallback = [c.job_id for c in res.candidates if c.raw_fallback]
+            metrics.MISSING_SUMMARY.labels("raw_fallback").inc(len(st.raw_fallback))
+            doc_ids = self.prompts.doc_ids(
+                [(c.job_id, c.cache_key) for c in res.candidates], [c.text for c in res.candidates]
+            )
+            for i, (dids, c) in enumerate(zip(doc_ids, res.candidates, strict=True)):
+                items.append(WorkItem(st, i, self.prompts.build(qids, dids[: c.max_tokens]), enqueued))
             st.scores = [None] * len(st.job_ids)
             st.remaining = len(st.job_ids)
         return items
@@ -295,7 +282,9 @@ class Worker:
                 extra={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset, "reason": e.reason},
             )
             metrics.DEAD_LETTERS.labels("worker", e.kind).inc()
-            return [(self._dlq_topic, DEAD_LETTERS.encode(dead_letter(rec, "worker", e.reason, e.kind)), rec.key)]
+            return [
+                Outgoing(self._dlq_topic, DEAD_LETTERS.encode(dead_letter(rec, "worker", e.reason, e.kind)), rec.key)
+            ]
         answer = req.reply_topic or self._results_topic
         if len(req.candidates) > self.settings.max_candidates:
             reason = (
@@ -307,27 +296,21 @@ class Worker:
             metrics.DEAD_LETTERS.labels("worker", "oversized").inc()
             rejected = self._bare_ranking(req, "rejected", reason, now)
             return [
-                (answer, RANKINGS.encode(rejected), req.request_id.encode()),
-                (self._dlq_topic, DEAD_LETTERS.encode(dead_letter(rec, "worker", reason, "oversized")), rec.key),
+                Outgoing(answer, RANKINGS.encode(rejected), req.request_id.encode()),
+                Outgoing(
+                    self._dlq_topic, DEAD_LETTERS.encode(dead_letter(rec, "worker", reason, "oversized")), rec.key
+                ),
             ]
         if req.deadline is not None and now > req.deadline:
             reason = f"deadline passed {now - req.deadline:.3f}s before scoring started"
             log.info("request timed out", extra={"request_id": req.request_id, "reason": reason})
             metrics.REQUESTS.labels("timeout").inc()
-            return [(answer, RANKINGS.encode(self._bare_ranking(req, "timeout", reason, now)), req.request_id.encode())]
+            timed_out = self._bare_ranking(req, "timeout", reason, now)
+            return [Outgoing(answer, RANKINGS.encode(timed_out), req.request_id.encode())]
         return req
 
     def _bare_ranking(self, req: ScoreRequest, status: str, detail: str, now: float) -> Ranking:
-        return Ranking(
-            request_id=req.request_id,
-            status=status,
-            detail=detail,  # type: ignore[arg-type]
-            candidates_total=len(req.candidates),
-            model_id=self.engine.info.model_id,
-            model_revision=self.engine.info.revision,
-            summarizer_version=self.settings.summarizer_version,
-            produced_at=now,
-        )
+        return bare_ranking(req, status, detail, now, self.made_by)
 
     # --- engine: batch → score → rank → publish -----------------------------------------------------
 
@@ -395,22 +378,11 @@ class Worker:
     def _complete(self, st: RequestState) -> None:
         """Rank a finished request and publish its answer."""
         done = time.time()
-        info = self.engine.info
         answer = st.req.reply_topic or self._results_topic
         if st.timed_out:
             metrics.REQUESTS.labels("timeout").inc()
             ranking = self._bare_ranking(st.req, "timeout", "deadline passed while queued for scoring", done)
         else:
-            ids, vals = [], []
-            for job_id, sc in zip(st.job_ids, st.scores, strict=True):
-                if sc is None:
-                    st.errors.append(
-                        CandidateError(job_id=job_id, reason="engine_error", detail="the engine rejected this prompt")
-                    )
-                else:
-                    ids.append(job_id)
-                    vals.append(sc)
-            scored = set(ids)
             created = st.req.created_at or st.received_at
             timings = Timings(
                 queue_ms=max(0.0, (st.received_at - st.req.created_at) * 1e3) if st.req.created_at else 0.0,
@@ -418,28 +390,26 @@ class Worker:
                 score_ms=st.score_ms,
                 total_ms=max(0.0, (done - created) * 1e3),
             )
-            ranking = rank(
-                st.req.request_id,
-                ids,
-                vals,
-                st.req.top_k,
+            ranking = ranking_of_scores(
+                st.req,
+                st.job_ids,
+                st.scores,
                 errors=st.errors,
+                raw_fallback=st.raw_fallback,
                 candidates_total=st.candidates_total,
-                model_id=info.model_id,
-                model_revision=info.revision,
-                summarizer_version=self.settings.summarizer_version,
                 timings=timings,
                 produced_at=done,
-                raw_fallback=[j for j in st.raw_fallback if j in scored],
+                made_by=self.made_by,
             )
-            for e in st.errors:
+            for e in ranking.errors:
                 metrics.CANDIDATE_ERRORS.labels(e.reason).inc()
             metrics.REQUESTS.labels("ok").inc()
             if st.req.created_at:
                 metrics.REQUEST_LATENCY.observe(timings.total_ms / 1e3)
-        topic, partition, offset = st.key
         self._publish(
-            [(answer, RANKINGS.encode(ranking), st.req.request_id.encode())], TopicPartition(topic, partition), offset
+            [Outgoing(answer, RANKINGS.encode(ranking), st.req.request_id.encode())],
+            TopicPartition(st.key.topic, st.key.partition),
+            st.key.offset,
         )
 
     # --- publish → answered → commit -----------------------------------------------------------------
@@ -473,7 +443,7 @@ class Worker:
                     "reply topic failed; answering on the results topic",
                     extra={"reply_topic": topic, "error": repr(res)},
                 )
-                retry.append((self._results_topic, value, key))
+                retry.append(Outgoing(self._results_topic, value, key))
             else:
                 raise res
         if retry:
@@ -538,7 +508,7 @@ class Worker:
         if self._failed is None:
             await self._commit()
         keys = {(tp.topic, tp.partition) for tp in revoked}
-        self.batcher.drop(lambda st: st.key[:2] in keys)
+        self.batcher.drop(lambda st: (st.key.topic, st.key.partition) in keys)
         self.offsets.forget(revoked)
         log.info("partitions revoked", extra={"partitions": _names(revoked)})
 

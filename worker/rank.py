@@ -1,10 +1,20 @@
-"""Ranking as a pure function: no Kafka, no Redis, no engine."""
+"""Ranking as pure functions: no Kafka, no Redis, no engine."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from schemas import CandidateError, Ranking, ScoredJob, Timings
+from schemas import CandidateError, Ranking, ScoredJob, ScoreRequest, Timings
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What every ranking says about how it was made."""
+
+    model_id: str
+    model_revision: str
+    summarizer_version: str
 
 
 def rank(
@@ -37,4 +47,56 @@ def rank(
         timings=timings,
         produced_at=produced_at,
         raw_fallback=list(raw_fallback),
+    )
+
+
+def ranking_of_scores(
+    req: ScoreRequest,
+    job_ids: Sequence[str],
+    scores: Sequence[float | None],
+    *,
+    errors: Sequence[CandidateError],
+    raw_fallback: Sequence[str],
+    candidates_total: int,
+    timings: Timings,
+    produced_at: float,
+    made_by: Provenance,
+) -> Ranking:
+    """The answer to a scored request: candidates the engine rejected (score None) become errors."""
+    ids, vals = [], []
+    errs = list(errors)
+    for job_id, sc in zip(job_ids, scores, strict=True):
+        if sc is None:
+            errs.append(CandidateError(job_id=job_id, reason="engine_error", detail="the engine rejected this prompt"))
+        else:
+            ids.append(job_id)
+            vals.append(sc)
+    scored = set(ids)
+    return rank(
+        req.request_id,
+        ids,
+        vals,
+        req.top_k,
+        errors=errs,
+        candidates_total=candidates_total,
+        model_id=made_by.model_id,
+        model_revision=made_by.model_revision,
+        summarizer_version=made_by.summarizer_version,
+        timings=timings,
+        produced_at=produced_at,
+        raw_fallback=[j for j in raw_fallback if j in scored],
+    )
+
+
+def bare_ranking(req: ScoreRequest, status: str, detail: str, now: float, made_by: Provenance) -> Ranking:
+    """An answer without scores: rejected or timed out."""
+    return Ranking(
+        request_id=req.request_id,
+        status=status,  # type: ignore[arg-type]
+        detail=detail,
+        candidates_total=len(req.candidates),
+        model_id=made_by.model_id,
+        model_revision=made_by.model_revision,
+        summarizer_version=made_by.summarizer_version,
+        produced_at=now,
     )

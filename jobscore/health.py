@@ -1,0 +1,118 @@
+"""Liveness and readiness of one process, served beside the metrics.
+
+Services report what they depend on (``broker``, ``redis``, ``engine``, ``draining``…) with
+`Health.set`; the loop calls `Health.beat` every iteration. ``/healthz`` answers 200 while the loop has
+beaten within ``liveness_timeout_s`` (a hung process is restarted); ``/readyz`` answers 200 only while
+every check is ok (a process that cannot serve is taken out of rotation, not killed). State changes
+are logged once, not per probe, and exported as ``jobscore_ready{check}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+
+log = logging.getLogger(__name__)
+
+READY = Gauge("jobscore_ready", "1 while a readiness check passes, by check.", ["check"])
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    reason: str
+    since: float
+
+
+class Health:
+    def __init__(self, liveness_timeout_s: float = 60.0) -> None:
+        self.liveness_timeout_s = liveness_timeout_s
+        self._checks: dict[str, Check] = {}
+        self._last_beat = time.monotonic()
+        self._lock = threading.Lock()
+
+    def beat(self) -> None:
+        self._last_beat = time.monotonic()
+
+    def set(self, check: str, ok: bool, reason: str = "") -> None:
+        """Record one dependency's state; a change is logged (once) and exported."""
+        with self._lock:
+            old = self._checks.get(check)
+            if old is not None and old.ok == ok:
+                return
+            self._checks[check] = Check(ok, reason, time.time())
+        READY.labels(check).set(1 if ok else 0)
+        if ok:
+            log.info("ready: %s", check, extra={"check": check})
+        else:
+            log.warning("not ready: %s", check, extra={"check": check, "reason": reason})
+
+    def alive(self) -> bool:
+        return time.monotonic() - self._last_beat <= self.liveness_timeout_s
+
+    def ready(self) -> bool:
+        with self._lock:
+            return bool(self._checks) and all(c.ok for c in self._checks.values())
+
+    def report(self) -> dict[str, object]:
+        with self._lock:
+            checks = {k: {"ok": c.ok, "reason": c.reason, "since": c.since} for k, c in self._checks.items()}
+        return {
+            "alive": self.alive(),
+            "ready": self.ready(),
+            "last_beat_s_ago": round(time.monotonic() - self._last_beat, 3),
+            "checks": checks,
+        }
+
+    def reset(self) -> None:
+        """Forget every check (a new service instance in the same process: tests, the demo)."""
+        with self._lock:
+            self._checks.clear()
+        self.beat()
+
+
+# One per process: a process runs one service.
+HEALTH = Health()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    health: Health = HEALTH
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/metrics"):
+            self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+        elif self.path.startswith("/healthz"):
+            self._json(200 if self.health.alive() else 503)
+        elif self.path.startswith("/readyz"):
+            self._json(200 if self.health.ready() else 503)
+        else:
+            self._send(404, b"not found: try /metrics, /healthz, /readyz\n", "text/plain")
+
+    def _json(self, code: int) -> None:
+        self._send(code, json.dumps(self.health.report()).encode() + b"\n", "application/json")
+
+    def _send(self, code: int, body: bytes, ctype: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # probes every few seconds: not worth a line
+        pass
+
+
+def serve(port: int, health: Health = HEALTH, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
+    """Serve /metrics, /healthz and /readyz on ``port`` in a daemon thread (0: don't serve)."""
+    if not port:
+        return None
+    handler = type("Handler", (_Handler,), {"health": health})
+    server = ThreadingHTTPServer((host, port), handler)
+    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
+    return server
