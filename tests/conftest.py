@@ -98,6 +98,53 @@ def vllm_engine(tiny_model: Path) -> Iterator[Any]:
     engine.close()
 
 
+@pytest.fixture(scope="session")
+def hf_engine(tiny_model: Path) -> Iterator[Any]:
+    """The plain transformers reference on the tiny model (float32), shared by every comparison."""
+    from engine.engines import HfEngine
+
+    engine = HfEngine(tiny_model, dtype="float32")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2_f32() -> Path:
+    """The packaged SmolLM2-135M-Instruct (a Llama) as a float32 HF directory (converted once, cached)."""
+    from engine.models import smollm2_dir
+
+    return smollm2_dir(dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def smollm2_vllm_engine(smollm2_f32: Path) -> Iterator[Any]:
+    """SmolLM2 served by vLLM through the two-way softmax conversion (the Llama path), loaded once per
+    session: ~30 s and ~1.5 GB on the CPU."""
+    from engine.engines import VllmEngine
+
+    engine = VllmEngine(smollm2_f32, dtype="float32", max_model_len=1024, max_num_seqs=64)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_engine(smollm2_f32: Path) -> Iterator[Any]:
+    """SmolLM2 through plain transformers (float32): the reference for the Llama path."""
+    from engine.engines import HfEngine
+
+    engine = HfEngine(smollm2_f32, dtype="float32", batch_size=8)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Any:
+    """The packaged all-MiniLM-L6-v2 sentence encoder (extractive summaries), loaded once."""
+    from summarizer.embed import MiniLM
+
+    return MiniLM()
+
+
 @pytest.fixture
 def names() -> dict[str, str]:
     run = uuid.uuid4().hex[:10]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from jobscore.client import publish_postings, tail
 from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings
 from schemas import DEAD_LETTERS, DeadLetter, JobPosted
-from schemas.summary import SummaryRecord, content_hash
+from schemas.summary import SummaryRecord, content_hash, summary_key
 from summarizer.embed import MiniLM
 from summarizer.extractive import Extracted, approx_tokens
 from summarizer.modes import (
@@ -36,8 +37,8 @@ BUDGET = 128
 
 
 @pytest.fixture(scope="module")
-def embedder() -> MiniLM:
-    return MiniLM()
+def embedder(minilm: MiniLM) -> MiniLM:
+    return minilm  # the session's one MiniLM (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +230,18 @@ class _FailsOnTitle(ExtractiveSummarizer):
         return super().summarize_batch(postings)
 
 
+class _Counting(ExtractiveSummarizer):
+    """The real extractive summarizer, counting which postings it was asked to summarize."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.summarized: list[str] = []
+
+    def summarize_batch(self, postings: Sequence[JobPosted]) -> list[Extracted]:
+        self.summarized.extend(p.job_id for p in postings)
+        return super().summarize_batch(postings)
+
+
 class TestServiceSemantics:
     async def test_hybrid_mode_with_store_raw_records_mode_and_raw(
         self, embedder: MiniLM, summarizer_settings: Callable[..., SummarizerSettings], topics: CommonSettings
@@ -252,14 +265,15 @@ class TestServiceSemantics:
 
     async def test_repost_with_same_content_is_not_resummarized(
         self,
-        extractive: ExtractiveSummarizer,
+        embedder: MiniLM,
         summarizer_settings: Callable[..., SummarizerSettings],
         topics: CommonSettings,
     ) -> None:
         s = summarizer_settings(store_raw=False)
         cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
         a = JobPosted(job_id=f"{s.group_id}-a", title="Nurse", description="Patient care on a ward.", posted_at=1)
-        svc = Summarizer(s, extractive)
+        counting = _Counting(BUDGET, embedder)
+        svc = Summarizer(s, counting)
         task = await _run(svc)
         try:
             await publish_postings(s, [a])
@@ -273,6 +287,29 @@ class TestServiceSemantics:
             await wait_until(lambda: svc.postings_done == 3, what="re-post and marker processed")
             (after,) = await cache.get_many([a.job_id])
             assert after == first  # same created_at: the cached summary was not rewritten
+            # ...and not recomputed either: the summarizer saw the posting once, then only the marker.
+            assert counting.summarized == [a.job_id, marker.job_id]
+        finally:
+            await _stop(svc, task)
+            await cache.close()
+
+    async def test_summary_entry_expires_after_summary_ttl_s(
+        self,
+        extractive: ExtractiveSummarizer,
+        summarizer_settings: Callable[..., SummarizerSettings],
+        topics: CommonSettings,
+    ) -> None:
+        s = summarizer_settings(summary_ttl_s=777)
+        cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
+        a = JobPosted(job_id=f"{s.group_id}-a", title="Nurse", description="Patient care on a ward.")
+        svc = Summarizer(s, extractive)
+        task = await _run(svc)
+        try:
+            await publish_postings(s, [a])
+            await wait_until(lambda: _all_present(cache, [a.job_id]), what="the summary")
+            # Redis holds the key with the configured expiry (TTL -1 would mean "forever").
+            ttl = await cache.client.ttl(summary_key(s.summarizer_version, a.job_id))
+            assert 0 < ttl <= 777
         finally:
             await _stop(svc, task)
             await cache.close()
