@@ -59,7 +59,43 @@ def cmd_bench_models(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_headline(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.headline import print_headline, run_headline
+    from engine.scorer import build_scorer
+
+    s: ToolSettings = settings_from(ns, ToolSettings)
+    _quiet(s, 2)
+    scorer = Path(ns.scorer) if ns.scorer else build_scorer(s.cache_dir)
+    r = run_headline(
+        scorer,
+        pruned=Path(ns.pruned) if ns.pruned else None,
+        queries=ns.queries,
+        hf_batch_size=ns.hf_batch_size,
+    )
+    print_headline(r)
+    if ns.json:
+        with open(ns.json, "w") as f:
+            json.dump(r, f, indent=2)
+    return 0
+
+
 def register(sub: Any, add: AddCommand) -> None:
+    p = add(
+        "bench-headline",
+        cmd_bench_headline,
+        "The paper's headline in one run: the naive baseline (HF transformers, raw descriptions, padded "
+        "batches) vs the full system (cached summaries, vLLM, the worker's batching, prefix reuse, optionally "
+        "the pruned scorer) on the same reserved-occupation pairs; items/s and quality per lever, and the "
+        "all-together speedup.",
+        ToolSettings,
+    )
+    p.add_argument("--scorer", default=None, help="scorer directory (default: the shipped scorer, built on first use)")
+    p.add_argument("--pruned", default=None, help="a pruned scorer directory for the last step")
+    p.add_argument("--queries", type=int, default=40, help="reserved-occupation queries (~6 pairs each)")
+    p.add_argument("--hf-batch-size", type=int, default=16)
+    p.add_argument("--json", default=None, help="Also write the results here.")
     p = add(
         "bench-models",
         cmd_bench_models,
