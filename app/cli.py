@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from app import bench_cmds, compress_cmds, summarizer_cmds
+from app import bench_cmds, compress_cmds, summarizer_cmds, topics_cmds
 from app.commands import add_settings_flags, run_until_signal, settings_from
 from jobscore.settings import CommonSettings, SummarizerSettings, ToolSettings, WorkerSettings, setup_logging
 
@@ -77,14 +77,6 @@ def cmd_dev(ns: argparse.Namespace) -> int:
     finally:
         rds.stop()
         broker.stop()
-
-
-def cmd_topics(ns: argparse.Namespace) -> int:
-    from jobscore.kafka import ensure_topics
-
-    s: CommonSettings = settings_from(ns, CommonSettings)
-    setup_logging(s.log_level, s.log_format)
-    return run_until_signal(lambda stop: ensure_topics(s))  # type: ignore[arg-type,return-value]
 
 
 def cmd_post(ns: argparse.Namespace) -> int:
@@ -246,7 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
         CommonSettings,
     )
     p.add_argument("--port", default=9092, help="Broker port.")
-    add("topics", cmd_topics, "Create the deployment's topics if missing.", CommonSettings)
     p = add(
         "post",
         cmd_post,
@@ -278,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     # The summarizer's, compress/'s and bench/'s commands, in help order; `add` is the helper above
     # (name, fn, help, settings model) so their flags follow the same settings ⇄ flags convention.
-    for module in (summarizer_cmds, compress_cmds, bench_cmds):
+    for module in (topics_cmds, summarizer_cmds, compress_cmds, bench_cmds):
         module.register(sub, add)
     return parser
 

@@ -8,15 +8,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
 from jobscore.settings import CommonSettings
 from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, DeadLetter, TopicSpec
 
 log = logging.getLogger(__name__)
-
-TOPIC_EXISTS = 36
 
 
 def topic_name(settings: CommonSettings, spec: TopicSpec[Any]) -> str:
@@ -29,25 +26,21 @@ def topic_name(settings: CommonSettings, spec: TopicSpec[Any]) -> str:
 
 
 async def ensure_topics(settings: CommonSettings, names: Iterable[str] | None = None) -> None:
-    """Create the deployment's topics if missing (idempotent). Real clusters may pre-provision instead."""
-    wanted = (
-        list(names)
-        if names is not None
-        else [topic_name(settings, s) for s in (POSTINGS, SCORE_REQUESTS, RANKINGS, DEAD_LETTERS)]
-    )
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id=f"{settings.client_id}-admin")
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in wanted if n not in existing]
-        if missing:
-            resp = await admin.create_topics([NewTopic(n, settings.topic_partitions, 1) for n in missing])
-            for name, code, *_ in resp.topic_errors:
-                if code not in (0, TOPIC_EXISTS):
-                    raise RuntimeError(f"could not create topic {name}: error code {code}")
-            log.info("topics created", extra={"topics": missing, "partitions": settings.topic_partitions})
-    finally:
-        await admin.close()
+    """Create the deployment's missing topics from the topic plan (jobscore/topics.py: partitions,
+    replicas, min.insync.replicas, retention, max.message.bytes). Idempotent; existing topics are left
+    as they are, so real clusters may pre-provision (`jobscore topics --strimzi`) instead."""
+    from jobscore.topics import PlannedTopic, TopicPlan, apply_plan, plan_topics
+
+    plan = plan_topics(settings)
+    if names is not None:
+        wanted = list(names)
+        extra = [
+            PlannedTopic("other", n, settings.topic_partitions, settings.topic_replication_factor)
+            for n in wanted
+            if plan.by_name(n) is None
+        ]
+        plan = TopicPlan(plan.only(wanted).topics + tuple(extra))
+    await apply_plan(settings, plan)
 
 
 def make_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer:

@@ -43,6 +43,45 @@ class CommonSettings(ToolSettings):
     topic_results: str = Field("jobscore.rankings", description="Rankings (Ranking) topic.")
     topic_dead_letters: str = Field("jobscore.dead-letters", description="Dead letters (DeadLetter) topic.")
     topic_partitions: int = Field(4, ge=1, description="Partitions when this tool creates a topic.")
+    # --- topic plan (`jobscore topics`, jobscore/topics.py): how topics are created, not which exist ---
+    topic_replication_factor: int = Field(
+        1,
+        ge=1,
+        description="Replicas per partition when topics are created. 1 suits a single dev broker only: "
+        "`jobscore topics` refuses it against a multi-broker cluster (acks=all would wait for one copy). "
+        "Production: 3.",
+    )
+    topic_min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of every topic: how many copies acks=all waits for. Default: "
+        "replication factor - 1 (at least 1), so one broker may be down without blocking producers.",
+    )
+    topic_postings_compact: bool = Field(
+        True,
+        description="Compact the postings topic (keyed by job id): the latest version of every posting stays "
+        "forever, so a new summarizer version can backfill from it. Off: delete after topic_retention_ms_postings.",
+    )
+    topic_retention_ms_postings: int = Field(
+        7 * 24 * 3_600_000, ge=-1, description="Postings retention when not compacted (-1 = forever)."
+    )
+    topic_retention_ms_requests: int = Field(
+        3 * 24 * 3_600_000,
+        ge=-1,
+        description="Requests retention: how long an outage may last before unanswered requests are lost.",
+    )
+    topic_retention_ms_results: int = Field(
+        3 * 24 * 3_600_000, ge=-1, description="Rankings retention: how late a publisher may read its answers."
+    )
+    topic_retention_ms_dead_letters: int = Field(
+        14 * 24 * 3_600_000, ge=-1, description="Dead-letter retention: time to investigate and re-drive."
+    )
+    topic_message_headroom_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="max.message.bytes = the topic's largest value (schemas/topics.py max_bytes) + this, for "
+        "the key, headers and record-batch framing.",
+    )
     enable_idempotence: bool = Field(
         False,
         description="Idempotent producer. Turn on with real Kafka; the embedded tansu broker rejects it. "
