@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from jobscore.settings import ToolSettings
 
@@ -31,7 +31,10 @@ def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) 
     for name, f in model.model_fields.items():
         flag = "--" + name.replace("_", "-")
         env = f"JOBSCORE_{name.upper()}"
-        help_ = f"{f.description or ''} [env {env}; default {f.default!r}]".replace("%", "%%")
+        # A secret's default is shown as its masked display (``**********``; a URL with the password
+        # masked), never its value: --help output ends up in tickets and CI logs.
+        shown = str(f.default) if isinstance(f.default, SecretStr) else repr(f.default)
+        help_ = f"{f.description or ''} [env {env}; default {shown}]".replace("%", "%%")
         ann = f.annotation
         if ann is bool:
             group.add_argument(flag, dest=f"s_{name}", action=argparse.BooleanOptionalAction, default=None, help=help_)

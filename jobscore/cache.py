@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import msgspec
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from schemas.summary import SummaryRecord, decode_record, encode_record, summary_key
 
@@ -27,7 +28,9 @@ class SummaryCache:
         self.ttl_s = ttl_s
 
     @classmethod
-    def from_url(cls, url: str, version: str, ttl_s: int = 0) -> SummaryCache:
+    def from_url(cls, url: str | SecretStr, version: str, ttl_s: int = 0) -> SummaryCache:
+        """``url``: settings.redis_url (a secret: it may carry the password) or a plain string."""
+        url = url.get_secret_value() if isinstance(url, SecretStr) else url
         # hiredis is picked up automatically when installed (parsing large MGET replies in C).
         return cls(aioredis.Redis.from_url(url, decode_responses=False), version, ttl_s)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from jobscore.kafka import make_producer, topic_name
+from jobscore.kafka import client_security_kwargs, make_producer, topic_name
 from jobscore.settings import CommonSettings
 from schemas import POSTINGS, RANKINGS, SCORE_REQUESTS, JobPosted, Ranking, ScoreRequest, TopicSpec
 
@@ -103,6 +103,7 @@ class RankingWaiter:
             group_id=None,
             enable_auto_commit=False,
             client_id=f"{settings.client_id}-waiter",
+            **client_security_kwargs(settings),
         )
         self.rankings: dict[str, Ranking] = {}
         self.duplicates = 0
@@ -171,6 +172,7 @@ async def tail(
         group_id=None,
         enable_auto_commit=False,
         client_id=f"{settings.client_id}-tail",
+        **client_security_kwargs(settings),
     )
     await consumer.start()
     n = 0

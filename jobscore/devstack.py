@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from pydantic import SecretStr
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,11 @@ class EmbeddedRedis:
     _lite: object | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
 
+    def __post_init__(self) -> None:
+        # settings.redis_url is a secret (it may carry the password); the URL is used here as given.
+        if isinstance(self.url, SecretStr):
+            self.url = self.url.get_secret_value()
+
     @property
     def started_here(self) -> bool:
         return self.proc is not None or self._lite is not None
@@ -179,7 +185,7 @@ def _redis_answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def dev_stack(kafka_bootstrap: str | None, redis_url: str) -> Iterator[tuple[str, str]]:
+def dev_stack(kafka_bootstrap: str | None, redis_url: str | SecretStr) -> Iterator[tuple[str, str]]:
     """Yield ``(bootstrap, redis_url)``: the given services, or embedded ones started and stopped here."""
     broker = None if kafka_bootstrap else EmbeddedBroker().start()
     rds = EmbeddedRedis(redis_url).start()

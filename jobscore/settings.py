@@ -7,29 +7,59 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
 
+MASK = "**********"  # what pydantic's SecretStr shows instead of a secret
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (userinfo) and any ``*password*`` query value replaced by ``MASK``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        netloc = f"{user}:{MASK}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{k}={MASK}" if "password" in k.lower() else f"{k}={v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class SecretUrl(SecretStr):
+    """A URL that may carry a password (``redis://:PASSWORD@host:6379/0``): kept like a `SecretStr`
+    (``.get_secret_value()`` to use it) but displayed with only the password masked, so logs and
+    ``--help`` still say which host it points at."""
+
+    def _display(self) -> str:  # type: ignore[override]
+        return mask_url(self.get_secret_value())
+
+
 class ToolSettings(BaseSettings):
     """What every command has: logging and where built models live (offline tools need nothing more)."""
 
-    model_config = SettingsConfigDict(env_prefix="JOBSCORE_", frozen=True, extra="forbid")
+    # hide_input_in_errors: a rejected setting's error must not echo the input, which holds secrets
+    # (a SASL password next to a missing user name, a Redis URL with its password).
+    model_config = SettingsConfigDict(env_prefix="JOBSCORE_", frozen=True, extra="forbid", hide_input_in_errors=True)
 
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("text", description="json for collectors, text for people.")
     cache_dir: Path = Field(Path.home() / ".cache" / "jobscore", description="Models built here live here.")
 
     def non_defaults(self) -> dict[str, Any]:
-        """Settings that differ from their defaults, for the start-up log line (secrets redacted)."""
-        out = {}
+        """Settings that differ from their defaults, for the start-up log line. Secrets (`SecretStr`)
+        appear as their masked display only (``**********``, or a URL with its password masked)."""
+        out: dict[str, Any] = {}
         for name, f in type(self).model_fields.items():
             v = getattr(self, name)
-            if v != f.default and name not in {"model_config"}:
-                out[name] = "***" if "password" in str(v) or ("@" in str(v) and "://" in str(v)) else v
+            if v != f.default:
+                out[name] = str(v) if isinstance(v, SecretStr) else v
         return out
 
 
@@ -37,7 +67,77 @@ class CommonSettings(ToolSettings):
     """Settings of the commands that talk to the broker and Redis."""
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding the summary cache.")
+    redis_url: SecretUrl = Field(
+        SecretUrl("redis://127.0.0.1:6379/0"),
+        description="Redis holding the summary cache. AUTH: redis://[USER]:PASSWORD@host:6379/0; TLS: "
+        "rediss://…?ssl_ca_certs=/ca.pem (also ssl_certfile, ssl_keyfile, ssl_cert_reqs). The password is "
+        "masked wherever the URL is shown.",
+    )
+    # --- Kafka transport security: every client gets these through jobscore.kafka.client_security_kwargs ---
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="SSL: TLS to the brokers; SASL_SSL: TLS + SASL login (production); SASL_PLAINTEXT: login "
+        "without encryption (the password crosses the network in the clear with PLAIN).",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512",
+        description="SASL mechanism (SASL_* protocols). SCRAM never sends the password; PLAIN does, so use it "
+        "only with SASL_SSL.",
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name (SASL_* protocols).")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (SASL_* protocols). Prefer the environment variable to the flag."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM bundle of the CA(s) that signed the brokers' certificates; default: system CAs."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="Client certificate (PEM) for brokers that require mutual TLS; needs kafka_ssl_keyfile."
+    )
+    kafka_ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of kafka_ssl_certfile.")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of an encrypted kafka_ssl_keyfile.")
+    kafka_ssl_check_hostname: bool = Field(
+        True,
+        description="Check that the broker certificate names the host connected to. Turn off only for "
+        "certificates issued to other names (it still checks the CA signature).",
+    )
+
+    @field_validator(
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "kafka_ssl_key_password",
+        mode="before",
+    )
+    @classmethod
+    def _empty_security_is_none(cls, v: object) -> object:
+        # JOBSCORE_KAFKA_SSL_CAFILE= (empty) in a deployment template means "not set".
+        return None if v == "" else v
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> CommonSettings:
+        """Refuse combinations that could only fail later, at the first connection, less clearly."""
+        proto = self.kafka_security_protocol
+        if proto.startswith("SASL_") and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+            raise ValueError(
+                f"kafka_security_protocol={proto} needs a login: set JOBSCORE_KAFKA_SASL_USERNAME and "
+                "JOBSCORE_KAFKA_SASL_PASSWORD (and JOBSCORE_KAFKA_SASL_MECHANISM if not SCRAM-SHA-512)"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not proto.endswith("SSL") and any(f is not None for f in tls_files):
+            raise ValueError(
+                f"TLS files are set but kafka_security_protocol={proto} does not use TLS: set "
+                "JOBSCORE_KAFKA_SECURITY_PROTOCOL=SSL (or SASL_SSL), or unset the kafka_ssl_* files"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both kafka_ssl_certfile and kafka_ssl_keyfile")
+        for name, f in zip(("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"), tls_files, strict=True):
+            if f is not None and not f.is_file():
+                raise ValueError(f"{name}={f} is not a readable file")
+        return self
+
     topic_postings: str = Field("jobscore.postings", description="Job postings (JobPosted) topic.")
     topic_requests: str = Field("jobscore.requests", description="Scoring requests (ScoreRequest) topic.")
     topic_results: str = Field("jobscore.rankings", description="Rankings (Ranking) topic.")

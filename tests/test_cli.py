@@ -63,7 +63,8 @@ class TestHelp:
         monkeypatch.setenv("JOBSCORE_REDIS_URL", "redis://env:6379/0")
         ns = build_parser().parse_args(["worker", "--max-candidates", "7", "--no-enable-prefix-caching"])
         s = settings_from(ns, WorkerSettings)
-        assert s.max_candidates == 7 and s.redis_url == "redis://env:6379/0" and s.enable_prefix_caching is False
+        assert s.max_candidates == 7 and s.enable_prefix_caching is False
+        assert s.redis_url.get_secret_value() == "redis://env:6379/0"
 
     def test_invalid_setting_fails_with_field_name(self) -> None:
         r = jobscore("worker", "--max-candidates", "0")

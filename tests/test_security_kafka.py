@@ -1,0 +1,291 @@
+"""Kafka transport security: every client (admin, producer, consumer, the client library) connects over
+TLS with the ``kafka_ssl_*`` settings, and a client configured without them fails with a message that
+says what to set.
+
+The TLS listener: tansu 0.6.0 (the embedded broker) cannot serve TLS itself — its CLI rejects ``--cert``
+together with ``--key`` ("cannot be used with"), and ``--cert`` alone leaves the listener in plain TCP
+(checked: a TLS handshake to it times out). So the tests put a TLS terminator (Python's ``ssl``,
+mutual TLS: client certificates required) in front of a tansu broker that *advertises the terminator's
+port*, so every connection a client makes — bootstrap and the broker connections from metadata —
+goes through TLS. The terminator counts handshakes and the client certificates it verified.
+
+SASL: tansu 0.6.0 offers SCRAM only with ``--authentication``, and then refuses the unauthenticated
+AlterUserScramCredentials that ``tansu user create`` sends, while its storage is memory-only — no user
+can ever log in. So SASL is checked (1) against that broker: a client without SASL settings is refused
+with the what-to-set message, and (2) by reading the constructed aiokafka clients' own configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobscore.client import publish_postings, tail
+from jobscore.devstack import free_port, tansu_binary, wait_for_port
+from jobscore.kafka import KafkaUnreachable, client_security_kwargs, ensure_topics, make_consumer, make_producer
+from jobscore.settings import CommonSettings
+from schemas import POSTINGS, JobPosted
+from tests.conftest import WAIT_S
+from tests.security_certs import Pki, make_pki
+
+
+@dataclass
+class TlsTerminator:
+    """A TLS listener on ``port`` forwarding each connection to ``upstream_port`` (plain TCP), run on its
+    own thread and event loop so the test's loop only sees the client side."""
+
+    upstream_port: int
+    context: ssl.SSLContext
+    port: int = field(default_factory=free_port)
+    handshakes: int = 0
+    client_subjects: list[str] = field(default_factory=list)
+    failed_handshakes: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> TlsTerminator:
+        ready = threading.Event()
+
+        async def serve() -> None:
+            server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.context)
+            self._loop = asyncio.get_running_loop()
+            self._loop.set_exception_handler(self._on_loop_error)
+            ready.set()
+            async with server:
+                await server.serve_forever()
+
+        def run() -> None:
+            with contextlib.suppress(asyncio.CancelledError):  # stop() cancels serve_forever
+                asyncio.run(serve())
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert ready.wait(10), "TLS terminator did not start"
+        return self
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
+        # A client that does not speak TLS (or distrusts our CA) fails the handshake here.
+        if isinstance(ctx.get("exception"), ssl.SSLError | ConnectionError | OSError):
+            self.failed_handshakes += 1
+            return
+        loop.default_exception_handler(ctx)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.handshakes += 1
+        cert = writer.get_extra_info("peercert") or {}
+        self.client_subjects += [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            for task in asyncio.all_tasks(self._loop):
+                self._loop.call_soon_threadsafe(task.cancel)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def _tansu(port: int, advertised_port: int, *extra: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{advertised_port}",
+            "--storage-engine",
+            "memory://tansu/",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    wait_for_port("127.0.0.1", port, proc=proc)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_broker(pki: Pki) -> Iterator[TlsTerminator]:
+    """tansu behind a mutual-TLS terminator; the broker advertises the terminator's port."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
+    ctx.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    plain = free_port()
+    term = TlsTerminator(plain, ctx)
+    proc = _tansu(plain, term.port)
+    term.start()
+    try:
+        yield term
+    finally:
+        term.stop()
+        _stop(proc)
+
+
+def _settings(bootstrap: str, **kw: Any) -> CommonSettings:
+    run = uuid.uuid4().hex[:8]
+    return CommonSettings(
+        kafka_bootstrap=bootstrap,
+        topic_postings=f"sec-{run}.postings",
+        topic_requests=f"sec-{run}.requests",
+        topic_results=f"sec-{run}.rankings",
+        topic_dead_letters=f"sec-{run}.dlq",
+        topic_partitions=1,
+        session_timeout_ms=6_000,
+        **kw,
+    )
+
+
+def _tls(pki: Pki, **kw: Any) -> dict[str, Any]:
+    return {
+        "kafka_security_protocol": "SSL",
+        "kafka_ssl_cafile": pki.ca,
+        "kafka_ssl_certfile": pki.client_cert,
+        "kafka_ssl_keyfile": pki.client_key,
+        **kw,
+    }
+
+
+class TestKafkaTls:
+    async def test_admin_producer_consumer_and_client_library_round_trip_over_tls(
+        self, tls_broker: TlsTerminator, pki: Pki
+    ) -> None:
+        s = _settings(f"127.0.0.1:{tls_broker.port}", **_tls(pki))
+        before = tls_broker.handshakes
+        await ensure_topics(s)  # admin client
+        producer = make_producer(s)
+        consumer = make_consumer(s, f"g-{uuid.uuid4().hex[:8]}", s.topic_postings)
+        await producer.start()
+        await consumer.start()
+        try:
+            await producer.send_and_wait(s.topic_postings, b"over tls", key=b"k1")
+            got = await asyncio.wait_for(consumer.getone(), WAIT_S)
+            assert got.value == b"over tls"
+        finally:
+            await producer.stop()
+            await consumer.stop()
+        # The client library (jobscore/client.py): publish through it, read back through its tail().
+        posting = JobPosted(job_id="tls-job", title="Cryptographer", description="Keys and certificates.")
+        assert await publish_postings(s, [posting]) == 1
+        seen = [m async for _, m in tail(s, POSTINGS, from_beginning=True, idle_exit_s=3.0)]
+        assert any(isinstance(m, JobPosted) and m.job_id == "tls-job" for m in seen)
+        # Every connection was a verified mutual-TLS one, from our client certificate.
+        assert tls_broker.handshakes - before >= 4
+        assert set(tls_broker.client_subjects) == {"jobscore-client"}
+
+    async def test_plaintext_client_against_tls_listener_fails_saying_what_to_set(
+        self, tls_broker: TlsTerminator
+    ) -> None:
+        s = _settings(f"127.0.0.1:{tls_broker.port}")
+        with pytest.raises(KafkaUnreachable) as err:
+            await asyncio.wait_for(ensure_topics(s), WAIT_S)
+        msg = str(err.value)
+        assert "kafka_security_protocol=PLAINTEXT" in msg
+        assert "JOBSCORE_KAFKA_SECURITY_PROTOCOL=SSL" in msg and "JOBSCORE_KAFKA_SSL_CAFILE" in msg
+
+    async def test_untrusted_broker_certificate_is_refused(
+        self, tls_broker: TlsTerminator, tmp_path: Path, pki: Pki
+    ) -> None:
+        other = make_pki(tmp_path / "other", ca_name="some other CA")
+        s = _settings(f"127.0.0.1:{tls_broker.port}", **_tls(pki, kafka_ssl_cafile=other.ca))
+        with pytest.raises(KafkaUnreachable, match="JOBSCORE_KAFKA_SSL_CAFILE"):
+            await asyncio.wait_for(ensure_topics(s), WAIT_S)
+
+    async def test_listener_requiring_client_certificates_refuses_a_client_without_one(
+        self, tls_broker: TlsTerminator, pki: Pki
+    ) -> None:
+        s = _settings(f"127.0.0.1:{tls_broker.port}", kafka_security_protocol="SSL", kafka_ssl_cafile=pki.ca)
+        with pytest.raises(KafkaUnreachable, match="JOBSCORE_KAFKA_SSL_CERTFILE"):
+            await asyncio.wait_for(ensure_topics(s), WAIT_S)
+
+
+class TestKafkaSasl:
+    async def test_broker_requiring_authentication_refuses_client_without_sasl_saying_what_to_set(self) -> None:
+        port = free_port()
+        proc = _tansu(port, port, "--authentication")
+        try:
+            with pytest.raises(KafkaUnreachable) as err:
+                await asyncio.wait_for(ensure_topics(_settings(f"127.0.0.1:{port}")), WAIT_S)
+        finally:
+            _stop(proc)
+        assert "JOBSCORE_KAFKA_SASL_USERNAME" in str(err.value)
+
+    @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    @pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+    async def test_every_client_gets_the_sasl_login_and_tls_context(
+        self, mechanism: str, protocol: str, pki: Pki
+    ) -> None:
+        from jobscore.topics import _admin
+
+        tls = {"kafka_ssl_cafile": pki.ca} if protocol == "SASL_SSL" else {}
+        s = _settings(
+            "127.0.0.1:9",
+            kafka_security_protocol=protocol,
+            kafka_sasl_mechanism=mechanism,
+            kafka_sasl_username="svc-jobscore",
+            kafka_sasl_password="s3cret-pw",
+            **tls,
+        )
+        clients = {
+            "producer": make_producer(s).client,
+            "consumer": make_consumer(s, "g")._client,
+            "admin": _admin(s)._client,
+        }
+        for name, c in clients.items():
+            assert c._security_protocol == protocol, name
+            assert c._sasl_mechanism == mechanism, name
+            assert c._sasl_plain_username == "svc-jobscore", name
+            assert c._sasl_plain_password == "s3cret-pw", name  # the SecretStr's value, not its mask
+            if protocol == "SASL_SSL":
+                assert isinstance(c._ssl_context, ssl.SSLContext), name
+                assert c._ssl_context.verify_mode == ssl.CERT_REQUIRED and c._ssl_context.check_hostname, name
+            else:
+                assert c._ssl_context is None, name
+
+    def test_settings_refuse_incomplete_security(self, pki: Pki) -> None:
+        with pytest.raises(ValueError, match="JOBSCORE_KAFKA_SASL_USERNAME") as err:
+            CommonSettings(kafka_security_protocol="SASL_SSL", kafka_sasl_password="leaky-pw")
+        assert "leaky-pw" not in str(err.value)  # the rejected input is not echoed
+        with pytest.raises(ValueError, match="JOBSCORE_KAFKA_SECURITY_PROTOCOL=SSL"):
+            CommonSettings(kafka_ssl_cafile=pki.ca)
+        with pytest.raises(ValueError, match="both kafka_ssl_certfile and kafka_ssl_keyfile"):
+            CommonSettings(kafka_security_protocol="SSL", kafka_ssl_certfile=pki.client_cert)
+        assert client_security_kwargs(CommonSettings()) == {"security_protocol": "PLAINTEXT"}
