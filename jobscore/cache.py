@@ -1,31 +1,92 @@
 """The summary cache in Redis, shared by the summarizer (writer) and the scoring workers (readers).
 
 The stored format (key, record, content hash) is `schemas.summary`; this module is the Redis access:
-pipelined reads and writes, one round trip per batch.
+pipelined reads and writes, one round trip per batch. Services build it with `SummaryCache.for_service`:
+every call then has a socket timeout (a stalled Redis is an error, not a hang) and is retried with
+backoff (jobscore/retry.py); after the last try it raises `CacheUnavailable`, and the service's outage
+policy takes over (README "Faults and recovery").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions
 from pydantic import SecretStr
 
+from jobscore import metrics
+from jobscore.retry import Backoff, Outage, retry
 from schemas.summary import SummaryRecord, decode_record, encode_record, summary_key
+
+if TYPE_CHECKING:
+    from jobscore.settings import CommonSettings
+
+T = TypeVar("T")
+
+# What a Redis outage looks like to redis-py: refused/reset connections, socket timeouts (a stall),
+# "loading the dataset" after a restart. Anything else (a bad command) is a bug and is not retried.
+REDIS_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+
+# One per process (a process talks to one Redis): logs once per outage, drives HEALTH "redis".
+REDIS_OUTAGE = Outage("redis", metrics.REDIS_ERRORS)
 
 
 class InvalidSummary(ValueError):
     pass
 
 
+class CacheUnavailable(RuntimeError):
+    """Redis did not answer within the configured tries; the service's outage policy decides what next."""
+
+
 class SummaryCache:
     """Pipelined reads and writes; one network round trip per batch either way."""
 
-    def __init__(self, client: aioredis.Redis, version: str, ttl_s: int = 0) -> None:
+    def __init__(
+        self, client: aioredis.Redis, version: str, ttl_s: int = 0, attempts: int = 1, backoff: Backoff | None = None
+    ) -> None:
         self.client = client
         self.version = version
         self.ttl_s = ttl_s
+        self.attempts = attempts
+        self.backoff = backoff or Backoff()
+
+    @classmethod
+    def for_service(cls, settings: CommonSettings, version: str, ttl_s: int = 0) -> SummaryCache:
+        """The cache as the services use it: socket timeouts and retries from the settings."""
+        url = settings.redis_url
+        url = url.get_secret_value() if isinstance(url, SecretStr) else url
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        return cls(client, version, ttl_s, settings.redis_retry_attempts, Backoff(max_s=settings.redis_retry_max_s))
+
+    def sibling(self, version: str) -> SummaryCache:
+        """Another cache version on the same client and retry policy."""
+        return SummaryCache(self.client, version, self.ttl_s, self.attempts, self.backoff)
+
+    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await retry(
+                fn,
+                op=op,
+                retry_on=REDIS_OUTAGE_ERRORS,
+                attempts=self.attempts,
+                backoff=self.backoff,
+                outage=REDIS_OUTAGE,
+            )
+        except REDIS_OUTAGE_ERRORS as e:
+            raise CacheUnavailable(f"Redis {op} failed {self.attempts} times: {type(e).__name__}: {e}") from e
 
     @classmethod
     def from_url(cls, url: str | SecretStr, version: str, ttl_s: int = 0) -> SummaryCache:
@@ -41,7 +102,8 @@ class SummaryCache:
         """One MGET. Per id: the record, None when absent, or `InvalidSummary` when undecodable."""
         if not job_ids:
             return []
-        raw = await self.client.mget([summary_key(self.version, j) for j in job_ids])
+        keys = [summary_key(self.version, j) for j in job_ids]
+        raw = await self._call("get_many", lambda: self.client.mget(keys))
         out: list[SummaryRecord | InvalidSummary | None] = []
         for value in raw:
             if value is None:
@@ -62,9 +124,14 @@ class SummaryCache:
         """Apply puts and deletes in one pipeline (MULTI/EXEC: all or nothing)."""
         if not puts and not deletes:
             return
-        async with self.client.pipeline(transaction=True) as pipe:
-            for rec in puts:
-                pipe.set(summary_key(self.version, rec.job_id), encode_record(rec), ex=self.ttl_s or None)
-            if deletes:
-                pipe.delete(*[summary_key(self.version, j) for j in deletes])
-            await pipe.execute()
+
+        async def apply() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                for rec in puts:
+                    pipe.set(summary_key(self.version, rec.job_id), encode_record(rec), ex=self.ttl_s or None)
+                if deletes:
+                    pipe.delete(*[summary_key(self.version, j) for j in deletes])
+                await pipe.execute()
+
+        # MULTI/EXEC with idempotent values: a retry after an unknown outcome writes the same thing again.
+        await self._call("write", apply)

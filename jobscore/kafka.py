@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
 from jobscore.settings import CommonSettings
 from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, DeadLetter, TopicSpec
+from schemas.messages import MAX_DEAD_LETTER_KEY_BYTES, MAX_DEAD_LETTER_ORIGINAL_BYTES, MAX_REASON_CHARS
+from schemas.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,8 @@ def make_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProduce
         "acks": "all",
         "enable_idempotence": settings.enable_idempotence,
         "linger_ms": 5,
-        "max_request_size": 8 * 1024 * 1024,
+        # One limit for every record we produce or fetch (schemas/topics.py): each topic's values fit it.
+        "max_request_size": MAX_RECORD_BYTES,
         "compression_type": None,
     }
     kwargs.update(overrides)
@@ -117,6 +121,7 @@ def make_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProduce
 
 
 def make_consumer(settings: CommonSettings, group_id: str, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    timeouts = settings.consumer_timeouts()
     kwargs: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "client_id": f"{settings.client_id}-consumer",
@@ -125,25 +130,117 @@ def make_consumer(settings: CommonSettings, group_id: str, *topics: str, **overr
         # Offsets are committed by the processing loop only after its outputs are durable.
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        # Records up to MAX_RECORD_BYTES are fetched, so one over its topic's limit reaches the decoder and
+        # is dead-lettered as "oversized" (its dead letter is cut to fit) instead of stalling the partition.
+        "max_partition_fetch_bytes": MAX_RECORD_BYTES,
         "fetch_max_bytes": 64 * 1024 * 1024,
-        "session_timeout_ms": settings.session_timeout_ms,
-        "heartbeat_interval_ms": max(500, settings.session_timeout_ms // 5),
-        "max_poll_interval_ms": 300_000,
+        # Session, heartbeat, rebalance and poll timeouts come from one place, checked against each other
+        # by the settings validator (a revoke's drain must fit the rebalance timeout).
+        "session_timeout_ms": timeouts.session_ms,
+        "heartbeat_interval_ms": timeouts.heartbeat_ms,
+        "rebalance_timeout_ms": timeouts.rebalance_ms,
+        "max_poll_interval_ms": timeouts.max_poll_ms,
     }
     kwargs.update(overrides)
     return AIOKafkaConsumer(*topics, **kwargs)
 
 
-def dead_letter(record: ConsumerRecord, stage: str, reason: str, error_type: str) -> DeadLetter:
+def dead_letter(
+    record: ConsumerRecord,
+    stage: str,
+    reason: str,
+    error_type: str,
+    max_original_bytes: int = MAX_DEAD_LETTER_ORIGINAL_BYTES,
+) -> DeadLetter:
+    """The dead letter of ``record``; it fits the dead-letter topic whatever the record's size.
+
+    The original value is kept up to ``max_original_bytes`` (the key up to MAX_DEAD_LETTER_KEY_BYTES), the
+    rest is cut and recorded (``truncated``, ``original_size``, ``original_sha256`` of the whole value).
+    ``dead_letter_id`` names the source record and stage, so a replay's copy can be deduplicated.
+    """
+    value = record.value or b""
+    key = record.key
+    limit = min(max_original_bytes, MAX_DEAD_LETTER_ORIGINAL_BYTES)
+    cut = len(value) > limit or (key is not None and len(key) > MAX_DEAD_LETTER_KEY_BYTES)
     return DeadLetter(
         stage=stage,  # type: ignore[arg-type]
-        reason=reason[:2000],
+        reason=reason[:MAX_REASON_CHARS],
         error_type=error_type,
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        key=record.key,
-        original=record.value or b"",
+        key=key[:MAX_DEAD_LETTER_KEY_BYTES] if key is not None else None,
+        original=value[:limit],
         failed_at=time.time(),
+        original_size=len(value),
+        original_sha256=hashlib.sha256(value).hexdigest(),
+        truncated=cut,
+        dead_letter_id=f"{record.topic}:{record.partition}:{record.offset}:{stage}",
     )
+
+
+# --- the broker still holds what it acknowledged (issue 18 finding 4) ----------------------------------
+
+
+class BrokerView(NamedTuple):
+    """What the worker's answers rely on: which cluster, and the partitions of the topics it writes."""
+
+    cluster_id: str | None
+    partitions: dict[str, int]  # topic -> partition count; a missing topic is absent
+
+
+class BrokerLost(KafkaError):
+    """The broker no longer holds topics our acknowledged writes went to (restarted empty, topic deleted,
+    another cluster behind the address): nothing acknowledged since the last good check may be committed."""
+
+    retriable = False
+
+
+class TopicGuard:
+    """Checks, before a commit, that the topics the committed records were answered on still exist with
+    the partitions they had and that the cluster is the same one (a broker that restarted empty, as the
+    embedded broker does, acknowledges writes to a topic it no longer has and drops them).
+
+    ``check()`` asks the broker afresh (one Metadata request, never auto-creating a topic), so a commit
+    that follows a passing check commits only records acknowledged before the check, by a broker that still
+    had their topics afterwards.
+    """
+
+    def __init__(self, client: Any, topics: Iterable[str]) -> None:
+        self.client = client  # an aiokafka AIOKafkaClient (producer.client / consumer._client)
+        self.topics = sorted(set(topics))
+        self.expected: BrokerView | None = None
+
+    async def view(self) -> BrokerView:
+        from aiokafka.protocol.metadata import MetadataRequest
+
+        node = self.client.get_random_node()
+        if node is None:
+            raise KafkaConnectionError("no broker known to ask for metadata")
+        resp = await self.client.send(node, MetadataRequest(self.topics, allow_auto_topic_creation=False))
+        parts = {t[1]: len(t[-1]) for t in resp.topics if t[0] == 0 and t[-1]}
+        return BrokerView(getattr(resp, "cluster_id", None), parts)
+
+    async def start(self) -> BrokerView:
+        """Record the view to hold the broker to (after the topics were ensured)."""
+        self.expected = await self.view()
+        missing = [t for t in self.topics if t not in self.expected.partitions]
+        if missing:
+            raise BrokerLost(f"topics {missing} do not exist on the broker; create them (`jobscore topics`)")
+        return self.expected
+
+    async def check(self) -> None:
+        """Raise `BrokerLost` when the broker lost a topic, its partitions or changed cluster id."""
+        assert self.expected is not None, "start() first"
+        now = await self.view()
+        problems = []
+        if self.expected.cluster_id and now.cluster_id != self.expected.cluster_id:
+            problems.append(f"cluster id changed from {self.expected.cluster_id!r} to {now.cluster_id!r}")
+        for topic, n in self.expected.partitions.items():
+            got = now.partitions.get(topic)
+            if got is None:
+                problems.append(f"topic {topic} no longer exists")
+            elif got < n:
+                problems.append(f"topic {topic} has {got} partitions, had {n}")
+        if problems:
+            raise BrokerLost("; ".join(problems))

@@ -62,3 +62,8 @@ SUMMARY_TOKENS = Histogram(
     ["mode"],
     buckets=(16, 32, 64, 96, 128, 192, 256, 512, 1024),
 )
+
+# faults and recovery (issue 18)
+REDIS_ERRORS = Counter(
+    "jobscore_redis_errors_total", "Failed Redis tries (each retry counts), by cache operation.", ["op"]
+)

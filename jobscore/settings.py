@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, Self
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.messages import MAX_DEAD_LETTER_ORIGINAL_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,116 @@ class CommonSettings(ToolSettings):
         "Longer rides out pauses; shorter recovers faster (a group join also waits about half of it).",
     )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
+    # --- faults and recovery (README "Faults and recovery") ---------------------------------------------
+    heartbeat_interval_ms: int | None = Field(
+        None,
+        ge=100,
+        description="Consumer heartbeat interval. Default: session_timeout_ms / 5 (at least 500). Must be <= "
+        "session_timeout_ms / 3, or one lost heartbeat evicts the member.",
+    )
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1_000,
+        description="Longest time between two polls before the consumer leaves its group (its partitions move). "
+        "Must exceed the worst time of one poll's work (summarizer: a batch of postings; worker: a Redis "
+        "fetch with its retries).",
+    )
+    rebalance_timeout_ms: int | None = Field(
+        None,
+        ge=1_000,
+        description="How long the group waits for members to hand over partitions in a rebalance. Default: "
+        "the worker's drain_timeout_s + 5 s (at least session_timeout_ms), so a revoke's drain finishes "
+        "before the member is evicted mid-handover.",
+    )
+    dead_letter_max_original_bytes: int = Field(
+        MAX_DEAD_LETTER_ORIGINAL_BYTES,
+        ge=0,
+        le=MAX_DEAD_LETTER_ORIGINAL_BYTES,
+        description="A dead letter keeps at most this many bytes of the original value; longer ones are cut "
+        "(the letter records truncated, original_size and original_sha256), so a dead letter always fits "
+        "the dead-letter topic.",
+    )
+    redis_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Redis socket and connect timeout: how long a stalled Redis blocks one call before it "
+        "counts as an error and is retried.",
+    )
+    redis_retry_attempts: int = Field(
+        4,
+        ge=1,
+        description="Tries of one Redis call (exponential backoff with jitter between them) before the service "
+        "treats Redis as down: not ready, and the call is retried by the service's outage policy "
+        "(README 'Faults and recovery'); neither service exits.",
+    )
+    redis_retry_max_s: float = Field(
+        2.0, gt=0, description="Longest backoff between two tries of a Redis or Kafka call (the cap of 2^n growth)."
+    )
+    kafka_send_attempts: int = Field(
+        5,
+        ge=1,
+        description="Tries of one produce (rankings, dead letters) before the worker checks the topics, goes "
+        "not ready and stops without committing the record (the group replays it).",
+    )
 
+
+    def drain_budget_s(self) -> float:
+        """How long this service may take to hand over revoked partitions (the worker drains)."""
+        return 0.0
+
+    def poll_work_worst_ms(self) -> tuple[float, str]:
+        """Worst time of one poll's work, and what it is made of (for the validator's message)."""
+        redis_ms = self.redis_retry_attempts * (self.redis_timeout_s + self.redis_retry_max_s) * 1e3
+        return redis_ms, f"{self.redis_retry_attempts} Redis tries x (redis_timeout_s + redis_retry_max_s)"
+
+    def consumer_timeouts(self) -> ConsumerTimeouts:
+        """The consumer group timeouts, derived in one place (make_consumer uses them)."""
+        session = self.session_timeout_ms
+        heartbeat = self.heartbeat_interval_ms or max(500, session // 5)
+        rebalance = self.rebalance_timeout_ms or max(session, int(self.drain_budget_s() * 1e3) + REBALANCE_MARGIN_MS)
+        return ConsumerTimeouts(session, heartbeat, rebalance, self.max_poll_interval_ms)
+
+    @model_validator(mode="after")
+    def _timeouts_agree(self) -> Self:
+        t = self.consumer_timeouts()
+        problems = []
+        if t.heartbeat_ms * 3 > t.session_ms:
+            problems.append(
+                f"heartbeat_interval_ms={t.heartbeat_ms} is over session_timeout_ms/3={t.session_ms // 3}: one late "
+                "heartbeat would evict the member; lower heartbeat_interval_ms or raise session_timeout_ms"
+            )
+        drain_ms = self.drain_budget_s() * 1e3
+        if drain_ms > t.rebalance_ms:
+            problems.append(
+                f"drain_timeout_s={self.drain_budget_s():g} (x1000 = {drain_ms:.0f} ms) exceeds rebalance_timeout_ms="
+                f"{t.rebalance_ms}: a revoke's drain would outlast the rebalance and the member be evicted "
+                "mid-handover; raise rebalance_timeout_ms (or leave it unset) or lower drain_timeout_s"
+            )
+        worst_ms, made_of = self.poll_work_worst_ms()
+        if worst_ms >= t.max_poll_ms:
+            problems.append(
+                f"max_poll_interval_ms={t.max_poll_ms} is below the worst time of one poll's work ({made_of} = "
+                f"{worst_ms:.0f} ms): the group would evict a busy member; raise max_poll_interval_ms or shrink "
+                "the work per poll"
+            )
+        if problems:
+            raise ValueError("inconsistent timeouts: " + "; ".join(problems))
+        return self
+
+
+# Rebalance timeout beyond the drain: time to commit and send the SyncGroup after the drain ends.
+REBALANCE_MARGIN_MS = 5_000
+
+
+class ConsumerTimeouts(NamedTuple):
+    session_ms: int
+    heartbeat_ms: int
+    rebalance_ms: int
+    max_poll_ms: int
+
+
+# Worst seconds to summarize one posting, by mode (2-core CPU; bench/RESULTS.md): bounds a poll's work.
+SUMMARIZE_WORST_S_PER_POSTING: dict[str, float] = {"extractive": 0.25, "hybrid": 0.5, "abstractive": 5.0}
 
 class SummarizerSettings(CommonSettings):
     group_id: str = Field("jobscore-summarizer", description="Consumer group of the summarizer.")
@@ -249,6 +360,15 @@ class SummarizerSettings(CommonSettings):
         description="Tokenizer directory (the scorer's) to count summary_budget_tokens exactly. Default: an "
         "estimate (~1.3 tokens per word), which overshoots a real BPE count by up to ~15% on some summaries.",
     )
+
+    def poll_work_worst_ms(self) -> tuple[float, str]:
+        # The service polls one summarize chunk at a time in abstractive mode (summarizer/service.py).
+        n = self.max_records
+        if self.summarizer_mode == "abstractive":
+            n = min(self.max_records, self.summarize_batch_size)
+        per = SUMMARIZE_WORST_S_PER_POSTING[self.summarizer_mode]
+        redis_ms, redis_what = super().poll_work_worst_ms()
+        return n * per * 1e3 + redis_ms, f"{n} postings x {per:g} s ({self.summarizer_mode}) + {redis_what}"
 
     @field_validator("abstractive_model", "budget_tokenizer", mode="before")
     @classmethod
@@ -308,6 +428,9 @@ class WorkerSettings(CommonSettings):
         30.0, ge=0, description="On shutdown/revoke, how long in-flight work may take to finish and commit."
     )
     instruction: str | None = Field(None, description="Override the task instruction in the prompt.")
+
+    def drain_budget_s(self) -> float:
+        return self.drain_timeout_s
 
     @field_validator("model", mode="before")
     @classmethod

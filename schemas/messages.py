@@ -26,6 +26,12 @@ MAX_DESCRIPTION_CHARS = 100_000
 MAX_CANDIDATES_WIRE = 10_000
 MAX_TOP_K = MAX_CANDIDATES_WIRE
 MAX_REASON_CHARS = 2_000
+# A dead letter keeps at most this much of the original value (and of its key): the rest is cut and the
+# letter records the cut (``truncated``, ``original_size``, ``original_sha256``), so every dead letter
+# fits the dead-letter topic's limit by construction (schemas/topics.py derives that limit from these).
+# 2 MiB is over every input topic's max_bytes: an input within its topic's limit is kept whole.
+MAX_DEAD_LETTER_ORIGINAL_BYTES = 2 << 20
+MAX_DEAD_LETTER_KEY_BYTES = 4_096
 
 Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\s]+$")]
 Topic = Annotated[str, Meta(min_length=1, max_length=249)]
@@ -131,7 +137,13 @@ class Ranking(Message, tag="ranking.v1"):
 
 
 class DeadLetter(Message, tag="dead_letter.v1"):
-    """A message a stage could not process, with the reason; the original bytes are kept verbatim."""
+    """A message a stage could not process, with the reason.
+
+    The original bytes are kept verbatim up to ``MAX_DEAD_LETTER_ORIGINAL_BYTES`` (a deployment may set a
+    smaller budget); a longer value is cut to that prefix with ``truncated`` set, and ``original_size`` /
+    ``original_sha256`` describe the whole value. ``dead_letter_id`` is the same on every replay of the same
+    source record (``topic:partition:offset:stage``): consumers of the dead-letter topic dedupe by it.
+    """
 
     stage: Literal["summarizer", "worker"]
     reason: Annotated[str, Meta(max_length=MAX_REASON_CHARS)]
@@ -142,3 +154,8 @@ class DeadLetter(Message, tag="dead_letter.v1"):
     key: bytes | None = None
     original: bytes = b""
     failed_at: EpochSeconds = 0.0
+    # Added with the size cap (still v1: new fields have defaults, old readers skip them).
+    original_size: int = 0
+    original_sha256: str = ""
+    truncated: bool = False
+    dead_letter_id: str = ""

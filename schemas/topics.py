@@ -12,7 +12,19 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from schemas.messages import DeadLetter, JobPosted, Message, Ranking, ScoreRequest
+from schemas.messages import (
+    MAX_DEAD_LETTER_KEY_BYTES,
+    MAX_DEAD_LETTER_ORIGINAL_BYTES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_ID_CHARS,
+    MAX_REASON_CHARS,
+    MAX_TITLE_CHARS,
+    DeadLetter,
+    JobPosted,
+    Message,
+    Ranking,
+    ScoreRequest,
+)
 
 M = TypeVar("M", bound=Message)
 
@@ -108,11 +120,38 @@ class TopicSpec(Generic[M]):
 
 _ENCODER = msgspec.json.Encoder()
 
-# Sizes: a description is capped at 100k chars (up to ~4 bytes each in UTF-8, plus JSON escaping);
-# a request at 10k ids of <= 128 chars.
-POSTINGS: TopicSpec[JobPosted] = TopicSpec("postings", (JobPosted,), max_bytes=1_000_000)
+# --- size limits, all derived here so the clients, the topics and the dead letters agree --------------
+
+# The largest record any of our clients fetches (consumer max_partition_fetch_bytes) or produces (producer
+# max_request_size). Records up to this size are consumed and, when over their topic's max_bytes,
+# dead-lettered as "oversized"; every value we produce is <= its topic's max_bytes <= this.
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+
+
+def _base64_len(n: int) -> int:
+    return 4 * ((n + 2) // 3)
+
+
+# A dead letter's worst case: the cut original and key (base64 in JSON), the reason (<= 6 bytes per char
+# once JSON-escaped as \uXXXX), and the fixed fields (topic names <= 249 chars, ids, hash) with room.
+DEAD_LETTER_MAX_BYTES = (
+    _base64_len(MAX_DEAD_LETTER_ORIGINAL_BYTES) + _base64_len(MAX_DEAD_LETTER_KEY_BYTES) + 6 * MAX_REASON_CHARS + 16_384
+)
+
+# JSON's worst case per character: an astral character (emoji) written as a surrogate-pair escape,
+# "\ud83d\ude00" = 12 bytes for one character of the decoded string.
+JSON_MAX_BYTES_PER_CHAR = 12
+
+# A posting's byte cap follows from its character caps, so a posting within every character limit is never
+# "oversized" in bytes however its producer escapes it. A request's does not: 10k ids of 128 chars escaped
+# worst-case would be 15 MB. Requests over 2 MB are dead-lettered as "oversized" (ASCII ids: ~1.4 MB).
+POSTINGS_MAX_BYTES = JSON_MAX_BYTES_PER_CHAR * (MAX_DESCRIPTION_CHARS + 3 * MAX_TITLE_CHARS + MAX_ID_CHARS) + 4_096
+POSTINGS: TopicSpec[JobPosted] = TopicSpec("postings", (JobPosted,), max_bytes=POSTINGS_MAX_BYTES)
 SCORE_REQUESTS: TopicSpec[ScoreRequest] = TopicSpec("requests", (ScoreRequest,), max_bytes=2_000_000)
 RANKINGS: TopicSpec[Ranking] = TopicSpec("results", (Ranking,), max_bytes=4_000_000)
-DEAD_LETTERS: TopicSpec[DeadLetter] = TopicSpec("dead-letters", (DeadLetter,), max_bytes=8_000_000)
+DEAD_LETTERS: TopicSpec[DeadLetter] = TopicSpec("dead-letters", (DeadLetter,), max_bytes=DEAD_LETTER_MAX_BYTES)
 
 ALL_TOPICS: tuple[TopicSpec[Any], ...] = (POSTINGS, SCORE_REQUESTS, RANKINGS, DEAD_LETTERS)
+
+assert all(t.max_bytes < MAX_RECORD_BYTES for t in ALL_TOPICS), "every topic's values must fit one client record"
+assert max(POSTINGS.max_bytes, SCORE_REQUESTS.max_bytes) <= MAX_DEAD_LETTER_ORIGINAL_BYTES, "keep valid inputs whole"
