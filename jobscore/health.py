@@ -9,10 +9,12 @@ are logged once, not per probe, and exported as ``jobscore_ready{check}``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -45,6 +47,8 @@ class Health:
         with self._lock:
             old = self._checks.get(check)
             if old is not None and old.ok == ok:
+                if old.reason != reason:  # same state, newer reason (say why *now*): no log line, same since
+                    self._checks[check] = Check(ok, reason, old.since)
                 return
             self._checks[check] = Check(ok, reason, time.time())
         READY.labels(check).set(1 if ok else 0)
@@ -79,6 +83,36 @@ class Health:
 
 # One per process: a process runs one service.
 HEALTH = Health()
+
+# A dependency probe: raises (or times out) when the dependency cannot be used.
+Probe = Callable[[], Awaitable[object]]
+
+
+async def probe_forever(
+    probes: Mapping[str, Probe], interval_s: float = 2.0, timeout_s: float = 2.0, health: Health = HEALTH
+) -> None:
+    """Run each probe every ``interval_s`` and record its outcome as that check (cancel to stop).
+
+    Probing, rather than only reacting to errors on the data path, is what lets readiness come *back*: an
+    idle service sees no error when Redis returns, and a busy one may never touch Redis between errors.
+    """
+    while True:
+        for name, probe in probes.items():
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await probe()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # any failure means "not usable now"; the reason says which
+                health.set(name, False, f"{type(e).__name__}: {e or 'timed out'}"[:300])
+            else:
+                health.set(name, True)
+        await asyncio.sleep(interval_s)
+
+
+def start_probes(probes: Mapping[str, Probe], interval_s: float, health: Health = HEALTH) -> asyncio.Task[None]:
+    """`probe_forever` as a task on the running loop; the caller cancels it on close."""
+    return asyncio.create_task(probe_forever(probes, interval_s, interval_s, health), name="health-probes")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,8 +1,18 @@
-"""Prometheus metrics with fixed names. Exposed on ``metrics_port`` when it is set."""
+"""Prometheus metrics with fixed names. Exposed on ``metrics_port`` when it is set.
+
+README "Metrics" lists every series (name, type, labels, meaning); tests/test_metrics.py scrapes a
+real worker and summarizer and checks each documented series is there, and tests/test_dashboards.py
+checks the Grafana dashboard and the alert rules query only series defined here.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import time
+from collections import deque
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import IllegalStateError
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -47,6 +57,87 @@ def serve(port: int) -> None:
     from jobscore import health
 
     health.serve(port)
+
+
+# --- ops questions (issue 17): what runs, how far behind, what fails, how busy -----------------------
+
+BUILD = Info(
+    "jobscore_build",
+    "What this process runs: service, model id/revision, adapter version, summarizer version/mode, engine, dtype.",
+)
+CONSUMER_LAG = Gauge(
+    "jobscore_consumer_lag",
+    "Records behind the partition's end, from the consumer's own view (last fetched highwater - position).",
+    ["group", "topic", "partition"],
+)
+KAFKA_ERRORS = Counter("jobscore_kafka_errors_total", "Kafka client errors, by operation.", ["op"])
+ENGINE_BUSY_RATIO = Gauge(
+    "jobscore_worker_engine_busy_ratio",
+    "Share of the last minute the engine spent scoring (0-1); >= 0.95 for long means scale out.",
+)
+
+BUILD_FIELDS = ("service", "model_id", "model_revision", "adapter_version", "summarizer_version", "engine", "dtype")
+
+
+def set_build(service: str, **fields: str) -> None:
+    """Fill ``jobscore_build_info``; fields a service does not have are exported empty (stable label set)."""
+    unknown = set(fields) - set(BUILD_FIELDS)
+    assert not unknown, f"unknown build fields {unknown}: add them to BUILD_FIELDS (and README)"
+    BUILD.info({k: str(fields.get(k, "")) for k in BUILD_FIELDS} | {"service": service})
+
+
+_lag_labels: dict[str, set[tuple[str, str, str]]] = {}
+
+
+async def observe_lag(consumer: AIOKafkaConsumer, group: str) -> None:
+    """Set ``jobscore_consumer_lag`` for every assigned partition whose end this consumer has seen.
+
+    The highwater is the one the last fetch response carried (no extra request); partitions no longer
+    assigned are removed so a revoked partition does not report a frozen lag. On the embedded broker the
+    highwater can be low after batched produces (a tansu quirk): the lag is then clipped at 0.
+    """
+    seen: set[tuple[str, str, str]] = set()
+    for tp in consumer.assignment():
+        hw = consumer.highwater(tp)
+        if hw is None:
+            continue
+        try:
+            pos = await consumer.position(tp)
+        except IllegalStateError:  # revoked while we looked: the next call sees the new assignment
+            continue
+        labels = (group, tp.topic, str(tp.partition))
+        CONSUMER_LAG.labels(*labels).set(max(0, hw - pos))
+        seen.add(labels)
+    for gone in _lag_labels.get(group, set()) - seen:
+        CONSUMER_LAG.remove(*gone)
+    _lag_labels[group] = seen
+
+
+class _BusyWindow:
+    """Engine busy seconds per wall second over the last ``window_s``, computed when scraped.
+
+    Samples the busy counter at each call and compares with the oldest sample inside the window, so the
+    gauge needs no timer of its own (rate() over the counter is the same figure for Prometheus).
+    """
+
+    def __init__(self, counter: Counter, window_s: float = 60.0) -> None:
+        self.counter = counter
+        self.window_s = window_s
+        self.samples: deque[tuple[float, float]] = deque([(time.monotonic(), 0.0)])
+
+    def busy(self) -> float:
+        return float(self.counter._value.get())  # the client has no public read of one unlabelled counter
+
+    def __call__(self) -> float:
+        now, busy = time.monotonic(), self.busy()
+        while len(self.samples) > 1 and self.samples[1][0] <= now - self.window_s:
+            self.samples.popleft()
+        t0, b0 = self.samples[0]
+        self.samples.append((now, busy))
+        return 0.0 if now <= t0 else min(1.0, max(0.0, (busy - b0) / (now - t0)))
+
+
+ENGINE_BUSY_RATIO.set_function(_BusyWindow(ENGINE_BUSY))
 
 
 # summarizer modes (issue 5)

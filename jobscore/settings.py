@@ -196,7 +196,21 @@ class CommonSettings(ToolSettings):
         description="Consumer group session timeout: how fast a dead consumer's partitions move to another. "
         "Longer rides out pauses; shorter recovers faster (a group join also waits about half of it).",
     )
-    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it.")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz (jobscore/health.py); 0 disables it."
+    )
+    liveness_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="/healthz fails once the service loop has not iterated for this long (the process is "
+        "restarted). Keep it above the longest stall you accept: a poll plus one batch's Redis round trip.",
+    )
+    health_probe_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="How often /readyz's broker and Redis checks are probed (also each probe's timeout). "
+        "Shorter notices an outage and its end sooner, at one metadata request + one PING per interval.",
+    )
     # --- faults and recovery (README "Faults and recovery") ---------------------------------------------
     heartbeat_interval_ms: int | None = Field(
         None,

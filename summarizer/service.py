@@ -16,10 +16,12 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from jobscore import metrics
 from jobscore.cache import SummaryCache
+from jobscore.health import HEALTH, start_probes
 from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer, topic_name
 from jobscore.settings import SummarizerSettings
 from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
@@ -41,10 +43,18 @@ class Summarizer:
         self.cache = SummaryCache.from_url(settings.redis_url, settings.summarizer_version, settings.summary_ttl_s)
         self.writer: SummaryWriter | None = None
         self._stop = asyncio.Event()
+        self._probes: asyncio.Task[None] | None = None
         self.postings_done = 0
 
     async def start(self) -> None:
         s = self.settings
+        HEALTH.reset()
+        HEALTH.liveness_timeout_s = s.liveness_timeout_s
+        HEALTH.set("summarizer", False, f"loading the {s.summarizer_mode} summarizer")
+        for dep in ("broker", "redis"):  # unknown until the first probe: not ready before it
+            HEALTH.set(dep, False, "not probed yet")
+        HEALTH.set("draining", True)
+        metrics.set_build("summarizer", summarizer_version=s.summarizer_version, engine=s.summarizer_mode)
         if self.summarizer is None:
             # Model loading blocks for seconds (vLLM: ~a minute on CPU): keep the loop responsive.
             self.summarizer = await asyncio.to_thread(make_summarizer, s)
@@ -64,12 +74,20 @@ class Summarizer:
         await self.producer.start()
         self.consumer = make_consumer(s, s.group_id, topic_name(s, POSTINGS))
         await self.consumer.start()
+        HEALTH.set("summarizer", True)
+        self._probes = start_probes(
+            {"broker": self.consumer.topics, "redis": self.cache.client.ping}, s.health_probe_interval_s
+        )
         log.info("summarizer started", extra={"settings": s.non_defaults()})
 
     def stop(self) -> None:
+        HEALTH.set("draining", False, "stopping: finishing the batch in flight")
         self._stop.set()
 
     async def close(self) -> None:
+        if self._probes is not None:
+            self._probes.cancel()
+            self._probes = None
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:
@@ -90,7 +108,14 @@ class Summarizer:
         if self.summarizer.mode == "abstractive":
             max_records = min(s.max_records, s.summarize_batch_size)
         while not self._stop.is_set():
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=max_records)
+            HEALTH.beat()
+            try:
+                batch = await self.consumer.getmany(timeout_ms=200, max_records=max_records)
+            except KafkaError as e:
+                metrics.KAFKA_ERRORS.labels("fetch").inc()
+                HEALTH.set("broker", False, f"fetch failed: {e!r}")
+                raise
+            await metrics.observe_lag(self.consumer, s.group_id)
             if batch:
                 await self.process(batch)
 

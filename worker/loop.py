@@ -44,6 +44,7 @@ from engine.engines import ScoringEngine, is_probability
 from engine.prompt import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate, PromptTooLong
 from jobscore import metrics
 from jobscore.cache import SummaryCache
+from jobscore.health import HEALTH, start_probes
 from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer, topic_name
 from jobscore.settings import WorkerSettings
 from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, CandidateError, Ranking, SchemaError, ScoreRequest
@@ -77,6 +78,8 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.worker._on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Joined the group (an empty assignment is still a member ready to take partitions).
+        HEALTH.set("consumer_group", True)
         log.info("partitions assigned", extra={"partitions": _names(assigned)})
 
 
@@ -115,6 +118,7 @@ class Worker:
         self._publishing: set[asyncio.Task[None]] = set()
         self._failed: BaseException | None = None
         self._paused = False
+        self._probes: asyncio.Task[None] | None = None
         self.requests_done = 0
         self.items_scored = 0
         self.batches = 0
@@ -125,12 +129,32 @@ class Worker:
 
     async def start(self) -> None:
         s = self.settings
+        HEALTH.reset()
+        HEALTH.liveness_timeout_s = s.liveness_timeout_s
+        HEALTH.set("engine", True)  # constructed with a loaded engine; an engine failure flips it
+        for dep in ("broker", "redis"):  # unknown until the first probe: not ready before it
+            HEALTH.set(dep, False, "not probed yet")
+        HEALTH.set("draining", True)
+        HEALTH.set("consumer_group", False, "joining the consumer group")
+        metrics.set_build(
+            "worker",
+            model_id=self.engine.info.model_id,
+            model_revision=self.engine.info.revision,
+            adapter_version=getattr(self.engine.info, "adapter_version", "") or "",
+            summarizer_version=s.summarizer_version,
+            engine=s.engine,
+            dtype=s.dtype,
+        )
         await ensure_topics(s)
         self.producer = make_producer(s)
         await self.producer.start()
         self.consumer = make_consumer(s, s.group_id)
         self.consumer.subscribe([topic_name(s, SCORE_REQUESTS)], listener=_Rebalance(self))
         await self.consumer.start()
+        consumer = self.consumer
+        self._probes = start_probes(
+            {"broker": consumer.topics, "redis": self.cache.client.ping}, s.health_probe_interval_s
+        )
         log.info(
             "worker started",
             extra={
@@ -142,9 +166,13 @@ class Worker:
 
     def stop(self) -> None:
         """Stop consuming; the work in flight is scored, published and committed before `run` returns."""
+        HEALTH.set("draining", False, "stopping: finishing the work in flight")
         self._stop.set()
 
     async def close(self) -> None:
+        if self._probes is not None:
+            self._probes.cancel()
+            self._probes = None
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
@@ -160,9 +188,16 @@ class Worker:
         try:
             while not self._stop.is_set() and self._failed is None:
                 metrics.LAST_LOOP.set_to_current_time()
+                HEALTH.beat()
                 await self._commit()
                 self._backpressure()
-                batch = await self.consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_records)
+                try:
+                    batch = await self.consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_records)
+                except KafkaError as e:
+                    metrics.KAFKA_ERRORS.labels("fetch").inc()
+                    HEALTH.set("broker", False, f"fetch failed: {e!r}")
+                    raise
+                await metrics.observe_lag(self.consumer, s.group_id)
                 if batch:
                     await self._intake(batch)
             if self._failed is None:
@@ -423,6 +458,8 @@ class Worker:
         try:
             await self._send_all(outbox)
         except Exception as e:
+            if isinstance(e, KafkaError):
+                metrics.KAFKA_ERRORS.labels("produce").inc()
             self._fail(e)
             return
         self.offsets.done(tp, offset)
@@ -462,6 +499,7 @@ class Worker:
         except CommitFailedError as e:
             # The group rebalanced under us: these records go to their new owner, which answers them again
             # (consumers deduplicate by request id).
+            metrics.KAFKA_ERRORS.labels("commit").inc()
             log.warning("commit failed after a rebalance", extra={"error": str(e)})
 
     def _backpressure(self) -> None:
@@ -485,6 +523,7 @@ class Worker:
             log.error("worker failed; stopping without committing unfinished work", exc_info=e)
             self._failed = e if isinstance(e, EngineFailure | KafkaError) else EngineFailure(str(e))
             self._failed.__cause__ = e
+            HEALTH.set("engine" if isinstance(self._failed, EngineFailure) else "broker", False, f"failed: {e!r}")
             self._stop.set()
             # Wake anyone draining: they wait on the condition, and a failure ends the wait too.
             asyncio.get_running_loop().create_task(self._notify())

@@ -1,0 +1,193 @@
+"""/healthz and /readyz of real services: a summarizer whose Redis goes away and comes back, a worker
+that loads, serves and drains. Probed over HTTP on the metrics port, as Kubernetes would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from jobscore import health
+from jobscore.devstack import free_port, wait_for_port
+from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
+from summarizer.service import Summarizer
+from tests.conftest import WAIT_S, wait_until
+from worker.loop import Worker
+
+PROBE_S = 0.3  # health_probe_interval_s in these tests: readiness follows Redis within about this
+
+
+@dataclass(frozen=True)
+class Probe:
+    code: int
+    body: dict[str, Any]
+
+
+def get(port: int, path: str) -> Probe:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return Probe(r.status, json.loads(r.read()))
+    except urllib.error.HTTPError as e:
+        return Probe(e.code, json.loads(e.read()))
+
+
+async def aget(port: int, path: str) -> Probe:
+    return await asyncio.to_thread(get, port, path)
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    """/metrics, /healthz, /readyz of this process on a free port (what `metrics.serve` does)."""
+    port = free_port()
+    server = health.serve(port, host="127.0.0.1")
+    assert server is not None
+    yield port
+    server.shutdown()
+    server.server_close()
+
+
+class RedisServer:
+    """A redis-server this test owns, so it can stop and restart it on the same port."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not on PATH")
+        self.binary = binary
+        self.port = free_port()
+        self.tmp = tempfile.TemporaryDirectory(prefix="jobscore-health-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.tmp.name]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port("127.0.0.1", self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@contextlib.asynccontextmanager
+async def running(svc: Worker | Summarizer) -> AsyncIterator[asyncio.Task[None]]:
+    await svc.start()
+    task = asyncio.create_task(svc.run())
+    try:
+        yield task
+    finally:
+        svc.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, WAIT_S)
+        await svc.close()
+
+
+async def wait_probe(port: int, path: str, pred: Callable[[Probe], bool], what: str) -> Probe:
+    last: list[Probe] = []
+
+    async def check() -> bool:
+        last[:] = [await aget(port, path)]
+        return pred(last[0])
+
+    try:
+        await wait_until(check, what=what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last {path}: {last}") from None
+    return last[0]
+
+
+class TestSummarizerHealth:
+    async def test_readyz_follows_redis_down_and_back(
+        self, http_port: int, summarizer_settings: Callable[..., SummarizerSettings], topics: CommonSettings
+    ) -> None:
+        rds = RedisServer()
+        rds.start()
+        try:
+            ss = summarizer_settings(
+                redis_url=rds.url, extractive_embeddings=False, health_probe_interval_s=PROBE_S, liveness_timeout_s=30
+            )
+            async with running(Summarizer(ss)):
+                ok = await wait_probe(http_port, "/readyz", lambda p: p.code == 200, "summarizer ready")
+                assert set(ok.body["checks"]) >= {"broker", "redis", "summarizer", "draining"}
+                live = await aget(http_port, "/healthz")
+                assert live.code == 200 and live.body["alive"] is True
+
+                rds.stop()
+                down = await wait_probe(http_port, "/readyz", lambda p: p.code == 503, "not ready without Redis")
+                assert down.body["checks"]["redis"]["ok"] is False, down.body
+                assert down.body["checks"]["redis"]["reason"], "a not-ready check must say why"
+                assert (await aget(http_port, "/healthz")).code == 200, "Redis down is not-ready, not dead"
+
+                rds.start()
+                back = await wait_probe(http_port, "/readyz", lambda p: p.code == 200, "ready again with Redis back")
+                assert back.body["checks"]["redis"]["ok"] is True
+        finally:
+            rds.stop()
+        # `running` stopped it: stopping is draining, which is not ready.
+        drained = await aget(http_port, "/readyz")
+        assert drained.code == 503 and drained.body["checks"]["draining"]["ok"] is False
+
+    async def test_dead_redis_port_never_ready(
+        self, http_port: int, summarizer_settings: Callable[..., SummarizerSettings], topics: CommonSettings
+    ) -> None:
+        ss = summarizer_settings(
+            redis_url=f"redis://127.0.0.1:{free_port()}/0", extractive_embeddings=False, health_probe_interval_s=PROBE_S
+        )
+        async with running(Summarizer(ss)):
+            p = await wait_probe(
+                http_port,
+                "/readyz",
+                lambda p: p.body["checks"]["broker"]["ok"] and p.body["checks"]["redis"]["reason"] != "not probed yet",
+                "both dependencies probed",
+            )
+            assert p.code == 503 and p.body["checks"]["redis"]["ok"] is False
+            assert "Connection" in p.body["checks"]["redis"]["reason"], p.body
+            assert all(c["ok"] for k, c in p.body["checks"].items() if k != "redis"), "only the dead dependency fails"
+
+
+@pytest.mark.engine
+class TestWorkerHealth:
+    async def test_ready_after_start_not_ready_while_draining_dead_when_stalled(
+        self, http_port: int, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
+    ) -> None:
+        ws = worker_settings(health_probe_interval_s=PROBE_S, liveness_timeout_s=3)
+        w = Worker(ws, vllm_engine)
+        await w.start()
+        task = asyncio.create_task(w.run())
+        try:
+            ok = await wait_probe(http_port, "/readyz", lambda p: p.code == 200, "worker ready")
+            assert {k for k, c in ok.body["checks"].items() if c["ok"]} >= {
+                "engine",
+                "broker",
+                "redis",
+                "consumer_group",
+                "draining",
+            }
+            assert (await aget(http_port, "/healthz")).code == 200
+            w.stop()
+            draining = await aget(http_port, "/readyz")
+            assert draining.code == 503 and draining.body["checks"]["draining"]["ok"] is False
+            await asyncio.wait_for(task, WAIT_S)
+        finally:
+            w.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, WAIT_S)
+            await w.close()
+        # The loop no longer iterates: after liveness_timeout_s /healthz fails (a hung loop looks the same).
+        dead = await wait_probe(http_port, "/healthz", lambda p: p.code == 503, "healthz 503 without beats")
+        assert dead.body["alive"] is False and dead.body["last_beat_s_ago"] > 3
