@@ -13,20 +13,21 @@ start and recorded in every entry. A posting the summarizer fails on is dead-let
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from jobscore import metrics
-from jobscore.cache import SummaryCache
+from jobscore.cache import CacheUnavailable, SummaryCache
 from jobscore.health import HEALTH, start_probes
 from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer, topic_name
 from jobscore.settings import SummarizerSettings
 from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
 from summarizer.modes import PostingSummarizer, make_summarizer
-from summarizer.writer import SummaryWriter
+from summarizer.writer import SummaryWriter, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class Summarizer:
         self._owns_summarizer = summarizer is None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.cache = SummaryCache.from_url(settings.redis_url, settings.summarizer_version, settings.summary_ttl_s)
+        self.cache = SummaryCache.for_service(settings, settings.summarizer_version, settings.summary_ttl_s)
         self.writer: SummaryWriter | None = None
         self._stop = asyncio.Event()
         self._probes: asyncio.Task[None] | None = None
@@ -140,11 +141,13 @@ class Summarizer:
                     )
                     metrics.DEAD_LETTERS.labels("summarizer", e.kind).inc()
                     metrics.POSTINGS_PROCESSED.labels("dead_letter").inc()
-                    dl = dead_letter(rec, "summarizer", e.reason, e.kind)
+                    dl = dead_letter(rec, "summarizer", e.reason, e.kind, s.dead_letter_max_original_bytes)
                     dlq_sends.append(
-                        await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=rec.key)
+                        await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=dl.key)
                     )
-        result = await self.writer.write_batch(items)
+        result = await self._write(items)
+        if result is None:  # stopping during a Redis outage: nothing committed, the batch is replayed
+            return
         for f in result.failures:
             rec = f.source
             reason = f"summarizer ({self.writer.summarizer.mode}) failed: {f.reason}"[:2000]
@@ -153,10 +156,8 @@ class Summarizer:
                 extra={"job_id": f.posting.job_id, "partition": rec.partition, "offset": rec.offset, "reason": reason},
             )
             metrics.DEAD_LETTERS.labels("summarizer", "summarize_failed").inc()
-            dl = dead_letter(rec, "summarizer", reason, "summarize_failed")
-            dlq_sends.append(
-                await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=rec.key)
-            )
+            dl = dead_letter(rec, "summarizer", reason, "summarize_failed", s.dead_letter_max_original_bytes)
+            dlq_sends.append(await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=dl.key))
         metrics.POSTINGS_PROCESSED.labels("summarized").inc(len(result.written))
         metrics.POSTINGS_PROCESSED.labels("unchanged").inc(result.unchanged)
         metrics.POSTINGS_PROCESSED.labels("deleted").inc(len(result.deleted))
@@ -164,7 +165,14 @@ class Summarizer:
         if dlq_sends:
             await asyncio.gather(*dlq_sends)
         # Summaries (and dead letters) are durable: now the offsets may move past them.
-        await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+        try:
+            await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+        except CommitFailedError as e:
+            # The group rebalanced while this batch was summarized: its new owner replays it, and every
+            # write is idempotent (same key, same value), so this is only repeated work. Keep consuming.
+            metrics.KAFKA_ERRORS.labels("commit").inc()
+            log.warning("commit failed after a rebalance; the batch will be replayed", extra={"error": str(e)})
+            return
         self.postings_done += sum(len(r) for r in batch.values())
         log.debug(
             "postings batch done",
@@ -176,6 +184,21 @@ class Summarizer:
                 "dead_letters": len(dlq_sends),
             },
         )
+
+    async def _write(self, items: list[tuple[ConsumerRecord, JobPosted]]) -> WriteResult[ConsumerRecord] | None:
+        """Summarize and write the batch. Redis outage policy: retry until Redis is back (not ready meanwhile,
+        logged once by the cache); None when asked to stop first (then nothing is committed). Never exits."""
+        assert self.writer is not None
+        while True:
+            try:
+                return await self.writer.write_batch(items)
+            except CacheUnavailable:
+                HEALTH.beat()  # alive: waiting for a dependency on purpose
+            if self._stop.is_set():
+                log.warning("stopping during a Redis outage: the batch is left uncommitted", extra={"n": len(items)})
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.cache.backoff.max_s)
 
 
 async def run_summarizer(settings: SummarizerSettings, stop: asyncio.Event | None = None) -> None:

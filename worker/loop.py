@@ -43,9 +43,18 @@ from aiokafka.structs import ConsumerRecord
 from engine.engines import ScoringEngine, is_probability
 from engine.prompt import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate, PromptTooLong
 from jobscore import metrics
-from jobscore.cache import SummaryCache
+from jobscore.cache import CacheUnavailable, SummaryCache
 from jobscore.health import HEALTH, start_probes
-from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer, topic_name
+from jobscore.kafka import (
+    BrokerLost,
+    TopicGuard,
+    dead_letter,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    topic_name,
+)
+from jobscore.retry import Backoff, Outage, retry
 from jobscore.settings import WorkerSettings
 from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, CandidateError, Ranking, SchemaError, ScoreRequest
 from schemas.messages import Timings
@@ -56,6 +65,9 @@ from worker.offsets import OffsetTracker
 from worker.rank import Provenance, bare_ranking, ranking_of_scores
 
 log = logging.getLogger(__name__)
+
+# The broker as the worker's sends see it: logs once per outage, drives HEALTH "broker", counts errors.
+BROKER_OUTAGE = Outage("broker", metrics.KAFKA_ERRORS)
 
 
 class Outgoing(NamedTuple):
@@ -100,12 +112,10 @@ class Worker:
             max_doc_tokens=s.max_doc_tokens,
             layout=s.prompt_layout,
         )
-        self.cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
+        self.cache = SummaryCache.for_service(s, s.summarizer_version)
         self.made_by = Provenance(engine.info.model_id, engine.info.revision, s.summarizer_version)
         self.raw_cache = (
-            SummaryCache(self.cache.client, s.raw_fallback_version or s.summarizer_version)
-            if s.missing_summary == "raw"
-            else None
+            self.cache.sibling(s.raw_fallback_version or s.summarizer_version) if s.missing_summary == "raw" else None
         )
         self.batcher = TokenBudgetBatcher(s.max_batch_tokens, s.max_batch_items, s.max_wait_ms / 1e3)
         self.offsets = OffsetTracker()
@@ -117,6 +127,8 @@ class Worker:
         self._answered = asyncio.Condition()  # notified whenever a record's answer is acknowledged
         self._publishing: set[asyncio.Task[None]] = set()
         self._failed: BaseException | None = None
+        self.guard: TopicGuard  # set in start(): checks the broker still has our topics before each commit
+        self._uncommitted: dict[TopicPartition, int] = {}  # answered, not yet committed (a postponed commit)
         self._paused = False
         self._probes: asyncio.Task[None] | None = None
         self.requests_done = 0
@@ -145,9 +157,16 @@ class Worker:
             engine=s.engine,
             dtype=s.dtype,
         )
+        # Each start-up step is logged: a start-up that hangs says where (a group join on a broker that
+        # lost its coordinator state, an unreachable broker), and SIGTERM interrupts any of them.
+        log.info("start-up: ensuring topics", extra={"bootstrap": s.kafka_bootstrap})
         await ensure_topics(s)
+        log.info("start-up: connecting the producer")
         self.producer = make_producer(s)
         await self.producer.start()
+        self.guard = TopicGuard(self.producer.client, [self._results_topic, self._dlq_topic])
+        await self.guard.start()
+        log.info("start-up: joining the consumer group", extra={"group": s.group_id})
         self.consumer = make_consumer(s, s.group_id)
         self.consumer.subscribe([topic_name(s, SCORE_REQUESTS)], listener=_Rebalance(self))
         await self.consumer.start()
@@ -241,9 +260,10 @@ class Worker:
         if not states:
             return
         t0 = time.perf_counter()
-        unique = list(dict.fromkeys(j for st in states for j in st.req.candidates))
-        found = dict(zip(unique, await self.cache.get_many(unique), strict=True))
-        raws = await self._raw_fallbacks(found)
+        fetched = await self._fetch(states)
+        if fetched is None:  # stopping during a Redis outage: these records stay uncommitted
+            return
+        found, raws = fetched
         fetch_ms = (time.perf_counter() - t0) * 1e3
         items = await asyncio.to_thread(self._prepare, states, found, raws)
         for st in states:
@@ -252,6 +272,43 @@ class Worker:
                 self._complete(st)
         self.batcher.put(items)
         metrics.QUEUE_DEPTH.set(len(self.batcher))
+
+    async def _fetch(self, states: list[RequestState]) -> tuple[Found, dict[str, SummaryRecord]] | None:
+        """Every candidate's cache entry (one MGET, tried with backoff inside the cache).
+
+        Redis outage policy (README "Faults and recovery"): keep trying while not ready; a request whose
+        deadline passes meanwhile is answered "timeout" and leaves ``states``; on stop, what is left is not
+        answered and not committed (the next owner replays it). The process never exits over Redis.
+        """
+        while True:
+            unique = list(dict.fromkeys(j for st in states for j in st.req.candidates))
+            try:
+                found = dict(zip(unique, await self.cache.get_many(unique), strict=True))
+                return found, await self._raw_fallbacks(found)
+            except CacheUnavailable:
+                HEALTH.beat()  # alive: waiting for a dependency on purpose (REDIS_OUTAGE logged it once)
+            now = time.time()
+            for st in [st for st in states if st.expired(now)]:
+                states.remove(st)
+                metrics.REQUESTS.labels("timeout").inc()
+                answer = st.req.reply_topic or self._results_topic
+                ranking = self._bare_ranking(st.req, "timeout", "deadline passed while Redis was unavailable", now)
+                self._publish(
+                    [Outgoing(answer, RANKINGS.encode(ranking), st.req.request_id.encode())],
+                    TopicPartition(st.key.topic, st.key.partition),
+                    st.key.offset,
+                )
+            if self._stop.is_set():
+                # Commit what is answered before these records, then hand their partitions' tails back.
+                await self._commit()
+                self.offsets.forget({TopicPartition(st.key.topic, st.key.partition) for st in states})
+                log.warning(
+                    "stopping during a Redis outage: unanswered requests left to the group",
+                    extra={"requests": len(states)},
+                )
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.cache.backoff.max_s)
 
     async def _raw_fallbacks(self, found: Found) -> dict[str, SummaryRecord]:
         """With ``missing_summary="raw"``: cache entries carrying a raw description for the candidates without
@@ -317,9 +374,7 @@ class Worker:
                 extra={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset, "reason": e.reason},
             )
             metrics.DEAD_LETTERS.labels("worker", e.kind).inc()
-            return [
-                Outgoing(self._dlq_topic, DEAD_LETTERS.encode(dead_letter(rec, "worker", e.reason, e.kind)), rec.key)
-            ]
+            return [self._dead_letter(rec, e.reason, e.kind)]
         answer = req.reply_topic or self._results_topic
         if len(req.candidates) > self.settings.max_candidates:
             reason = (
@@ -332,9 +387,7 @@ class Worker:
             rejected = self._bare_ranking(req, "rejected", reason, now)
             return [
                 Outgoing(answer, RANKINGS.encode(rejected), req.request_id.encode()),
-                Outgoing(
-                    self._dlq_topic, DEAD_LETTERS.encode(dead_letter(rec, "worker", reason, "oversized")), rec.key
-                ),
+                self._dead_letter(rec, reason, "oversized"),
             ]
         if req.deadline is not None and now > req.deadline:
             reason = f"deadline passed {now - req.deadline:.3f}s before scoring started"
@@ -343,6 +396,11 @@ class Worker:
             timed_out = self._bare_ranking(req, "timeout", reason, now)
             return [Outgoing(answer, RANKINGS.encode(timed_out), req.request_id.encode())]
         return req
+
+    def _dead_letter(self, rec: ConsumerRecord, reason: str, kind: str) -> Outgoing:
+        """The dead letter of a record; cut to fit the dead-letter topic (jobscore.kafka.dead_letter)."""
+        dl = dead_letter(rec, "worker", reason, kind, self.settings.dead_letter_max_original_bytes)
+        return Outgoing(self._dlq_topic, DEAD_LETTERS.encode(dl), dl.key)
 
     def _bare_ranking(self, req: ScoreRequest, status: str, detail: str, now: float) -> Ranking:
         return bare_ranking(req, status, detail, now, self.made_by)
@@ -458,9 +516,7 @@ class Worker:
         try:
             await self._send_all(outbox)
         except Exception as e:
-            if isinstance(e, KafkaError):
-                metrics.KAFKA_ERRORS.labels("produce").inc()
-            self._fail(e)
+            self._fail(await self._explain(e))
             return
         self.offsets.done(tp, offset)
         self.requests_done += 1
@@ -487,13 +543,51 @@ class Worker:
             await asyncio.gather(*(self._send(t, v, k) for t, v, k in retry))
 
     async def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        """One acknowledged send, tried ``kafka_send_attempts`` times with backoff (logged once per outage)."""
         assert self.producer is not None
-        await (await self.producer.send(topic, value, key=key))
+        producer = self.producer
+
+        async def send() -> None:
+            await (await producer.send(topic, value, key=key))
+
+        s = self.settings
+        await retry(
+            send,
+            op="produce",
+            retry_on=(KafkaError,),
+            attempts=s.kafka_send_attempts,
+            backoff=Backoff(max_s=s.redis_retry_max_s),
+            outage=BROKER_OUTAGE,
+        )
+
+    async def _explain(self, e: BaseException) -> BaseException:
+        """A send that failed every try: `BrokerLost` when the broker lost our topics, else the error."""
+        if isinstance(e, KafkaError):
+            try:
+                await self.guard.check()
+            except BrokerLost as lost:
+                return lost
+            except KafkaError:
+                pass
+        return e
 
     async def _commit(self) -> None:
-        offsets = self.offsets.committable()
+        # Offsets taken *before* the broker check: all their answers were acknowledged before it, so a
+        # passing check means the broker still had their topics after acknowledging them.
+        self._uncommitted.update(self.offsets.committable())
+        offsets = dict(self._uncommitted)
         if not offsets or self.consumer is None:
             return
+        try:
+            await self.guard.check()
+        except BrokerLost as e:
+            self._fail(e)  # never commit into the void: exit uncommitted, the group replays (README)
+            return
+        except KafkaError as e:
+            metrics.KAFKA_ERRORS.labels("metadata").inc()
+            log.debug("broker check failed; commit postponed", extra={"error": repr(e)})
+            return
+        self._uncommitted.clear()
         try:
             await self.consumer.commit(offsets)
         except CommitFailedError as e:
@@ -549,12 +643,15 @@ class Worker:
         keys = {(tp.topic, tp.partition) for tp in revoked}
         self.batcher.drop(lambda st: (st.key.topic, st.key.partition) in keys)
         self.offsets.forget(revoked)
+        for tp in revoked:
+            self._uncommitted.pop(tp, None)
         log.info("partitions revoked", extra={"partitions": _names(revoked)})
 
 
 async def run_worker(settings: WorkerSettings, engine: ScoringEngine, stop: asyncio.Event | None = None) -> Worker:
     worker = Worker(settings, engine)
-    await worker.start()
+    if not await _start_unless_stopped(worker, stop):
+        return worker
 
     async def forward_stop() -> None:
         assert stop is not None
@@ -570,3 +667,26 @@ async def run_worker(settings: WorkerSettings, engine: ScoringEngine, stop: asyn
         await worker.close()
         log.info("worker stopped", extra={"requests": worker.requests_done, "items": worker.items_scored})
     return worker
+
+
+async def _start_unless_stopped(worker: Worker, stop: asyncio.Event | None) -> bool:
+    """``worker.start()`` (broker, topics, group join: may hang on a sick broker); a stop signal during it
+    abandons the start-up (nothing was consumed, nothing to commit). True when started."""
+    if stop is None:
+        await worker.start()
+        return True
+    starting = asyncio.create_task(worker.start(), name="worker-start")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if starting.done():
+        starting.result()  # a failed start-up raises here
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await starting
+    await worker.close()
+    log.info("stopped during start-up: nothing was consumed")
+    return False
