@@ -10,31 +10,39 @@ import json
 import sys
 
 from app.commands import AddCommand, settings_from
+from jobscore.capacity import CapacityPlan
 from jobscore.settings import ToolSettings, WorkerSettings, setup_logging
 
 
+def plans_from_args(ns: argparse.Namespace) -> tuple[CapacityPlan, CapacityPlan]:
+    """The plan for the given load and for ``--growth`` x it on the same partitions. The worker's own
+    batch limits (its flags' JOBSCORE_* variables) apply unless given here. Raises ValueError."""
+    from jobscore.capacity import Knobs, Load, plan
+
+    w = WorkerSettings()
+    load = Load(ns.rate, ns.candidates, ns.tokens, ns.items_per_s)
+    knobs = Knobs(
+        utilisation=ns.utilisation,
+        latency_budget_s=ns.latency_budget,
+        growth=ns.growth,
+        max_batch_tokens=ns.max_batch_tokens or w.max_batch_tokens,
+        max_batch_items=ns.max_batch_items or w.max_batch_items,
+        max_wait_ms=w.max_wait_ms if ns.max_wait_ms is None else ns.max_wait_ms,
+    )
+    p = plan(load, knobs, partitions=ns.partitions)
+    return p, plan(load.scaled(knobs.growth), knobs, partitions=p.partitions)
+
+
 def cmd_capacity(ns: argparse.Namespace) -> int:
-    from jobscore.capacity import Knobs, Load, plan, render
+    from jobscore.capacity import render
 
     s: ToolSettings = settings_from(ns, ToolSettings)
     setup_logging(s.log_level, s.log_format)
-    # The worker's own batch limits (its flags/JOBSCORE_* variables), unless given here.
-    w = WorkerSettings()
     try:
-        load = Load(ns.rate, ns.candidates, ns.tokens, ns.items_per_s)
-        knobs = Knobs(
-            utilisation=ns.utilisation,
-            latency_budget_s=ns.latency_budget,
-            growth=ns.growth,
-            max_batch_tokens=ns.max_batch_tokens or w.max_batch_tokens,
-            max_batch_items=ns.max_batch_items or w.max_batch_items,
-            max_wait_ms=w.max_wait_ms if ns.max_wait_ms is None else ns.max_wait_ms,
-        )
+        p, p10 = plans_from_args(ns)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    p = plan(load, knobs, partitions=ns.partitions)
-    p10 = plan(load.scaled(knobs.growth), knobs, partitions=p.partitions)
     if ns.json:
         print(json.dumps({"plan": p.as_dict(), "growth": p10.as_dict()}, indent=2, default=str))
     else:

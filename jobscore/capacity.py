@@ -14,8 +14,8 @@ Model (stated so it can be argued with):
   stays under u, and partitions are provisioned once for ``growth`` x today's traffic (partitions
   cannot shrink, and adding them remaps keys).
 - Latency: each worker is an M/D/1 queue of requests (Poisson arrivals, service C/X seconds each). p99
-  = batch wait + one engine batch already running + service + the 99th percentile of the M/D/1 wait
-  (exponential tail approximation). An estimate to size with, not a measurement.
+  = batch wait + the engine batch its last pairs ride in (min(batch, C) pairs) + service + the 99th
+  percentile of the M/D/1 wait (exponential tail approximation). An estimate to size with, not a measurement.
 - KEDA threshold (pairs of lag per replica, Prometheus scaler, AverageValue): the backlog one worker
   drains within what the latency budget leaves after service. Above it, queued work per replica would
   blow the budget: scale out.
@@ -90,6 +90,7 @@ class CapacityPlan:
     keda_threshold_pairs: int
     keda_min_replicas: int
     keda_max_replicas: int
+    partitions_given: bool = False
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -125,7 +126,9 @@ def workers_for(pairs_per_s: float, items_per_s: float, utilisation: float, part
 def latency(load: Load, rate_per_worker: float, knobs: Knobs) -> Latency:
     """Request latency on a worker receiving ``rate_per_worker`` requests/s (M/D/1)."""
     service = load.candidates / load.items_per_s
-    batch = batch_items(load.tokens, knobs) / load.items_per_s
+    # The batch a request's last pairs ride in: never more than a full engine batch, and a request
+    # alone fills no more than its own candidates.
+    batch = min(batch_items(load.tokens, knobs), load.candidates) / load.items_per_s
     rho = rate_per_worker * service
     fixed = knobs.max_wait_ms / 1000 + batch + service
     if rho >= 1:
@@ -145,10 +148,11 @@ def busiest_rate(rate: float, workers: int, partitions: int) -> float:
 def keda_threshold(load: Load, knobs: Knobs) -> int:
     """Pairs of lag per replica above which KEDA adds replicas: what one worker drains at full speed in
     the part of the latency budget left after its own batch wait, a running batch and the service time.
-    Never below one engine batch (a smaller threshold would scale on the batch being assembled)."""
+    Never below one engine batch (or one request, if smaller): less would scale on the batch being assembled."""
     lat = latency(load, 0.0, knobs)  # no queueing: the fixed part only
     left = knobs.latency_budget_s - (knobs.max_wait_ms / 1000 + lat.batch_s + lat.service_s)
-    return max(batch_items(load.tokens, knobs), math.floor(load.items_per_s * max(0.0, left)))
+    floor = math.ceil(min(batch_items(load.tokens, knobs), load.candidates))
+    return max(floor, math.floor(load.items_per_s * max(0.0, left)))
 
 
 def size_workers(load: Load, k: Knobs, partitions: int) -> tuple[int, list[str]]:
@@ -230,6 +234,7 @@ def plan(load: Load, knobs: Knobs | None = None, partitions: int | None = None) 
         keda_threshold_pairs=keda_threshold(load, k),
         keda_min_replicas=w,
         keda_max_replicas=max(w, grown_workers),
+        partitions_given=partitions is not None,
         notes=notes,
     )
 
@@ -245,8 +250,10 @@ def render(p: CapacityPlan, p10: CapacityPlan) -> str:
         f"load: {ld.rate:g} requests/s x {ld.candidates:g} candidates = {p.pairs_per_s:,.0f} pairs/s, "
         f"{ld.tokens} tokens/pair, {ld.items_per_s:,.0f} pairs/s per worker (target {k.utilisation:.0%} busy)",
         f"workers:      {p.workers}  (busiest at {p.busiest_worker_utilisation:.0%})",
-        f"partitions:   {p.partitions}  (requests topic; provisioned for {k.growth:g}x traffic — they cannot shrink)",
-        f"engine batch: {p.batch_items} pairs ({ms(p.latency.batch_s)})",
+        f"partitions:   {p.partitions}  (requests topic; "
+        + ("as given" if p.partitions_given else f"provisioned for {k.growth:g}x traffic — they cannot shrink")
+        + ")",
+        f"engine batch: up to {p.batch_items} pairs; a request's last one takes {ms(p.latency.batch_s)}",
         f"latency:      p50 ~{ms(p.latency.p50_s)}, p99 ~{ms(p.latency.p99_s)} "
         f"(budget {ms(k.latency_budget_s)}: {'met' if p.within_budget else 'NOT met'})",
         f"KEDA:         threshold {p.keda_threshold_pairs:,} pairs of lag per replica; "
@@ -254,5 +261,5 @@ def render(p: CapacityPlan, p10: CapacityPlan) -> str:
         f"at {k.growth:g}x ({p10.load.rate:g} requests/s, {p10.pairs_per_s:,.0f} pairs/s): {p10.workers} workers on "
         f"{p10.partitions} partitions, p99 ~{ms(p10.latency.p99_s)}",
     ]
-    lines += [f"note: {n}" for n in p.notes + [n for n in p10.notes if n not in p.notes]]
+    lines += [f"note: {n}" for n in p.notes] + [f"note at {k.growth:g}x: {n}" for n in p10.notes if n not in p.notes]
     return "\n".join(lines)
