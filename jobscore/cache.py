@@ -46,6 +46,15 @@ class CacheUnavailable(RuntimeError):
     """Redis did not answer within the configured tries; the service's outage policy decides what next."""
 
 
+class CacheAuthFailed(RuntimeError):
+    """Redis refused the login: a configuration error, not an outage, so it is never retried."""
+
+
+# No password where one is required (NOAUTH), or a wrong one (WRONGPASS); redis-py raises both as
+# AuthenticationError, a ConnectionError, i.e. an "outage" above: it becomes CacheAuthFailed first.
+REDIS_AUTH_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.AuthenticationError,)
+
+
 class SummaryCache:
     """Pipelined reads and writes; one network round trip per batch either way."""
 
@@ -75,10 +84,25 @@ class SummaryCache:
         """Another cache version on the same client and retry policy."""
         return SummaryCache(self.client, version, self.ttl_s, self.attempts, self.backoff)
 
+    def _auth_failed(self, err: BaseException) -> CacheAuthFailed:
+        kw = self.client.connection_pool.connection_kwargs
+        where = f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}"
+        return CacheAuthFailed(
+            f"Redis at {where} refused the login ({err}): put the password in JOBSCORE_REDIS_URL, "
+            "redis://:PASSWORD@host:6379/0 (an ACL user: redis://USER:PASSWORD@...; URL-encode special "
+            "characters; rediss:// for TLS)"
+        )
+
     async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+        async def once() -> T:
+            try:
+                return await fn()
+            except REDIS_AUTH_ERRORS as e:
+                raise self._auth_failed(e) from e
+
         try:
             return await retry(
-                fn,
+                once,
                 op=op,
                 retry_on=REDIS_OUTAGE_ERRORS,
                 attempts=self.attempts,
