@@ -9,8 +9,10 @@ Why each topic is configured the way it is:
 - requests, rankings and dead letters are events: deleted after a retention that covers an outage
   (requests, rankings) or an investigation and re-drive (dead letters). None of them is keyed-latest.
 - ``max.message.bytes`` of each topic = the largest value its contract admits (``TopicSpec.max_bytes``)
-  plus headroom for key, headers and batch framing. The dead-letter topic is sized from
-  ``DEAD_LETTERS.max_bytes``, the same constant dead letters are built to fit.
+  plus headroom for key, headers and batch framing. The dead-letter topic is sized for the largest dead
+  letter a service can produce: its body is cut to ``DEAD_LETTERS.max_bytes`` (jobscore.kafka.dead_letter)
+  and it carries the original record's headers untouched, which are bounded only by the source topic's
+  own ``max.message.bytes`` — so the limit is the sum of the two.
 - replication factor 1 against a multi-broker cluster is refused unless asked for: with one copy,
   ``acks=all`` means "one broker has it" and a broker loss loses committed work.
 """
@@ -31,6 +33,9 @@ TOPIC_EXISTS = 36
 STRIMZI_API_VERSION = "kafka.strimzi.io/v1beta2"
 
 Action = Literal["create", "exists", "drift"]
+
+# Topics whose records may become dead letters (the summarizer reads postings, the worker requests).
+DEAD_LETTER_SOURCES: tuple[TopicSpec[Any], ...] = (POSTINGS, SCORE_REQUESTS)
 
 
 class TopicPlanError(ValueError):
@@ -94,11 +99,12 @@ def plan_topics(settings: CommonSettings) -> TopicPlan:
             "lower JOBSCORE_TOPIC_MIN_INSYNC_REPLICAS or raise JOBSCORE_TOPIC_REPLICATION_FACTOR"
         )
     topics = []
+    limit = {spec.role: spec.max_bytes + settings.topic_message_headroom_bytes for spec in DEAD_LETTER_SOURCES}
     for spec, name, retention_ms in _role_names(settings):
-        configs = {
-            "min.insync.replicas": str(isr),
-            "max.message.bytes": str(spec.max_bytes + settings.topic_message_headroom_bytes),
-        }
+        max_bytes = spec.max_bytes + settings.topic_message_headroom_bytes
+        if spec is DEAD_LETTERS:
+            max_bytes += max(limit.values())  # the original's headers ride along, uncut
+        configs = {"min.insync.replicas": str(isr), "max.message.bytes": str(max_bytes)}
         if spec is POSTINGS and settings.topic_postings_compact:
             configs["cleanup.policy"] = "compact"
         else:

@@ -16,9 +16,10 @@ import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.structs import ConsumerRecord
 
 from app.cli import main as cli_main
-from jobscore.kafka import ensure_topics, make_consumer, make_producer
+from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer
 from jobscore.settings import CommonSettings
 from jobscore.topics import (
     TopicPlanError,
@@ -28,6 +29,7 @@ from jobscore.topics import (
     render_strimzi,
 )
 from schemas import DEAD_LETTERS, POSTINGS, SCORE_REQUESTS
+from schemas.headers import dead_letter_headers
 from schemas.topics import ALL_TOPICS
 
 
@@ -43,7 +45,8 @@ class TestPlan:
         for t, spec in zip(plan.topics, ALL_TOPICS, strict=True):
             assert (t.partitions, t.replication_factor) == (12, 3)
             assert t.configs["min.insync.replicas"] == "2"
-            assert int(t.configs["max.message.bytes"]) == spec.max_bytes + s.topic_message_headroom_bytes
+            if spec is not DEAD_LETTERS:
+                assert int(t.configs["max.message.bytes"]) == spec.max_bytes + s.topic_message_headroom_bytes
         postings, requests, results, dlq = plan.topics
         assert postings.configs["cleanup.policy"] == "compact" and "retention.ms" not in postings.configs
         for t, ms in (
@@ -81,6 +84,21 @@ class TestPlan:
         assert dlq is not None and int(dlq.configs["max.message.bytes"]) > DEAD_LETTERS.max_bytes
         # A dead letter embeds the original record: its budget must exceed the largest valid input.
         assert DEAD_LETTERS.max_bytes > max(POSTINGS.max_bytes, SCORE_REQUESTS.max_bytes)
+        dlq_limit = int(dlq.configs["max.message.bytes"])
+        for source in (s.topic_requests, s.topic_postings):
+            src = plan.by_name(source)
+            assert src is not None
+            src_limit = int(src.configs["max.message.bytes"])
+            # The worst record the source topic admits: its whole size in headers, plus an oversized
+            # value and key as a broker without limits (tansu) would deliver them.
+            headers = [(f"h{i}", b"x" * 1000) for i in range(src_limit // 1004)]
+            rec = ConsumerRecord(
+                source, 0, 7, 0, 0, b"k" * 100_000, b"\xff" * (8 << 20), None, 100_000, 8 << 20, headers
+            )
+            dl = dead_letter(rec, "worker", "boom " * 10_000, "invalid")
+            out_headers = dead_letter_headers(rec.headers, "dead_letter.v1")
+            size = len(DEAD_LETTERS.encode(dl)) + len(dl.key or b"") + sum(len(k) + len(v) for k, v in out_headers)
+            assert dl.truncated and size <= dlq_limit, (source, size, dlq_limit)
         producer = make_producer(s)
         consumer = make_consumer(s, "g", s.topic_dead_letters)
         try:
@@ -188,9 +206,8 @@ class TestBroker:
         extra = f"t-{uuid.uuid4().hex[:8]}.other"
         await ensure_topics(s, [s.topic_dead_letters, extra])
         parts, cfg = await _describe(s.kafka_bootstrap, [s.topic_dead_letters, extra])
-        assert cfg[s.topic_dead_letters]["max.message.bytes"] == str(
-            DEAD_LETTERS.max_bytes + s.topic_message_headroom_bytes
-        )
+        dlq = plan_topics(s).by_name(s.topic_dead_letters)
+        assert dlq is not None and cfg[s.topic_dead_letters]["max.message.bytes"] == dlq.configs["max.message.bytes"]
         assert parts[extra] == s.topic_partitions
 
     def test_topics_cli_dry_run_against_broker_creates_nothing(self, common: dict[str, Any]) -> None:
