@@ -6,6 +6,7 @@ Grafana provisioned with the ops dashboard. No Docker engine is needed (none run
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -108,6 +109,8 @@ def test_prometheus_scrapes_services_and_loads_alert_rules() -> None:
     cfg = yaml.safe_load(_host_path(prom, cfg_path).read_text())
     assert _host_path(prom, cfg_path) == DEPLOY / "prometheus" / "prometheus.yml"
     assert [_host_path(prom, r) for r in cfg["rule_files"]] == [DEPLOY / "prometheus" / "alerts.yml"]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())  # the ops engineer's rules
+    assert rules["groups"] and all(g["rules"] for g in rules["groups"])
     port = int(services["worker"]["environment"]["JOBSCORE_METRICS_PORT"])
     scraped = set()
     for job in cfg["scrape_configs"]:
@@ -126,3 +129,7 @@ def test_grafana_provisioned_with_ops_dashboard() -> None:
     assert ds["url"] == "http://prometheus:9090" and ds["uid"] == "prometheus"
     (provider,) = yaml.safe_load((prov / "dashboards" / "jobscore.yml").read_text())["providers"]
     assert _host_path(graf, provider["options"]["path"]) == DEPLOY / "grafana"
+    # the ops dashboard's panels point at the datasource provisioned here
+    dashboard = json.loads((DEPLOY / "grafana" / "jobscore.json").read_text())
+    uids = {m.group(1) for m in re.finditer(r'"datasource":\s*\{[^}]*"uid":\s*"([^"]+)"', json.dumps(dashboard))}
+    assert uids == {ds["uid"]}
