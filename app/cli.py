@@ -17,7 +17,16 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from app import bench_cmds, capacity_cmds, compress_cmds, ledger_cmds, status_cmds, summarizer_cmds, topics_cmds
+from app import (
+    bench_cmds,
+    capacity_cmds,
+    compress_cmds,
+    dlq_cmds,
+    ledger_cmds,
+    status_cmds,
+    summarizer_cmds,
+    topics_cmds,
+)
 from app.commands import add_settings_flags, run_until_signal, settings_from
 from jobscore.settings import CommonSettings, SummarizerSettings, ToolSettings, WorkerSettings, setup_logging
 
@@ -269,7 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     # The summarizer's, compress/'s and bench/'s commands, in help order; `add` is the helper above
     # (name, fn, help, settings model) so their flags follow the same settings ⇄ flags convention.
-    for module in (topics_cmds, status_cmds, capacity_cmds, ledger_cmds, summarizer_cmds, compress_cmds, bench_cmds):
+    for module in (
+        topics_cmds,
+        dlq_cmds,
+        status_cmds,
+        capacity_cmds,
+        ledger_cmds,
+        summarizer_cmds,
+        compress_cmds,
+        bench_cmds,
+    ):
         module.register(sub, add)
     return parser
 

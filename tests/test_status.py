@@ -134,6 +134,11 @@ class TestStatus:
         ]
         assert {c.version: c.entries for c in st.cache}[f"v-{run}"] == 4
 
+        assert not [n for n in st.notes if "lower bound" in n], "everything was read: the rates are exact"
+        capped = await collect_status(s, [GroupSpec(group, "worker", (s.topic_requests,))], recent=2)
+        assert any(n.startswith("rankings/s is a lower bound") for n in capped.notes), capped.notes
+        assert capped.rankings_per_s < st.rankings_per_s
+
         text = render_text(st)
         assert f"GROUP {group}" in text and "LAG-PAIRS" in text and f"v-{run}" in text
         assert json.loads(json.dumps(st.to_dict()))["groups"][0]["lag"] == 6
