@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -33,24 +35,42 @@ class _StopAfterFirstBatch:
         pass
 
 
-def _write_jsonl(path: Path, items: list[JobPosted], bad_line_at: int) -> None:
-    lines = []
+def _write_corpus(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The same rows as JSONL (one object per line) or as a Parquet table, by the file's suffix."""
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        # Every column of any row (from_pylist would take the columns of the first row only); absent = null.
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows]), path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _posting_rows(items: list[JobPosted], bad_row_at: int) -> list[dict[str, Any]]:
+    rows = []
     for p in items:
         row = json.loads(msgspec.json.encode(p))
         row.pop("schema")  # rows from a corpus dump need not carry the wire tag
-        lines.append(json.dumps(row))
-    lines.insert(bad_line_at, '{"job_id": "no description", "title": 3}')
-    path.write_text("\n".join(lines) + "\n")
+        rows.append(row)
+    # Type-consistent with the other rows (Parquet needs one type per column) but invalid: a bad job id.
+    rows.insert(bad_row_at, {"job_id": "has space", "title": "No id"})
+    return rows
+
+
+FORMATS = ["jsonl", "parquet"]
 
 
 class TestBackfill:
+    @pytest.mark.parametrize("fmt", FORMATS)
     async def test_backfill_interrupted_then_resumed_writes_every_posting_once(
-        self, summarizer_settings: Callable[..., SummarizerSettings], tmp_path: Path
+        self, fmt: str, summarizer_settings: Callable[..., SummarizerSettings], tmp_path: Path
     ) -> None:
         s = summarizer_settings(store_raw=True, raw_max_chars=100)
         items = postings(23, seed=31, paragraphs=4, prefix=f"{s.group_id}-job")
-        src = tmp_path / "corpus.jsonl"
-        _write_jsonl(src, items, bad_line_at=5)
+        src = tmp_path / f"corpus.{fmt}"
+        _write_corpus(src, _posting_rows(items, bad_row_at=5))
         summ = ExtractiveSummarizer(128)  # keyword scoring: this test is about the backfill mechanics
         cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
         ids = [p.job_id for p in items]
@@ -85,8 +105,9 @@ class TestBackfill:
         finally:
             await cache.close()
 
+    @pytest.mark.parametrize("fmt", FORMATS)
     async def test_backfill_applies_updates_and_tombstones_in_file_order(
-        self, summarizer_settings: Callable[..., SummarizerSettings], tmp_path: Path
+        self, fmt: str, summarizer_settings: Callable[..., SummarizerSettings], tmp_path: Path
     ) -> None:
         s = summarizer_settings()
         a, b = (f"{s.group_id}-a", f"{s.group_id}-b")
@@ -96,8 +117,8 @@ class TestBackfill:
             {"job_id": a, "title": "Senior Electrician", "description": "Industrial wiring."},
             {"job_id": b, "deleted": True},
         ]
-        src = tmp_path / "c.jsonl"
-        src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        src = tmp_path / f"c.{fmt}"
+        _write_corpus(src, rows)
         cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
         try:
             rep = await backfill(s, src, summarizer=ExtractiveSummarizer(128), batch_size=2, progress=False)
@@ -116,11 +137,9 @@ class TestBackfill:
         with pytest.raises(ValueError, match="belongs to"):
             asyncio.run(backfill(summarizer_settings(), src, summarizer=ExtractiveSummarizer(128), progress=False))
 
-    def test_parquet_without_pyarrow_says_so(self, tmp_path: Path) -> None:
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            with pytest.raises(RuntimeError, match="pyarrow"):
-                list(iter_rows(tmp_path / "c.parquet", 0))
-            return
-        pytest.skip("pyarrow is installed here")
+    def test_parquet_without_pyarrow_says_so(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        # pyarrow is installed (the dev extra): hide it from the importer to check the message users get.
+        monkeypatch.setitem(sys.modules, "pyarrow", None)
+        monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+        with pytest.raises(RuntimeError, match="pyarrow"):
+            list(iter_rows(tmp_path / "c.parquet", 0))
