@@ -81,7 +81,41 @@ def cmd_bench_headline(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(ns: argparse.Namespace) -> int:
+    from bench.soak import run as run_soak
+
+    s: WorkerSettings = settings_from(ns, WorkerSettings)
+    _quiet(s, 1)  # the tiny model needs little KV cache; the host is shared
+    given = "s_kafka_bootstrap" in {k for k, v in vars(ns).items() if v is not None} or bool(
+        os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
+    )
+    if s.model is None and s.dtype == "auto":
+        s = s.model_copy(update={"dtype": "float32"})  # the tiny model on a CPU without bf16 kernels
+    rate = None if ns.rate == "auto" else float(ns.rate)
+    rep = run_soak(s, rate, ns.minutes, ns.candidates, ns.workers, ns.sample_s, given, ns.json)
+    return 1 if rep.ledger.get("lost", 0) else 0
+
+
 def register(sub: Any, add: AddCommand) -> None:
+    p = add(
+        "bench-soak",
+        cmd_bench_soak,
+        "Load and soak: a steady request rate through broker -> worker process(es) -> rankings for N minutes on "
+        "loopback (the embedded stack unless a broker is given), reporting throughput, p50/p99 latency, RSS of "
+        "each worker process and its engine processes over time (growth = a leak), and the ledger of the run "
+        "(exit code 1 if anything was lost).",
+        WorkerSettings,
+    )
+    p.add_argument(
+        "--rate",
+        default="auto",
+        help="Requests per second, or 'auto': measure capacity with a burst first and run at 70%% of it.",
+    )
+    p.add_argument("--minutes", type=float, default=10.0, help="How long the steady rate runs.")
+    p.add_argument("--candidates", type=int, default=20, help="Candidates per request.")
+    p.add_argument("--workers", type=int, default=1, help="Worker processes.")
+    p.add_argument("--sample-s", type=float, default=15.0, help="Seconds between samples of rate, latency and RSS.")
+    p.add_argument("--json", default=None, help="Also write the report (with the time series) here.")
     p = add(
         "bench-headline",
         cmd_bench_headline,
