@@ -30,13 +30,15 @@ from typing import Any
 
 import pytest
 
-from jobscore.client import publish_postings, tail
+from jobscore.cache import SummaryCache
+from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
 from jobscore.devstack import free_port, tansu_binary, wait_for_port
 from jobscore.kafka import KafkaUnreachable, client_security_kwargs, ensure_topics, make_consumer, make_producer
-from jobscore.settings import CommonSettings
+from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import POSTINGS, JobPosted
 from tests.conftest import WAIT_S
 from tests.security_certs import Pki, make_pki
+from tests.test_worker import running
 
 
 @dataclass
@@ -209,6 +211,34 @@ class TestKafkaTls:
         assert any(isinstance(m, JobPosted) and m.job_id == "tls-job" for m in seen)
         # Every connection was a verified mutual-TLS one, from our client certificate.
         assert tls_broker.handshakes - before >= 4
+        assert set(tls_broker.client_subjects) == {"jobscore-client"}
+
+    @pytest.mark.engine
+    async def test_request_published_over_tls_gets_a_ranking_from_the_worker(
+        self, tls_broker: TlsTerminator, pki: Pki, vllm_engine: Any, redis_url: str
+    ) -> None:
+        from engine.corpus import postings
+        from summarizer.writer import build_records
+        from worker.loop import Worker
+
+        run = uuid.uuid4().hex[:8]
+        base = _settings(f"127.0.0.1:{tls_broker.port}", **_tls(pki))
+        ws = WorkerSettings(
+            **base.model_dump(include=set(CommonSettings.model_fields) - {"redis_url"}),
+            redis_url=redis_url,
+            group_id=f"w-{run}",
+            summarizer_version=f"v-{run}",
+        )
+        await ensure_topics(ws)
+        items = postings(6, seed=9, prefix=f"tls-{run}")
+        cache = SummaryCache.from_url(ws.redis_url, ws.summarizer_version)
+        await cache.write(build_records(items, ws.summarizer_version, 128))
+        await cache.close()
+        req = new_request("python developer", [p.job_id for p in items], top_k=3)
+        async with running(Worker(ws, vllm_engine)), RankingWaiter(ws) as waiter:
+            await publish_requests(ws, [req])
+            ranking = await waiter.wait(req.request_id, WAIT_S)
+        assert ranking.status == "ok" and len(ranking.results) == 3 and not ranking.errors
         assert set(tls_broker.client_subjects) == {"jobscore-client"}
 
     async def test_plaintext_client_against_tls_listener_fails_saying_what_to_set(
