@@ -138,7 +138,9 @@ def register(sub: Any, add: AddCommand) -> None:
     p = add(
         "dlq",
         lambda ns: ns.dlq_fn(ns),
-        "Dead letters: list them (ls), print one (show), or send originals back to their topic after a fix (redrive).",
+        "Dead letters: list them (ls), print one (show), or send originals back to their topic after a fix "
+        "(redrive). Settings flags go before the action (jobscore dlq --kafka-bootstrap HOST:9092 ls) or in "
+        "JOBSCORE_* variables; `jobscore dlq ACTION --help` lists the action's own flags.",
         CommonSettings,
     )
     dsub = p.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")

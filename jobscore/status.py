@@ -169,8 +169,12 @@ class TopicReader:
         self.admin = _admin(settings)
 
     async def __aenter__(self) -> TopicReader:
-        await self.consumer.start()
-        await self.admin.start()
+        try:
+            await self.consumer.start()
+            await self.admin.start()
+        except BaseException:
+            await self.__aexit__()  # a failed start leaves open connections behind otherwise
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
