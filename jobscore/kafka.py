@@ -96,7 +96,7 @@ async def ensure_topics(settings: CommonSettings, names: Iterable[str] | None = 
         ]
         plan = TopicPlan(plan.only(wanted).topics + tuple(extra))
     try:
-        await apply_plan(settings, plan)
+        await apply_plan(settings, plan, inspect_existing=False)
     except KafkaConnectionError as e:
         # Services call this first, so a security mismatch is reported here, once, with what to set.
         raise KafkaUnreachable(unreachable_message(settings)) from e

@@ -188,6 +188,9 @@ class TestBroker:
         assert outcomes[s.topic_results].action == "create"
         parts, cfg = await _describe(s.kafka_bootstrap, [s.topic_requests])
         assert parts[s.topic_requests] == 1 and cfg[s.topic_requests]["retention.ms"] == "1000"
+        # services starting (ensure_topics) do not inspect existing topics: no DescribeConfigs needed
+        quiet = {o.name: o for o in await apply_plan(s, plan_topics(s), inspect_existing=False)}
+        assert quiet[s.topic_requests].action == "exists" and quiet[s.topic_requests].detail == ""
 
     async def test_apply_rf_above_brokers_refused_nothing_created(self, common: dict[str, Any]) -> None:
         # tansu itself would accept RF 3 on its one broker; the plan's check refuses before creating.
