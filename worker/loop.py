@@ -41,6 +41,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from engine.engines import ScoringEngine, is_probability
+from engine.identity import read_identity
 from engine.prompt import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate, PromptTooLong
 from jobscore import metrics
 from jobscore.cache import CacheUnavailable, SummaryCache
@@ -152,7 +153,8 @@ class Worker:
             "worker",
             model_id=self.engine.info.model_id,
             model_revision=self.engine.info.revision,
-            adapter_version=getattr(self.engine.info, "adapter_version", "") or "",
+            # A shipped LoRA scorer names its adapter in the model directory's identity sidecar.
+            adapter_version=str((read_identity(self.engine.info.path).get("adapter") or {}).get("version", "")),
             summarizer_version=s.summarizer_version,
             engine=s.engine,
             dtype=s.dtype,
