@@ -267,6 +267,31 @@ class TestKafkaTls:
             await asyncio.wait_for(ensure_topics(s), WAIT_S)
 
 
+class TestEveryClientIsCovered:
+    def test_every_aiokafka_client_in_the_source_gets_the_security_kwargs(self) -> None:
+        """A client built anywhere without `client_security_kwargs` would silently talk PLAINTEXT."""
+        import ast
+
+        root = Path(__file__).resolve().parents[1]
+        constructors = {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient"}
+        helpers = {"client_security_kwargs", "security_kwargs"}
+        missing: list[str] = []
+        for pkg in ("jobscore", "worker", "summarizer", "app", "bench", "compress", "engine"):
+            for path in (root / pkg).rglob("*.py"):
+                tree = ast.parse(path.read_text(), str(path))
+                for fn in ast.walk(tree):
+                    if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                        continue
+                    uses_helper = any(isinstance(n, ast.Name) and n.id in helpers for n in ast.walk(fn))
+                    for call in ast.walk(fn):
+                        name = getattr(getattr(call, "func", None), "id", None) or getattr(
+                            getattr(call, "func", None), "attr", None
+                        )
+                        if isinstance(call, ast.Call) and name in constructors and not uses_helper:
+                            missing.append(f"{path.relative_to(root)}:{call.lineno} {name}")
+        assert not missing, f"clients built without client_security_kwargs: {missing}"
+
+
 class TestKafkaSasl:
     async def test_broker_requiring_authentication_refuses_client_without_sasl_saying_what_to_set(self) -> None:
         port = free_port()
