@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -183,3 +184,19 @@ class TestStatus:
         )
         assert txt.returncode == 0, txt.stderr
         assert f"GROUP {group} (worker" in txt.stdout and "lag 8 records" in txt.stdout
+
+    async def test_cli_watch_refreshes_until_ctrl_c(self, topics: CommonSettings) -> None:
+        s = topics
+        env = {**os.environ, "JOBSCORE_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "JOBSCORE_REDIS_URL": redis_url(s)}
+        env |= {f"JOBSCORE_{k.upper()}": getattr(s, k) for k in ("topic_requests", "topic_postings")}
+        env |= {f"JOBSCORE_{k.upper()}": getattr(s, k) for k in ("topic_results", "topic_dead_letters")}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app.cli", "status", "--watch", "0.2", "--json",
+            env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        async with asyncio.timeout(WAIT_S):
+            looks = [json.loads(await proc.stdout.readline()) for _ in range(2)]
+        assert looks[1]["at"] > looks[0]["at"], "--watch looks again"
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0, "Ctrl-C ends the watch cleanly"
