@@ -16,6 +16,9 @@ from jobscore.settings import CommonSettings, setup_logging
 
 
 def cmd_topics(ns: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaConnectionError
+
+    from jobscore.kafka import unreachable_message
     from jobscore.topics import TopicPlanError, apply_plan, plan_topics, render_strimzi, render_text
 
     s: CommonSettings = settings_from(ns, CommonSettings)
@@ -39,6 +42,9 @@ def cmd_topics(ns: argparse.Namespace) -> int:
         except TopicPlanError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except KafkaConnectionError:
+            print(f"error: {unreachable_message(s)}", file=sys.stderr)
+            return 1
         verb = "would create" if ns.dry_run else "created"
         for o in outcomes:
             what = {"create": verb, "exists": "exists as planned", "drift": "exists, differs from the plan"}[o.action]

@@ -319,6 +319,9 @@ def test_keda_numbers_are_the_capacity_model(overlay: str) -> None:
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
     assert int(trigger["metadata"]["threshold"]) == p.keda_threshold_pairs
+    # With no traffic to measure candidates per request, the query assumes a number at least the plan's.
+    fallback = re.search(r"or vector\((\d+)\)\)\s*$", trigger["metadata"]["query"])
+    assert fallback and int(fallback.group(1)) >= p.load.candidates
     requests = _one(objs, "KafkaTopic", WorkerSettings().topic_requests)
     assert requests["spec"]["partitions"] == p.partitions >= spec["maxReplicaCount"]
     assert spec["scaleTargetRef"]["name"] == "jobscore-worker"

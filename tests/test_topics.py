@@ -19,6 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 
 from app.cli import main as cli_main
+from jobscore.devstack import free_port
 from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer
 from jobscore.settings import CommonSettings
 from jobscore.topics import (
@@ -139,6 +140,10 @@ class TestCli:
         rc, out = _cli("topics", "--strimzi", "--strimzi-cluster", "c1")
         assert rc == 0
         assert [d["kind"] for d in yaml.safe_load_all(out)] == ["KafkaTopic"] * 4
+
+    def test_topics_no_broker_says_what_to_check(self, capsys: pytest.CaptureFixture[str]) -> None:
+        rc = cli_main(["topics", "--kafka-bootstrap", f"127.0.0.1:{free_port()}"])
+        assert rc == 1 and "could not connect to Kafka" in capsys.readouterr().err
 
     def test_topics_isr_above_rf_exits_2(self) -> None:
         rc, _ = _cli("topics", "--dry-run", "--offline", "--topic-min-insync-replicas", "2")
