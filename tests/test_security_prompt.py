@@ -123,6 +123,14 @@ class TestPromptInjection:
         for tok in found:
             assert not [i for i in b.doc_ids([(tok, "h")], [f"a {tok} b"])[0] if i in control], tok
 
+    def test_candidate_encoding_is_a_second_lock(self, tokenizer: Any) -> None:
+        # Even a control token the cleaning step did not know about is split into plain pieces in job text.
+        b = _builder(tokenizer)
+        b.markers = frozenset(b.template.markers())  # forget the tokenizer's own control tokens
+        eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        assert eot in tokenizer(["a <|endoftext|> b"], add_special_tokens=False)["input_ids"][0]
+        assert eot not in b.doc_ids([("j", "h")], ["a <|endoftext|> b"])[0]
+
 
 MARKERS = sorted(PromptTemplate.qwen3_reranker().markers())
 
