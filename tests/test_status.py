@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -200,3 +201,28 @@ class TestStatus:
         assert looks[1]["at"] > looks[0]["at"], "--watch looks again"
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0, "Ctrl-C ends the watch cleanly"
+
+
+class TestMembers:
+    async def test_assignment_decoded_from_a_describe_groups_response(self) -> None:
+        """Real Kafka reports each member's assignment as consumer-protocol bytes (tansu sends none): the
+        same bytes aiokafka's coordinator encodes are decoded into topic[partition] names."""
+        from types import SimpleNamespace
+
+        from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+        from jobscore.status import _members
+
+        blob = ConsumerProtocolMemberAssignment(0, [("jobscore.requests", [3, 1])], b"").encode()
+        member = ("m-1", "jobscore-consumer", "/10.0.0.7", b"", blob)  # DescribeGroups v0-v3 member layout
+        silent = ("m-2", "jobscore-consumer", "/10.0.0.8", b"", b"")  # what tansu sends: no assignment
+
+        class Admin:
+            async def describe_consumer_groups(self, groups: list[str]) -> list[Any]:
+                return [SimpleNamespace(groups=[(0, groups[0], "Stable", "consumer", "range", [member, silent])])]
+
+        state, members = await _members(Admin(), "g")
+        assert state == "Stable"
+        assert members[0].assignment == ("jobscore.requests[1]", "jobscore.requests[3]")
+        assert (members[0].client_id, members[0].host) == ("jobscore-consumer", "/10.0.0.7")
+        assert members[1].member_id == "m-2" and members[1].host == "/10.0.0.8" and members[1].assignment == ()
