@@ -13,7 +13,6 @@ import pytest
 from aiokafka import TopicPartition
 
 from engine.corpus import postings, queries
-from engine.engines import HfEngine
 from engine.prompt import PromptTemplate
 from jobscore.cache import SummaryCache
 from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
@@ -36,9 +35,11 @@ async def running(svc: Worker | Summarizer) -> AsyncIterator[asyncio.Task[None]]
         yield task
     finally:
         svc.stop()
-        with contextlib.suppress(Exception):
+        try:
+            # No suppression: a worker error or a drain that hangs fails the test that used the service.
             await asyncio.wait_for(task, WAIT_S)
-        await svc.close()
+        finally:
+            await svc.close()
 
 
 async def seed(s: WorkerSettings, items: Sequence[JobPosted]) -> None:
@@ -192,10 +193,13 @@ class TestEndToEnd:
             deadline=time.time() - 1,
             created_at=time.time() - 2,
         )
-        async with running(Worker(ws, vllm_engine)), RankingWaiter(ws) as waiter:
+        worker = Worker(ws, vllm_engine)
+        async with running(worker), RankingWaiter(ws) as waiter:
             await publish_requests(ws, [late])
             ranking = await waiter.wait(late.request_id, WAIT_S)
         assert ranking.status == "timeout" and ranking.results == [] and "deadline" in ranking.detail
+        # Not scored: the engine never saw it.
+        assert worker.items_scored == 0 and worker.batches == 0 and worker.engine_seconds == 0.0
 
     async def test_request_over_max_candidates_rejected_with_reason(
         self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
@@ -239,11 +243,11 @@ class TestDelivery:
         assert first.requests_done == len(wave1) and second.requests_done == len(wave2)
         assert await committed_offsets(ws) == await next_offsets(ws, len(reqs))
 
-    async def test_stop_mid_stream_loses_nothing(
+    async def test_stop_with_queued_work_answers_and_commits_all_of_it(
         self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
     ) -> None:
         # Small batches and a small queue so the stop lands while requests are queued and in the engine.
-        ws = worker_settings(max_records=2, max_batch_items=4, max_queued_items=8)
+        ws = worker_settings(max_records=2, max_batch_items=4, max_queued_items=8, drain_timeout_s=30)
         items = postings(6, seed=12, prefix=f"{ws.group_id}-job")
         await seed(ws, items)
         reqs = [
@@ -254,16 +258,24 @@ class TestDelivery:
             await publish_requests(ws, reqs)
             first = Worker(ws, vllm_engine)
             async with running(first):
-                await wait_until(lambda: first.requests_done >= 2, what="the first worker to answer something")
+                await wait_until(
+                    lambda: first.requests_done >= 2 and first.offsets.in_flight() > 0 and len(first.batcher) > 0,
+                    what="the first worker to have answered some requests and queued others",
+                )
+                # No await between this snapshot and the stop below (leaving the block).
+                done_at_stop, in_flight_at_stop = first.requests_done, first.offsets.in_flight()
             committed_after_stop = await committed_offsets(ws)
+            # Everything consumed before the stop was answered (the queue drained, nothing dropped)...
+            assert in_flight_at_stop > 0 and first.offsets.in_flight() == 0
+            assert first.requests_done >= done_at_stop + in_flight_at_stop
+            # ...and committed: the group's offsets cover exactly what the first worker answered.
+            assert sum(v or 0 for v in committed_after_stop.values()) == first.requests_done < len(reqs)
             second = Worker(ws, vllm_engine)
             async with running(second):
                 rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
         assert set(rankings) == {r.request_id for r in reqs}
-        # What the first worker committed it had answered (the commit never runs ahead of the answers)...
-        assert sum(v or 0 for v in committed_after_stop.values()) <= first.requests_done
-        # ...and together the two answered everything (replays allowed, deduplicated by the waiter).
-        assert first.requests_done + second.requests_done >= len(reqs)
+        # The second worker started where the first committed: no request answered twice, none lost.
+        assert first.requests_done + second.requests_done == len(reqs) and waiter.duplicates == 0
         assert await committed_offsets(ws) == await next_offsets(ws, len(reqs))
 
     async def test_engine_failure_commits_nothing(
@@ -301,12 +313,11 @@ class TestDelivery:
 
 
 class TestEngines:
-    def test_vllm_scores_match_hf_reference(self, vllm_engine: Any, tiny_model: Any) -> None:
+    def test_vllm_scores_match_hf_reference(self, vllm_engine: Any, hf_engine: Any) -> None:
         tmpl = PromptTemplate.qwen3_reranker()
         recs = build_records(postings(24, seed=10, paragraphs=2), "v", 128)
         prompts = [tmpl.render(q, r.summary) for q, r in zip(queries(24, seed=10), recs, strict=True)]
-        hf = HfEngine(tiny_model, dtype="float32")
-        want = hf.score(prompts)
+        want = hf_engine.score(prompts)
         got = vllm_engine.score(prompts)
         assert got == pytest.approx(want, abs=1e-4)
         assert max(want) - min(want) > 0.1, "scores should spread on the tiny model"
