@@ -11,8 +11,11 @@ goes through TLS. The terminator counts handshakes and the client certificates i
 
 SASL: tansu 0.6.0 offers SCRAM only with ``--authentication``, and then refuses the unauthenticated
 AlterUserScramCredentials that ``tansu user create`` sends, while its storage is memory-only — no user
-can ever log in. So SASL is checked (1) against that broker: a client without SASL settings is refused
-with the what-to-set message, and (2) by reading the constructed aiokafka clients' own configuration.
+can ever log in. So the same listener also terminates SASL (``SaslUsers``): it answers SaslHandshake and
+SaslAuthenticate itself, checking SCRAM-SHA-256/512 with `scramp` (a SCRAM server implementation
+independent of aiokafka's client) and PLAIN by comparison, and forwards nothing but ApiVersions before a
+login succeeds. Against tansu ``--authentication`` itself: a client without SASL settings is refused
+with the what-to-set message.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import struct
 import subprocess
 import threading
 import uuid
@@ -40,14 +44,79 @@ from tests.conftest import WAIT_S
 from tests.security_certs import Pki, make_pki
 from tests.test_worker import running
 
+SASL_HANDSHAKE, SASL_AUTHENTICATE, API_VERSIONS = 17, 36, 18
+SASL_AUTHENTICATION_FAILED = 58
+
+
+@dataclass
+class SaslUsers:
+    """The logins a `TlsTerminator` accepts. SCRAM is checked by `scramp` (an implementation independent of
+    aiokafka's client side); PLAIN by comparing the password."""
+
+    mechanism: str
+    users: dict[str, str]
+    authenticated: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mechanism.startswith("SCRAM-"):
+            from scramp import ScramMechanism
+
+            self.scram = ScramMechanism(self.mechanism)
+            # What a broker stores per user: salt, StoredKey, ServerKey, iterations (never the password).
+            self.auth_info = {u: self.scram.make_auth_info(pw, iteration_count=4096) for u, pw in self.users.items()}
+
+    def login(self) -> SaslLogin:
+        return SaslLogin(self)
+
+
+class SaslLogin:
+    """One connection's login: ``step(client bytes) -> (reply, done)``; raises when the login is refused."""
+
+    def __init__(self, users: SaslUsers) -> None:
+        self.users = users
+        self.user = ""
+        self.server = users.scram.make_server(self._auth_info) if users.mechanism.startswith("SCRAM-") else None
+
+    def _auth_info(self, user: str) -> tuple[bytes, bytes, bytes, int]:
+        self.user = user
+        return self.users.auth_info[user]
+
+    def step(self, token: bytes) -> tuple[bytes, bool]:
+        if self.server is None:  # PLAIN: authzid NUL user NUL password
+            _, user, pw = token.decode().split("\0")
+            if self.users.users.get(user) != pw:
+                raise PermissionError(f"bad password for {user!r}")
+            self.users.authenticated.append(user)
+            return b"", True
+        if self.server.stage is None:
+            self.server.set_client_first(token.decode())
+            return self.server.get_server_first().encode(), False
+        self.server.set_client_final(token.decode())  # scramp checks the proof: the client knew the password
+        self.users.authenticated.append(self.user)
+        return self.server.get_server_final().encode(), True
+
+
+def _frame(correlation_id: int, body: bytes) -> bytes:
+    return struct.pack(">ii", 4 + len(body), correlation_id) + body
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+    (size,) = struct.unpack(">i", await reader.readexactly(4))
+    return await reader.readexactly(size)
+
 
 @dataclass
 class TlsTerminator:
     """A TLS listener on ``port`` forwarding each connection to ``upstream_port`` (plain TCP), run on its
-    own thread and event loop so the test's loop only sees the client side."""
+    own thread and event loop so the test's loop only sees the client side. With ``sasl``, a connection
+    must log in first (SaslHandshake + SaslAuthenticate, answered here; only ApiVersions is forwarded
+    before that, as a SASL listener of a real broker does) and is closed on any other request or a
+    refused login. ``context=None``: no TLS (SASL_PLAINTEXT)."""
 
     upstream_port: int
-    context: ssl.SSLContext
+    context: ssl.SSLContext | None
+    sasl: SaslUsers | None = None
     port: int = field(default_factory=free_port)
     handshakes: int = 0
     client_subjects: list[str] = field(default_factory=list)
@@ -91,6 +160,10 @@ class TlsTerminator:
         except OSError:
             writer.close()
             return
+        if self.sasl is not None and not await self._login(reader, writer, up_reader, up_writer):
+            writer.close()
+            up_writer.close()
+            return
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
@@ -101,6 +174,57 @@ class TlsTerminator:
                 dst.close()
 
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    async def _login(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> bool:
+        from aiokafka.protocol.admin import (
+            SaslAuthenticateResponse_v0,
+            SaslAuthenticateResponse_v1,
+            SaslHandShakeResponse_v0,
+        )
+
+        assert self.sasl is not None
+        login = self.sasl.login()
+        try:
+            while True:
+                req = await _read_frame(reader)
+                api_key, version, correlation_id, client_len = struct.unpack(">hhih", req[:10])
+                body = req[10 + max(client_len, 0) :]
+                if api_key == API_VERSIONS:
+                    up_writer.write(struct.pack(">i", len(req)) + req)
+                    await up_writer.drain()
+                    resp = await _read_frame(up_reader)
+                    writer.write(struct.pack(">i", len(resp)) + resp)
+                elif api_key == SASL_HANDSHAKE:
+                    mechanisms = [self.sasl.mechanism]
+                    writer.write(_frame(correlation_id, SaslHandShakeResponse_v0(0, mechanisms).encode()))
+                elif api_key == SASL_AUTHENTICATE:
+                    (size,) = struct.unpack(">i", body[:4])
+                    token = body[4 : 4 + size]
+                    cls = SaslAuthenticateResponse_v1 if version >= 1 else SaslAuthenticateResponse_v0
+                    extra = (0,) if version >= 1 else ()
+                    try:
+                        reply, done = login.step(token)
+                    except Exception as e:  # scramp.ScramException, PermissionError: a refused login
+                        self.sasl.refused.append(str(e))
+                        resp = cls(SASL_AUTHENTICATION_FAILED, f"authentication failed: {e}", b"", *extra)
+                        writer.write(_frame(correlation_id, resp.encode()))
+                        await writer.drain()
+                        return False
+                    writer.write(_frame(correlation_id, cls(0, None, reply, *extra).encode()))
+                    await writer.drain()
+                    if done:
+                        return True
+                else:
+                    return False  # a request before logging in: a SASL listener drops the connection
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, ssl.SSLError):
+            return False
 
     def stop(self) -> None:
         if self._loop is not None:
@@ -153,6 +277,24 @@ def tls_broker(pki: Pki) -> Iterator[TlsTerminator]:
     ctx.verify_mode = ssl.CERT_REQUIRED
     plain = free_port()
     term = TlsTerminator(plain, ctx)
+    proc = _tansu(plain, term.port)
+    term.start()
+    try:
+        yield term
+    finally:
+        term.stop()
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def _sasl_listener(users: SaslUsers, pki: Pki | None) -> Iterator[TlsTerminator]:
+    """tansu behind a SASL listener (with TLS when ``pki`` is given); the broker advertises the listener."""
+    ctx = None
+    if pki is not None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    plain = free_port()
+    term = TlsTerminator(plain, ctx, sasl=users)
     proc = _tansu(plain, term.port)
     term.start()
     try:
@@ -302,6 +444,64 @@ class TestKafkaSasl:
         finally:
             _stop(proc)
         assert "JOBSCORE_KAFKA_SASL_USERNAME" in str(err.value)
+
+    @pytest.mark.parametrize(
+        ("protocol", "mechanism"),
+        [
+            ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
+            ("SASL_PLAINTEXT", "SCRAM-SHA-512"),
+            ("SASL_SSL", "SCRAM-SHA-512"),
+            ("SASL_SSL", "PLAIN"),
+        ],
+    )
+    async def test_login_then_admin_producer_consumer_round_trip(self, protocol: str, mechanism: str, pki: Pki) -> None:
+        users = SaslUsers(mechanism, {"svc-jobscore": "s3cret-pw"})
+        with _sasl_listener(users, pki if protocol == "SASL_SSL" else None) as listener:
+            s = _settings(
+                f"127.0.0.1:{listener.port}",
+                kafka_security_protocol=protocol,
+                kafka_sasl_mechanism=mechanism,
+                kafka_sasl_username="svc-jobscore",
+                kafka_sasl_password="s3cret-pw",
+                **({"kafka_ssl_cafile": pki.ca} if protocol == "SASL_SSL" else {}),
+            )
+            await ensure_topics(s)
+            producer = make_producer(s)
+            consumer = make_consumer(s, None, s.topic_postings)  # type: ignore[arg-type]
+            await producer.start()
+            await consumer.start()
+            try:
+                await producer.send_and_wait(s.topic_postings, b"after login")
+                got = await asyncio.wait_for(consumer.getone(), WAIT_S)
+            finally:
+                await producer.stop()
+                await consumer.stop()
+        assert got.value == b"after login"
+        assert len(users.authenticated) >= 3 and set(users.authenticated) == {"svc-jobscore"}
+        assert not users.refused
+
+    @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
+    async def test_wrong_password_is_refused_saying_what_to_set(self, mechanism: str) -> None:
+        users = SaslUsers(mechanism, {"svc-jobscore": "s3cret-pw"})
+        with _sasl_listener(users, None) as listener:
+            s = _settings(
+                f"127.0.0.1:{listener.port}",
+                kafka_security_protocol="SASL_PLAINTEXT",
+                kafka_sasl_mechanism=mechanism,
+                kafka_sasl_username="svc-jobscore",
+                kafka_sasl_password="not-the-password",
+            )
+            with pytest.raises(KafkaUnreachable, match="JOBSCORE_KAFKA_SASL_PASSWORD"):
+                await asyncio.wait_for(ensure_topics(s), WAIT_S)
+        assert users.refused and not users.authenticated
+
+    async def test_client_without_sasl_is_dropped_by_a_sasl_listener(self) -> None:
+        users = SaslUsers("SCRAM-SHA-512", {"svc-jobscore": "s3cret-pw"})
+        with (
+            _sasl_listener(users, None) as listener,
+            pytest.raises(KafkaUnreachable, match="JOBSCORE_KAFKA_SASL_USERNAME"),
+        ):
+            await asyncio.wait_for(ensure_topics(_settings(f"127.0.0.1:{listener.port}")), WAIT_S)
 
     @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
     @pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
