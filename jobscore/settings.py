@@ -452,6 +452,39 @@ class WorkerSettings(CommonSettings):
         return None if v in ("", None) else v
 
 
+class RepeatFilter(logging.Filter):
+    """One line per message template per ``interval_s`` from client libraries (aiokafka, kafka, redis).
+
+    They retry a dead broker about ten times a second and log every try at ERROR (~80 lines/s were seen);
+    our own code logs an outage once when it starts and once when it ends (jobscore/retry.py). The first
+    line of a burst passes; the next passing line says how many were dropped in between.
+    """
+
+    def __init__(self, interval_s: float = 30.0, prefixes: tuple[str, ...] = ("aiokafka", "kafka", "redis")) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.prefixes = prefixes
+        self._last: dict[tuple[str, str], float] = {}
+        self._dropped: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        import time
+
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._dropped[key] = self._dropped.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        dropped = self._dropped.pop(key, 0)
+        if dropped:
+            record.repeated = dropped  # shown as a field: "repeated=N" (text) / "repeated": N (json)
+        return True
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Structured logs: one JSON object per line (``fmt='json'``), or key=value text for people."""
     import json
@@ -482,6 +515,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
 
     handler = logging.StreamHandler()
     handler.setFormatter(Formatter())
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

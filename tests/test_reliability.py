@@ -218,3 +218,36 @@ class TestTimeoutSettings:
         with pytest.raises(ValidationError, match="postings x 5 s"):
             SummarizerSettings(summarizer_mode="abstractive", summarize_batch_size=64, max_poll_interval_ms=200_000)
         SummarizerSettings(summarizer_mode="abstractive", summarize_batch_size=16, max_poll_interval_ms=200_000)
+
+
+class TestLogRepeats:
+    def test_client_library_error_burst_logged_once_then_counted(self) -> None:
+        import logging
+
+        from jobscore.settings import RepeatFilter
+
+        seen: list[logging.LogRecord] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record)
+
+        handler = Keep()
+        flt = RepeatFilter(interval_s=30.0)
+        handler.addFilter(flt)
+        client, ours = logging.getLogger("aiokafka.conn.test"), logging.getLogger("jobscore.test")
+        for lg in (client, ours):
+            lg.addHandler(handler)
+            lg.propagate = False
+        try:
+            for _ in range(80):  # a second of a dead broker
+                client.error("Unable connect to %r", "node-1")
+                ours.error("worker failed")
+            assert sum(r.name == client.name for r in seen) == 1
+            assert sum(r.name == ours.name for r in seen) == 80  # our own lines are never dropped
+            flt._last = {k: v - 31 for k, v in flt._last.items()}  # the interval has passed
+            client.error("Unable connect to %r", "node-1")
+            assert seen[-1].name == client.name and seen[-1].repeated == 79  # type: ignore[attr-defined]
+        finally:
+            for lg in (client, ours):
+                lg.removeHandler(handler)
