@@ -263,7 +263,6 @@ class CommonSettings(ToolSettings):
         "not ready and stops without committing the record (the group replays it).",
     )
 
-
     def drain_budget_s(self) -> float:
         """How long this service may take to hand over revoked partitions (the worker drains)."""
         return 0.0
@@ -321,6 +320,7 @@ class ConsumerTimeouts(NamedTuple):
 
 # Worst seconds to summarize one posting, by mode (2-core CPU; bench/RESULTS.md): bounds a poll's work.
 SUMMARIZE_WORST_S_PER_POSTING: dict[str, float] = {"extractive": 0.25, "hybrid": 0.5, "abstractive": 5.0}
+
 
 class SummarizerSettings(CommonSettings):
     group_id: str = Field("jobscore-summarizer", description="Consumer group of the summarizer.")
