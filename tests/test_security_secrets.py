@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings
 
 from app.commands import add_settings_flags
 from engine.corpus import postings
-from jobscore.cache import CacheAuthFailed, SummaryCache
+from jobscore.cache import CacheAuthFailed, CacheUnavailable, SummaryCache
 from jobscore.client import publish_postings
 from jobscore.devstack import free_port, wait_for_port
 from jobscore.settings import CommonSettings, SecretUrl, SummarizerSettings, WorkerSettings, setup_logging
@@ -44,12 +44,14 @@ class SecureRedis:
     tls_port: int
     pki: Pki
 
-    def url(self, password: str | None = PASSWORD, tls: bool = False, ca: bool = True) -> str:
+    def url(self, password: str | None = PASSWORD, tls: bool = False, ca: bool = True, client_cert: bool = True) -> str:
         auth = f":{quote(password, safe='')}@" if password is not None else ""
         if not tls:
             return f"redis://{auth}127.0.0.1:{self.port}/0"
-        query = f"?ssl_ca_certs={self.pki.ca}" if ca else ""
-        return f"rediss://{auth}127.0.0.1:{self.tls_port}/0{query}"
+        params = [f"ssl_ca_certs={self.pki.ca}"] if ca else []
+        if client_cert:  # the TLS port requires client certificates (mutual TLS)
+            params += [f"ssl_certfile={self.pki.client_cert}", f"ssl_keyfile={self.pki.client_key}"]
+        return f"rediss://{auth}127.0.0.1:{self.tls_port}/0?{'&'.join(params)}"
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRed
             "--tls-ca-cert-file",
             str(pki.ca),
             "--tls-auth-clients",
-            "no",
+            "yes",
             "--save",
             "",
             "--appendonly",
@@ -181,7 +183,9 @@ class TestRedisAuthAndTls:
             await cache.close()
         assert f"127.0.0.1:{secure_redis.port}" in str(err.value) and "wrong-password" not in str(err.value)
 
-    async def test_rediss_url_with_ca_and_password_round_trips_over_tls(self, secure_redis: SecureRedis) -> None:
+    async def test_rediss_url_with_ca_client_certificate_and_password_round_trips_over_tls(
+        self, secure_redis: SecureRedis
+    ) -> None:
         s = CommonSettings(redis_url=secure_redis.url(tls=True))
         cache = SummaryCache.for_service(s, "sec-v1")
         try:
@@ -199,6 +203,16 @@ class TestRedisAuthAndTls:
                 await asyncio.wait_for(untrusted.get_many(["tls-1"]), WAIT_S)
         finally:
             await untrusted.close()
+        # Without a client certificate the server (--tls-auth-clients yes) refuses the connection.
+        anonymous = SummaryCache.for_service(
+            CommonSettings(redis_url=secure_redis.url(tls=True, client_cert=False), redis_retry_attempts=1), "sec-v1"
+        )
+        try:
+            # "tlsv13 alert certificate required" on the first read: a connection error, so an outage
+            with pytest.raises(CacheUnavailable):
+                await asyncio.wait_for(anonymous.get_many(["tls-1"]), WAIT_S)
+        finally:
+            await anonymous.close()
 
 
 class TestSecretsNeverShown:
