@@ -21,6 +21,7 @@ from app import (
     bench_cmds,
     capacity_cmds,
     compress_cmds,
+    contract_cmds,
     dlq_cmds,
     ledger_cmds,
     status_cmds,
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     # (name, fn, help, settings model) so their flags follow the same settings ⇄ flags convention.
     for module in (
         topics_cmds,
+        contract_cmds,
         dlq_cmds,
         status_cmds,
         capacity_cmds,
