@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from jobscore.settings import ToolSettings
 
@@ -49,8 +49,14 @@ def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) 
 
 
 def settings_from(ns: argparse.Namespace, model: type[ToolSettings]) -> Any:
+    """The settings from flags over ``JOBSCORE_*`` variables. An invalid combination exits with pydantic's
+    message (it names the setting and what to set; it never echoes the input, which may be a secret)
+    instead of a traceback."""
     overrides = {k[2:]: v for k, v in vars(ns).items() if k.startswith("s_") and v is not None}
-    return model(**overrides)
+    try:
+        return model(**overrides)
+    except ValidationError as e:
+        raise SystemExit(f"jobscore: invalid settings: {e}") from None
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, int | None]]) -> int:

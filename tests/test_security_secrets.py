@@ -260,6 +260,19 @@ class TestSecretsNeverShown:
             assert "--kafka-sasl-password" in out.stdout and "--redis-url" in out.stdout
             assert KAFKA_PASSWORD not in out.stdout + out.stderr
 
+    def test_cli_refuses_incomplete_security_without_traceback_or_secret(self) -> None:
+        env = {
+            **os.environ,
+            "JOBSCORE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "JOBSCORE_KAFKA_SASL_PASSWORD": KAFKA_PASSWORD,
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "app.cli", "summarizer"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode != 0
+        assert "JOBSCORE_KAFKA_SASL_USERNAME" in out.stderr and "Traceback" not in out.stderr
+        assert KAFKA_PASSWORD not in out.stdout + out.stderr
+
     def test_rejected_settings_do_not_echo_secrets(self) -> None:
         with pytest.raises(ValueError) as err:
             WorkerSettings(redis_url=f"redis://:{KAFKA_PASSWORD}@h:1/0", max_candidates=-1)
