@@ -46,6 +46,8 @@ class RequestState:
     timed_out: bool = False
     fetch_ms: float = 0.0
     score_ms: float = 0.0
+    # The request record's W3C trace context (schemas/headers.py), copied onto its ranking.
+    trace: list[tuple[str, bytes]] = field(default_factory=list)
 
     def expired(self, now: float) -> bool:
         return self.req.deadline is not None and now > self.req.deadline

@@ -57,7 +57,17 @@ from jobscore.kafka import (
 )
 from jobscore.retry import Backoff, Outage, retry
 from jobscore.settings import WorkerSettings
-from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, CandidateError, Ranking, SchemaError, ScoreRequest
+from schemas import (
+    DEAD_LETTERS,
+    RANKINGS,
+    SCORE_REQUESTS,
+    CandidateError,
+    DeadLetter,
+    Ranking,
+    SchemaError,
+    ScoreRequest,
+)
+from schemas.headers import dead_letter_headers, message_headers, trace_headers
 from schemas.messages import Timings
 from schemas.summary import SummaryRecord
 from worker.batching import RecordKey, RequestState, TokenBudgetBatcher, WorkItem
@@ -77,6 +87,14 @@ class Outgoing(NamedTuple):
     topic: str
     value: bytes
     key: bytes | None
+    # Kafka headers (schemas/headers.py): content type, schema tag, the request's trace context.
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+def _answer(topic: str, ranking: Ranking, trace: Sequence[tuple[str, bytes]]) -> Outgoing:
+    """The ranking record answering a request: keyed by request id, with the request's trace context."""
+    tag = type(ranking).__struct_config__.tag
+    return Outgoing(topic, RANKINGS.encode(ranking), ranking.request_id.encode(), message_headers(str(tag), trace))
 
 
 class EngineFailure(RuntimeError):
@@ -256,7 +274,8 @@ class Worker:
                 self.offsets.add(tp, rec.offset)
                 verdict = self._validate(rec, now)
                 if isinstance(verdict, ScoreRequest):
-                    states.append(RequestState(verdict, RecordKey(rec.topic, rec.partition, rec.offset), now))
+                    key = RecordKey(rec.topic, rec.partition, rec.offset)
+                    states.append(RequestState(verdict, key, now, trace=trace_headers(rec.headers)))
                 else:
                     self._publish(verdict, tp, rec.offset)
         if not states:
@@ -296,7 +315,7 @@ class Worker:
                 answer = st.req.reply_topic or self._results_topic
                 ranking = self._bare_ranking(st.req, "timeout", "deadline passed while Redis was unavailable", now)
                 self._publish(
-                    [Outgoing(answer, RANKINGS.encode(ranking), st.req.request_id.encode())],
+                    [_answer(answer, ranking, st.trace)],
                     TopicPartition(st.key.topic, st.key.partition),
                     st.key.offset,
                 )
@@ -388,7 +407,7 @@ class Worker:
             metrics.DEAD_LETTERS.labels("worker", "oversized").inc()
             rejected = self._bare_ranking(req, "rejected", reason, now)
             return [
-                Outgoing(answer, RANKINGS.encode(rejected), req.request_id.encode()),
+                _answer(answer, rejected, trace_headers(rec.headers)),
                 self._dead_letter(rec, reason, "oversized"),
             ]
         if req.deadline is not None and now > req.deadline:
@@ -396,13 +415,15 @@ class Worker:
             log.info("request timed out", extra={"request_id": req.request_id, "reason": reason})
             metrics.REQUESTS.labels("timeout").inc()
             timed_out = self._bare_ranking(req, "timeout", reason, now)
-            return [Outgoing(answer, RANKINGS.encode(timed_out), req.request_id.encode())]
+            return [_answer(answer, timed_out, trace_headers(rec.headers))]
         return req
 
     def _dead_letter(self, rec: ConsumerRecord, reason: str, kind: str) -> Outgoing:
         """The dead letter of a record; cut to fit the dead-letter topic (jobscore.kafka.dead_letter)."""
         dl = dead_letter(rec, "worker", reason, kind, self.settings.dead_letter_max_original_bytes)
-        return Outgoing(self._dlq_topic, DEAD_LETTERS.encode(dl), dl.key)
+        # The original record's headers travel with it (its trace context included), ours beside them.
+        headers = dead_letter_headers(rec.headers, str(DeadLetter.__struct_config__.tag))
+        return Outgoing(self._dlq_topic, DEAD_LETTERS.encode(dl), dl.key, headers)
 
     def _bare_ranking(self, req: ScoreRequest, status: str, detail: str, now: float) -> Ranking:
         return bare_ranking(req, status, detail, now, self.made_by)
@@ -502,7 +523,7 @@ class Worker:
             if st.req.created_at:
                 metrics.REQUEST_LATENCY.observe(timings.total_ms / 1e3)
         self._publish(
-            [Outgoing(answer, RANKINGS.encode(ranking), st.req.request_id.encode())],
+            [_answer(answer, ranking, st.trace)],
             TopicPartition(st.key.topic, st.key.partition),
             st.key.offset,
         )
@@ -526,9 +547,10 @@ class Worker:
 
     async def _send_all(self, outbox: Sequence[Outgoing]) -> None:
         """Send everything and wait for every acknowledgement (a failed delivery raises here)."""
-        results = await asyncio.gather(*(self._send(t, v, k) for t, v, k in outbox), return_exceptions=True)
+        results = await asyncio.gather(*(self._send(*out) for out in outbox), return_exceptions=True)
         retry = []
-        for (topic, value, key), res in zip(outbox, results, strict=True):
+        for out, res in zip(outbox, results, strict=True):
+            topic = out.topic
             if not isinstance(res, BaseException):
                 continue
             # A reply topic the client named may not exist; answer on the default results topic instead
@@ -538,19 +560,21 @@ class Worker:
                     "reply topic failed; answering on the results topic",
                     extra={"reply_topic": topic, "error": repr(res)},
                 )
-                retry.append(Outgoing(self._results_topic, value, key))
+                retry.append(out._replace(topic=self._results_topic))
             else:
                 raise res
         if retry:
-            await asyncio.gather(*(self._send(t, v, k) for t, v, k in retry))
+            await asyncio.gather(*(self._send(*out) for out in retry))
 
-    async def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
+    async def _send(
+        self, topic: str, value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         """One acknowledged send, tried ``kafka_send_attempts`` times with backoff (logged once per outage)."""
         assert self.producer is not None
         producer = self.producer
 
         async def send() -> None:
-            await (await producer.send(topic, value, key=key))
+            await (await producer.send(topic, value, key=key, headers=list(headers) or None))
 
         s = self.settings
         await retry(
