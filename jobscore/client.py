@@ -30,7 +30,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -43,6 +43,7 @@ from schemas import (
     POSTINGS,
     RANKINGS,
     SCORE_REQUESTS,
+    SCORE_REQUESTS_BULK,
     DeadLetter,
     JobPosted,
     Ranking,
@@ -53,6 +54,8 @@ from schemas import (
 from schemas.headers import message_headers, trace_headers
 
 log = logging.getLogger(__name__)
+
+Lane = Literal["online", "bulk"]
 
 
 async def publish_postings(settings: CommonSettings, postings: Iterable[JobPosted]) -> int:
@@ -515,12 +518,14 @@ class ScoringClient:
         settings: CommonSettings,
         *,
         reply_topic: str | None = None,
+        lane: Lane = "online",
         result_ttl_s: float = 600.0,
         max_tracked: int = 100_000,
     ) -> None:
         self.settings = settings
         self.reply_topic = reply_topic
-        self._requests_topic = topic_name(settings, SCORE_REQUESTS)
+        # Online requests are served first; "bulk" (backfills) uses the worker's spare capacity only.
+        self._requests_topic = topic_name(settings, SCORE_REQUESTS_BULK if lane == "bulk" else SCORE_REQUESTS)
         self._producer: AIOKafkaProducer | None = None
         self.reader = ResultsReader(
             settings, reply_topic or topic_name(settings, RANKINGS), ttl_s=result_ttl_s, max_tracked=max_tracked

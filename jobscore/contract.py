@@ -23,7 +23,7 @@ import yaml
 
 from jobscore.settings import CommonSettings, WorkerSettings
 from jobscore.topics import plan_topics
-from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, TopicSpec
+from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, TopicSpec
 from schemas import headers as h
 from schemas.messages import MAX_CANDIDATES_WIRE, MAX_ID_CHARS, MAX_QUERY_CHARS, Message
 
@@ -51,7 +51,7 @@ def _tag(t: type[Message]) -> str:
 def message_types() -> list[type[Message]]:
     """Every message version any topic carries, in topic order."""
     out: list[type[Message]] = []
-    for spec in (POSTINGS, SCORE_REQUESTS, RANKINGS, DEAD_LETTERS):
+    for spec in (POSTINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, RANKINGS, DEAD_LETTERS):
         out += [t for t in spec.types if t not in out]
     return out
 
@@ -117,6 +117,15 @@ def _topics(settings: CommonSettings) -> list[TopicDoc]:
             "send",
         ),
         TopicDoc(
+            SCORE_REQUESTS_BULK,
+            "requests-bulk",
+            "request_id (UTF-8)",
+            "Scoring requests (bulk lane: backfills, batch jobs), same messages as the requests topic. Workers "
+            "fill each batch from online requests first and take bulk ones only with spare capacity; under load "
+            "bulk partitions are paused before online ones. Use it for anything nobody is waiting on.",
+            "send",
+        ),
+        TopicDoc(
             RANKINGS,
             "results",
             "request_id (UTF-8): the answered request's id",
@@ -147,6 +156,7 @@ def asyncapi(settings: CommonSettings | None = None) -> dict[str, Any]:
     names = {
         POSTINGS.role: s.topic_postings,
         SCORE_REQUESTS.role: s.topic_requests,
+        SCORE_REQUESTS_BULK.role: s.topic_requests_bulk,
         RANKINGS.role: s.topic_results,
         DEAD_LETTERS.role: s.topic_dead_letters,
     }
@@ -171,7 +181,7 @@ def asyncapi(settings: CommonSettings | None = None) -> dict[str, Any]:
                 "bindings": {"kafka": {"key": {"type": "string", "description": doc.key}, "bindingVersion": "0.5.0"}},
                 "x-json-schema-file": f"{tag}.json",
             }
-            if spec in (SCORE_REQUESTS, RANKINGS):
+            if spec in (SCORE_REQUESTS, SCORE_REQUESTS_BULK, RANKINGS):
                 messages[mid]["correlationId"] = {"location": "$message.payload#/request_id"}
             refs[mid] = {"$ref": f"#/components/messages/{mid}"}
         channels[doc.channel] = {

@@ -15,7 +15,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
 from jobscore.settings import CommonSettings
-from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, DeadLetter, TopicSpec
+from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, DeadLetter, TopicSpec
 from schemas.messages import MAX_DEAD_LETTER_KEY_BYTES, MAX_DEAD_LETTER_ORIGINAL_BYTES, MAX_REASON_CHARS
 from schemas.topics import MAX_RECORD_BYTES
 
@@ -75,6 +75,7 @@ def topic_name(settings: CommonSettings, spec: TopicSpec[Any]) -> str:
     return {
         POSTINGS.role: settings.topic_postings,
         SCORE_REQUESTS.role: settings.topic_requests,
+        SCORE_REQUESTS_BULK.role: settings.topic_requests_bulk,
         RANKINGS.role: settings.topic_results,
         DEAD_LETTERS.role: settings.topic_dead_letters,
     }[spec.role]

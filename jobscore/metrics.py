@@ -49,6 +49,10 @@ ENGINE_BUSY = Counter(
 )
 QUEUE_DEPTH = Gauge("jobscore_worker_queue_items", "Query-candidate pairs queued for the engine.")
 PAUSED = Gauge("jobscore_worker_paused", "1 while partitions are paused for backpressure.")
+# Priority lanes (online requests topic, bulk requests topic): queue, scored pairs and pauses per lane.
+LANE_QUEUE = Gauge("jobscore_worker_lane_queue_items", "Pairs queued for the engine, by lane.", ["lane"])
+LANE_ITEMS = Counter("jobscore_worker_lane_items_scored_total", "Pairs scored, by lane.", ["lane"])
+LANE_PAUSED = Gauge("jobscore_worker_lane_paused", "1 while a lane's partitions are paused.", ["lane"])
 LAST_LOOP = Gauge("jobscore_worker_last_iteration_timestamp", "Unix time the loop last iterated (liveness).")
 
 

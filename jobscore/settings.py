@@ -142,6 +142,10 @@ class CommonSettings(ToolSettings):
 
     topic_postings: str = Field("jobscore.postings", description="Job postings (JobPosted) topic.")
     topic_requests: str = Field("jobscore.requests", description="Scoring requests (ScoreRequest) topic.")
+    topic_requests_bulk: str = Field(
+        "jobscore.requests.bulk",
+        description="Bulk-lane scoring requests (backfills): workers take them only with spare capacity.",
+    )
     topic_results: str = Field("jobscore.rankings", description="Rankings (Ranking) topic.")
     topic_dead_letters: str = Field("jobscore.dead-letters", description="Dead letters (DeadLetter) topic.")
     topic_partitions: int = Field(4, ge=1, description="Partitions when this tool creates a topic.")

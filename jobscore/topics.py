@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from jobscore.settings import CommonSettings
-from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, TopicSpec
+from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ STRIMZI_API_VERSION = "kafka.strimzi.io/v1beta2"
 Action = Literal["create", "exists", "drift"]
 
 # Topics whose records may become dead letters (the summarizer reads postings, the worker requests).
-DEAD_LETTER_SOURCES: tuple[TopicSpec[Any], ...] = (POSTINGS, SCORE_REQUESTS)
+DEAD_LETTER_SOURCES: tuple[TopicSpec[Any], ...] = (POSTINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK)
 
 
 class TopicPlanError(ValueError):
@@ -84,6 +84,7 @@ def _role_names(settings: CommonSettings) -> list[tuple[TopicSpec[Any], str, int
     return [
         (POSTINGS, settings.topic_postings, settings.topic_retention_ms_postings),
         (SCORE_REQUESTS, settings.topic_requests, settings.topic_retention_ms_requests),
+        (SCORE_REQUESTS_BULK, settings.topic_requests_bulk, settings.topic_retention_ms_requests),
         (RANKINGS, settings.topic_results, settings.topic_retention_ms_results),
         (DEAD_LETTERS, settings.topic_dead_letters, settings.topic_retention_ms_dead_letters),
     ]

@@ -16,13 +16,22 @@ from schemas.messages import (
     posting_from_row,
 )
 from schemas.summary import SummaryRecord, content_hash, summary_key
-from schemas.topics import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SchemaError, TopicSpec
+from schemas.topics import (
+    DEAD_LETTERS,
+    POSTINGS,
+    RANKINGS,
+    SCORE_REQUESTS,
+    SCORE_REQUESTS_BULK,
+    SchemaError,
+    TopicSpec,
+)
 
 __all__ = [
     "DEAD_LETTERS",
     "POSTINGS",
     "RANKINGS",
     "SCORE_REQUESTS",
+    "SCORE_REQUESTS_BULK",
     "CandidateError",
     "DeadLetter",
     "JobPosted",

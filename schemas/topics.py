@@ -148,10 +148,14 @@ JSON_MAX_BYTES_PER_CHAR = 12
 POSTINGS_MAX_BYTES = JSON_MAX_BYTES_PER_CHAR * (MAX_DESCRIPTION_CHARS + 3 * MAX_TITLE_CHARS + MAX_ID_CHARS) + 4_096
 POSTINGS: TopicSpec[JobPosted] = TopicSpec("postings", (JobPosted,), max_bytes=POSTINGS_MAX_BYTES)
 SCORE_REQUESTS: TopicSpec[ScoreRequest] = TopicSpec("requests", (ScoreRequest,), max_bytes=2_000_000)
+# The bulk lane: the same requests from backfills and batch jobs, on their own topic so the worker can serve
+# online work first (a topic per lane, not a priority field: a field would still queue bulk ahead of online
+# in the partition's log, and only a separate topic can be paused, sized and lag-monitored on its own).
+SCORE_REQUESTS_BULK: TopicSpec[ScoreRequest] = TopicSpec("requests.bulk", (ScoreRequest,), max_bytes=2_000_000)
 RANKINGS: TopicSpec[Ranking] = TopicSpec("results", (Ranking,), max_bytes=4_000_000)
 DEAD_LETTERS: TopicSpec[DeadLetter] = TopicSpec("dead-letters", (DeadLetter,), max_bytes=DEAD_LETTER_MAX_BYTES)
 
-ALL_TOPICS: tuple[TopicSpec[Any], ...] = (POSTINGS, SCORE_REQUESTS, RANKINGS, DEAD_LETTERS)
+ALL_TOPICS: tuple[TopicSpec[Any], ...] = (POSTINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, RANKINGS, DEAD_LETTERS)
 
 assert all(t.max_bytes < MAX_RECORD_BYTES for t in ALL_TOPICS), "every topic's values must fit one client record"
 assert max(POSTINGS.max_bytes, SCORE_REQUESTS.max_bytes) <= MAX_DEAD_LETTER_ORIGINAL_BYTES, "keep valid inputs whole"

@@ -7,6 +7,10 @@ arrival order; `TokenBudgetBatcher.next_batch()` hands the engine a batch as soo
 - the oldest queued item has waited ``max_wait_s`` (small requests don't wait for company),
 
 so one batch may hold many small requests, and one large request is chunked over several batches.
+
+Two lanes: items of online requests (the requests topic) and of bulk requests (the bulk topic, backfills)
+queue separately. A batch is filled from the online queue first and takes bulk items only with the budget
+left over, so an online request that arrives while bulk work saturates the engine is in the next batch.
 Scores flow back into each item's `RequestState`; the request is complete when its last item is.
 Items of a request that is past its deadline when its batch is cut are dropped, not scored late.
 """
@@ -19,9 +23,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from schemas import CandidateError, ScoreRequest
+
+Lane = Literal["online", "bulk"]
+LANES: tuple[Lane, ...] = ("online", "bulk")  # in priority order
 
 
 class RecordKey(NamedTuple):
@@ -48,6 +55,7 @@ class RequestState:
     score_ms: float = 0.0
     # The request record's W3C trace context (schemas/headers.py), copied onto its ranking.
     trace: list[tuple[str, bytes]] = field(default_factory=list)
+    lane: Lane = "online"  # which requests topic it came from
 
     def expired(self, now: float) -> bool:
         return self.req.deadline is not None and now > self.req.deadline
@@ -84,14 +92,22 @@ class TokenBudgetBatcher:
         self.max_wait_s = max_wait_s
         self._clock = clock
         self._wall = wall
-        self._queue: deque[WorkItem] = deque()
+        self._queues: dict[Lane, deque[WorkItem]] = {lane: deque() for lane in LANES}
         self._queued_tokens = 0
         self._changed = asyncio.Event()
         self._closed = False
         self._finished: list[RequestState] = []
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return sum(len(q) for q in self._queues.values())
+
+    def queued(self, lane: Lane) -> int:
+        """Items queued in one lane."""
+        return len(self._queues[lane])
+
+    def _oldest(self) -> WorkItem | None:
+        heads = [q[0] for q in self._queues.values() if q]
+        return min(heads, key=lambda it: it.enqueued_at) if heads else None
 
     @property
     def closed(self) -> bool:
@@ -103,7 +119,7 @@ class TokenBudgetBatcher:
 
     def put(self, items: Sequence[WorkItem]) -> None:
         for it in items:
-            self._queue.append(it)
+            self._queues[it.state.lane].append(it)
             self._queued_tokens += len(it.tokens)
         if items:
             self._changed.set()
@@ -114,15 +130,16 @@ class TokenBudgetBatcher:
         self._changed.set()
 
     def _full(self) -> bool:
-        return self._queued_tokens >= self.max_batch_tokens or len(self._queue) >= self.max_batch_items
+        return self._queued_tokens >= self.max_batch_tokens or len(self) >= self.max_batch_items
 
     async def next_batch(self) -> list[WorkItem]:
         """Wait for a batch worth cutting (see module docstring); [] only once closed and empty."""
         while True:
-            if self._queue and (self._closed or self._full()):
+            oldest = self._oldest()
+            if oldest is not None and (self._closed or self._full()):
                 return self._cut()
-            if self._queue:
-                waited = self._clock() - self._queue[0].enqueued_at
+            if oldest is not None:
+                waited = self._clock() - oldest.enqueued_at
                 if waited >= self.max_wait_s:
                     return self._cut()
                 timeout: float | None = self.max_wait_s - waited
@@ -138,22 +155,26 @@ class TokenBudgetBatcher:
         batch: list[WorkItem] = []
         tokens = 0
         now = self._wall()
-        while self._queue and len(batch) < self.max_batch_items:
-            it = self._queue[0]
-            n = len(it.tokens)
-            # The first item always goes (a prompt longer than the budget still has to be scored).
-            if batch and tokens + n > self.max_batch_tokens:
+        for lane in LANES:  # online first; bulk fills what budget is left
+            queue = self._queues[lane]
+            while queue and len(batch) < self.max_batch_items:
+                it = queue[0]
+                n = len(it.tokens)
+                # The first item always goes (a prompt longer than the budget still has to be scored).
+                if batch and tokens + n > self.max_batch_tokens:
+                    break
+                queue.popleft()
+                self._queued_tokens -= n
+                st = it.state
+                if st.timed_out or st.expired(now):
+                    st.timed_out = True
+                    if st.finish_item(it.index, None):
+                        self._finished.append(st)
+                    continue
+                batch.append(it)
+                tokens += n
+            if queue:  # this lane still has work: no spare capacity for the next one
                 break
-            self._queue.popleft()
-            self._queued_tokens -= n
-            st = it.state
-            if st.timed_out or st.expired(now):
-                st.timed_out = True
-                if st.finish_item(it.index, None):
-                    self._finished.append(st)
-                continue
-            batch.append(it)
-            tokens += n
         return batch
 
     def take_finished(self) -> list[RequestState]:
@@ -163,15 +184,16 @@ class TokenBudgetBatcher:
 
     def drop(self, predicate: Callable[[RequestState], bool]) -> list[RequestState]:
         """Remove queued items whose request matches (e.g. its partition was revoked)."""
-        kept: deque[WorkItem] = deque()
         dropped: dict[int, RequestState] = {}
-        for it in self._queue:
-            if predicate(it.state):
-                dropped[id(it.state)] = it.state
-                self._queued_tokens -= len(it.tokens)
-            else:
-                kept.append(it)
-        self._queue = kept
+        for lane, queue in self._queues.items():
+            kept: deque[WorkItem] = deque()
+            for it in queue:
+                if predicate(it.state):
+                    dropped[id(it.state)] = it.state
+                    self._queued_tokens -= len(it.tokens)
+                else:
+                    kept.append(it)
+            self._queues[lane] = kept
         return list(dropped.values())
 
 

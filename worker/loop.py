@@ -61,6 +61,7 @@ from schemas import (
     DEAD_LETTERS,
     RANKINGS,
     SCORE_REQUESTS,
+    SCORE_REQUESTS_BULK,
     CandidateError,
     DeadLetter,
     Ranking,
@@ -70,7 +71,7 @@ from schemas import (
 from schemas.headers import dead_letter_headers, message_headers, trace_headers
 from schemas.messages import Timings
 from schemas.summary import SummaryRecord
-from worker.batching import RecordKey, RequestState, TokenBudgetBatcher, WorkItem
+from worker.batching import LANES, Lane, RecordKey, RequestState, TokenBudgetBatcher, WorkItem
 from worker.candidates import Found, needs_raw, raw_entries, resolve
 from worker.offsets import OffsetTracker
 from worker.rank import Provenance, bare_ranking, ranking_of_scores
@@ -148,7 +149,9 @@ class Worker:
         self._failed: BaseException | None = None
         self.guard: TopicGuard  # set in start(): checks the broker still has our topics before each commit
         self._uncommitted: dict[TopicPartition, int] = {}  # answered, not yet committed (a postponed commit)
-        self._paused = False
+        self._paused = False  # the online lane (and with it everything) is paused
+        self._bulk_paused = False  # the bulk lane is paused (before the online lane is)
+        self._bulk_topic = topic_name(s, SCORE_REQUESTS_BULK)
         self._probes: asyncio.Task[None] | None = None
         self.requests_done = 0
         self.items_scored = 0
@@ -188,7 +191,8 @@ class Worker:
         await self.guard.start()
         log.info("start-up: joining the consumer group", extra={"group": s.group_id})
         self.consumer = make_consumer(s, s.group_id)
-        self.consumer.subscribe([topic_name(s, SCORE_REQUESTS)], listener=_Rebalance(self))
+        # Both lanes in one group: online requests, and bulk requests taken with spare capacity only.
+        self.consumer.subscribe([topic_name(s, SCORE_REQUESTS), self._bulk_topic], listener=_Rebalance(self))
         await self.consumer.start()
         consumer = self.consumer
         self._probes = start_probes(
@@ -275,7 +279,8 @@ class Worker:
                 verdict = self._validate(rec, now)
                 if isinstance(verdict, ScoreRequest):
                     key = RecordKey(rec.topic, rec.partition, rec.offset)
-                    states.append(RequestState(verdict, key, now, trace=trace_headers(rec.headers)))
+                    lane: Lane = "bulk" if rec.topic == self._bulk_topic else "online"
+                    states.append(RequestState(verdict, key, now, trace=trace_headers(rec.headers), lane=lane))
                 else:
                     self._publish(verdict, tp, rec.offset)
         if not states:
@@ -449,6 +454,9 @@ class Worker:
                 metrics.BATCH_SIZE.observe(len(batch))
                 metrics.BATCH_TOKENS.observe(sum(len(it.tokens) for it in batch))
                 metrics.ITEMS_SCORED.inc(sum(s is not None for s in scores))
+                for lane in LANES:
+                    metrics.LANE_ITEMS.labels(lane).inc(sum(it.state.lane == lane for it in batch))
+                    metrics.LANE_QUEUE.labels(lane).set(self.batcher.queued(lane))
                 self.items_scored += len(batch)
                 self.batches += 1
                 self.engine_seconds += dt
@@ -626,16 +634,29 @@ class Worker:
         assert self.consumer is not None
         queued = len(self.batcher)
         limit = self.settings.max_queued_items
+        # The bulk lane yields first: its partitions pause at half the limit (resume at a quarter), so a
+        # saturating backfill leaves the other half of the queue to online requests.
+        bulk_tps = [tp for tp in self.consumer.assignment() if tp.topic == self._bulk_topic]
+        if not self._bulk_paused and queued >= max(1, limit // 2):
+            self.consumer.pause(*bulk_tps)
+            self._bulk_paused = True
+            metrics.LANE_PAUSED.labels("bulk").set(1)
+        elif self._bulk_paused and queued <= limit // 4 and not self._paused:
+            self.consumer.resume(*bulk_tps)
+            self._bulk_paused = False
+            metrics.LANE_PAUSED.labels("bulk").set(0)
         if not self._paused and queued >= limit:
             self.consumer.pause(*self.consumer.assignment())
             self._paused = True
             self.pauses += 1
             metrics.PAUSED.set(1)
+            metrics.LANE_PAUSED.labels("online").set(1)
             log.info("backpressure: partitions paused", extra={"queued_items": queued})
         elif self._paused and queued <= limit // 2:
-            self.consumer.resume(*self.consumer.assignment())
+            self.consumer.resume(*(tp for tp in self.consumer.assignment() if tp.topic != self._bulk_topic))
             self._paused = False
             metrics.PAUSED.set(0)
+            metrics.LANE_PAUSED.labels("online").set(0)
             log.info("backpressure: partitions resumed", extra={"queued_items": queued})
 
     def _fail(self, e: BaseException) -> None:
