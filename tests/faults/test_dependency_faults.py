@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
 
 from engine.corpus import postings, queries
 from jobscore.cache import SummaryCache
@@ -47,6 +48,10 @@ FAST_REDIS: dict[str, Any] = {
     "redis_retry_max_s": 0.5,
     "health_probe_interval_s": 0.5,
 }
+
+
+def _redis_errors(op: str) -> float:
+    return REGISTRY.get_sample_value("jobscore_redis_errors_total", {"op": op}) or 0.0
 
 
 def _check_ok(name: str) -> bool | None:
@@ -99,8 +104,17 @@ class TestRedis:
             await waiter.wait_all([r.request_id for r in waves["before"]], WAIT_S)
 
             own_redis.freeze()
-            await wave("stalled")
-            await wait_until(lambda: _check_ok("redis") is False, what="not ready: redis (frozen)")
+            # Requests first: the stall must outlast the worker's whole retry round (it then keeps waiting,
+            # not ready) — sync on its failed MGET tries, counted per operation.
+            tries0 = _redis_errors("get_many")
+            await publish_requests(ws, waves["stalled"])
+            await wait_until(
+                lambda: worker.done() or _redis_errors("get_many") > tries0 + 2 * ws.redis_retry_attempts,
+                what="the worker to exhaust a round of Redis retries and start another",
+            )
+            assert not worker.done(), f"the worker exited over a Redis stall: {worker.exception()!r}"
+            assert _check_ok("redis") is False
+            await publish_postings(ss, posts["stalled"])
             own_redis.thaw()
             await wait_until(lambda: _check_ok("redis") is True, what="ready again after the stall")
             await waiter.wait_all([r.request_id for r in waves["stalled"]], WAIT_S)

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.faults]
 # How long the killed worker's engine processes may outlive it (they must die with their parent).
 ORPHAN_GRACE_S = 30.0
 # Rebalance: pairs queued on the first worker when the second joins, and its engine's extra time per batch.
-DEEP_QUEUE = 400
+DEEP_QUEUE = 200
 SLOW_BATCH_S = 0.3
 
 
@@ -96,15 +96,16 @@ class TestRebalance:
         # first drains its revoked partitions for longer than a session lasts. The member must stay in the
         # group through it (rebalance timeout >= drain), and what it drained must be committed once.
         session_s = SESSION_TIMEOUT_MS / 1e3
-        ws = worker_settings(max_records=32, max_batch_items=16, max_queued_items=2048, drain_timeout_s=10 * session_s)
+        ws = worker_settings(max_records=8, max_batch_items=8, max_queued_items=256, drain_timeout_s=10 * session_s)
         items = postings(12, seed=44, prefix=f"{ws.group_id}-job")
         await seed(ws, items)
         reqs = [
             new_request(q, [p.job_id for p in items], top_k=3, request_id=f"{ws.group_id}-rb{i}")
             for i, q in enumerate(queries(80, seed=44))
         ]
-        # The first worker's engine is slowed per batch (16 pairs), so its drain of the >= 400 queued pairs
-        # outlasts the session timeout on any host (>= 25 batches x 0.3 s), not only on a busy 2-core one.
+        # The first worker's engine is slowed per batch (8 pairs), so its drain of the >= 200 queued pairs
+        # outlasts the session timeout on any host (>= 25 batches x 0.3 s), not only on a busy 2-core one;
+        # backpressure (256 queued pairs) keeps it well inside the drain budget on a slow one.
         first = _TimedRevoke(ws, DelegatingEngine(vllm_engine, lambda prompts: time.sleep(SLOW_BATCH_S)))
         first.revokes = []
         async with RankingWaiter(ws) as waiter, running(first) as first_task:
