@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from app import (
+    backfill_cmds,
     bench_cmds,
     capacity_cmds,
     compress_cmds,
@@ -282,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         topics_cmds,
         contract_cmds,
+        backfill_cmds,
         dlq_cmds,
         status_cmds,
         capacity_cmds,
