@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
+from aiokafka import TopicPartition
+from pydantic import SecretStr
 
 from engine.corpus import postings, queries
-from engine.engines import HfEngine, ModelCapabilityError, inspect_model
+from engine.engines import ModelCapabilityError, inspect_model
 from engine.prompt import PromptBuilder, PromptTemplate
 from jobscore.client import RankingWaiter, new_request, publish_requests
 from jobscore.settings import CommonSettings, WorkerSettings
@@ -33,6 +37,34 @@ def builder_for(engine: Any, layout: str = "query_first") -> PromptBuilder:
     )
 
 
+class _Step(NamedTuple):
+    queued: int
+    paused_before: bool
+    paused_after: bool
+    consumer_paused: bool
+
+
+class _Recording(Worker):
+    """The real worker, recording each backpressure decision and what each revoke found in flight."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.backpressure_steps: list[_Step] = []
+        self.revoked_in_flight: list[int] = []
+
+    def _backpressure(self) -> None:
+        queued, before = len(self.batcher), self._paused
+        super()._backpressure()
+        assert self.consumer is not None
+        paused = bool(self.consumer.assignment()) and self.consumer.paused() == self.consumer.assignment()
+        self.backpressure_steps.append(_Step(queued, before, self._paused, paused))
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:  # the first join calls the listener with nothing revoked
+            self.revoked_in_flight.append(self.offsets.in_flight(revoked))
+        await super()._on_revoked(revoked)
+
+
 class TestTokenPrompts:
     def test_shared_prefix_plus_candidate_ids_equal_whole_prompt_ids(self, vllm_engine: Any) -> None:
         b = builder_for(vllm_engine)
@@ -42,7 +74,7 @@ class TestTokenPrompts:
             whole = vllm_engine.tokenizer(b.render(q, r.summary), add_special_tokens=False)["input_ids"]
             assert ids == list(whole)
 
-    def test_token_prompts_score_like_text_prompts_and_hf(self, vllm_engine: Any, tiny_model: Path) -> None:
+    def test_token_prompts_score_like_text_prompts_and_hf(self, vllm_engine: Any, hf_engine: Any) -> None:
         b = builder_for(vllm_engine)
         recs = build_records(postings(16, seed=22, paragraphs=2), "v", 128)
         qs = queries(16, seed=22)
@@ -51,7 +83,7 @@ class TestTokenPrompts:
         texts = [b.render(q, r.summary) for q, r in zip(qs, recs, strict=True)]
         by_ids = vllm_engine.score_tokens(ids)
         assert by_ids == pytest.approx(vllm_engine.score(texts), abs=1e-5)
-        assert by_ids == pytest.approx(HfEngine(tiny_model).score_tokens(ids), abs=1e-4)
+        assert by_ids == pytest.approx(hf_engine.score_tokens(ids), abs=1e-4)
 
     def test_long_candidate_is_truncated_to_fit_model_len(self, vllm_engine: Any) -> None:
         b = PromptBuilder(vllm_engine.tokenizer, PromptTemplate.qwen3_reranker(), max_model_len=160, max_doc_tokens=512)
@@ -59,24 +91,39 @@ class TestTokenPrompts:
         doc = b.doc_ids([("j", "h")], ["word " * 2000])[0]
         prompt = b.build(qids, doc)
         assert len(prompt) == 160 and prompt[: len(qids)] == qids and prompt[-len(b.suffix_ids) :] == b.suffix_ids
-        assert vllm_engine.score_tokens([prompt])[0] == pytest.approx(vllm_engine.score_tokens([prompt])[0])
+        # The cut is the document's tail: its kept part is the document's first tokens, unchanged.
+        assert prompt[len(qids) : -len(b.suffix_ids)] == doc[: 160 - len(qids) - len(b.suffix_ids)]
+        # The engine accepts the full-length prompt (one over max_model_len it would refuse).
+        assert 0.0 <= vllm_engine.score_tokens([prompt])[0] <= 1.0
 
 
 class TestFlowControl:
-    async def test_backpressure_pauses_and_resumes_without_loss(
+    async def test_backpressure_pauses_at_max_queued_items_and_resumes_at_half(
         self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
     ) -> None:
         ws = worker_settings(max_queued_items=8, max_batch_items=4, max_records=5)
         items = postings(6, seed=23, prefix=f"{ws.group_id}-job")
         await seed(ws, items)
         reqs = [new_request(q, [p.job_id for p in items], top_k=1) for q in queries(30, seed=23)]
-        worker = Worker(ws, vllm_engine)
+        worker = _Recording(ws, vllm_engine)
         async with running(worker), RankingWaiter(ws) as waiter:
             await publish_requests(ws, reqs)
             rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
             await wait_until(lambda: not worker._paused, what="partitions resumed")
             assert worker.consumer is not None and not worker.consumer.paused()
-        assert worker.pauses >= 1, "30 requests × 6 candidates must exceed a queue of 8 items"
+        limit = ws.max_queued_items
+        steps = worker.backpressure_steps
+        # Every decision follows the rule exactly: pause at >= limit, stay paused above half, resume at half.
+        for st in steps:
+            if not st.paused_before:
+                assert st.paused_after == (st.queued >= limit), st
+            else:
+                assert st.paused_after == (st.queued > limit // 2), st
+            assert st.consumer_paused == st.paused_after, st
+        pauses = [st for st in steps if st.paused_after and not st.paused_before]
+        resumes = [st for st in steps if st.paused_before and not st.paused_after]
+        assert pauses and resumes, "30 requests × 6 candidates must exceed a queue of 8 items and drain again"
+        assert worker.pauses == len(pauses)
         assert len(rankings) == 30 and all(r.status == "ok" for r in rankings.values())
 
     async def test_two_workers_in_one_group_split_partitions_one_ranking_each(
@@ -103,8 +150,37 @@ class TestFlowControl:
         assert waiter.duplicates == 0 and a.requests_done + b.requests_done == len(reqs)
         assert await committed_offsets(ws) == await next_offsets(ws, len(reqs))
 
+    async def test_second_worker_joining_while_work_is_in_flight_loses_and_repeats_nothing(
+        self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
+    ) -> None:
+        ws = worker_settings(max_records=2, max_batch_items=4, max_queued_items=8)
+        items = postings(6, seed=26, prefix=f"{ws.group_id}-job")
+        await seed(ws, items)
+        reqs = [new_request(q, [p.job_id for p in items], top_k=2) for q in queries(40, seed=26)]
+        a, b = _Recording(ws, vllm_engine), _Recording(ws, vllm_engine)
+        async with RankingWaiter(ws) as waiter:
+            await publish_requests(ws, reqs)
+            async with running(a):
+                await wait_until(
+                    lambda: a.requests_done >= 2 and a.offsets.in_flight() > 0,
+                    what="the first worker to be busy with queued requests",
+                )
+                async with running(b):  # b joins: a's partitions are revoked while its work is in flight
+                    rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
+        assert a.revoked_in_flight and a.revoked_in_flight[0] > 0, "the revoke found work in flight"
+        assert set(rankings) == {r.request_id for r in reqs}
+        # The revoke drained and committed a's work: b started after it, so nothing was answered twice.
+        assert b.requests_done > 0
+        assert a.requests_done + b.requests_done == len(reqs) and waiter.duplicates == 0
+        assert await committed_offsets(ws) == await next_offsets(ws, len(reqs))
+
+
+# A worker process loads its own engine: ~30 s on an idle 2-core host, minutes when the host is shared.
+STARTUP_S = 420
+
 
 class TestSigterm:
+    @pytest.mark.timeout(STARTUP_S + 300)
     async def test_sigterm_mid_stream_loses_nothing(
         self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
     ) -> None:
@@ -116,6 +192,8 @@ class TestSigterm:
             **os.environ,
             **{f"JOBSCORE_{k.upper()}": str(v) for k, v in json.loads(ws.model_dump_json()).items() if v is not None},
         }
+        # model_dump_json masks secrets (the Redis URL is one): hand the process their real values.
+        env.update({f"JOBSCORE_{k.upper()}": v.get_secret_value() for k, v in ws if isinstance(v, SecretStr)})
         env.update({"JOBSCORE_DTYPE": "float32", "JOBSCORE_MAX_MODEL_LEN": "1024"})
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker"],
@@ -127,23 +205,87 @@ class TestSigterm:
         try:
             async with RankingWaiter(ws) as waiter:
                 await publish_requests(ws, reqs)
-                await wait_until(lambda: len(waiter.rankings) >= 3, timeout=240, what="the worker process to answer")
+                try:
+                    await wait_until(
+                        lambda: len(waiter.rankings) >= 3, timeout=STARTUP_S, what="the worker process to answer"
+                    )
+                except AssertionError:
+                    proc.kill()
+                    raise AssertionError((proc.stdout.read() if proc.stdout else "")[-3000:]) from None
+                signalled_at = time.time()
                 proc.send_signal(signal.SIGTERM)
                 rc = await asyncio.to_thread(proc.wait, WAIT_S)
-                answered_by_process = len(waiter.rankings)
+                out = proc.stdout.read() if proc.stdout else ""
+                stopped = re.search(r"worker stopped.*\brequests=(\d+)", out)
+                assert rc == 0 and stopped, out[-3000:]
+                done_by_process = int(stopped.group(1))
+                await wait_until(
+                    lambda: len(waiter.rankings) >= done_by_process, what="the process's rankings to arrive"
+                )
+                by_process = dict(waiter.rankings)
                 committed = await committed_offsets(ws)
-                # Whatever it committed, it had answered: a stop never commits ahead of the answers.
-                assert sum(v or 0 for v in committed.values()) <= answered_by_process
                 async with running(Worker(ws, vllm_engine)):
                     rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
         finally:
             if proc.poll() is None:
                 proc.kill()
-            out = proc.stdout.read() if proc.stdout else ""
-        assert rc == 0, out[-3000:]
         assert "signal received" in out
-        assert set(rankings) == {r.request_id for r in reqs}
+        # The signal arrived mid-stream: work was in flight, and the process finished it after the signal...
+        assert len(by_process) == done_by_process < len(reqs)
+        assert any(r.produced_at > signalled_at for r in by_process.values()), "nothing was in flight"
+        # ...and committed everything it answered, so the next worker answered only the rest.
+        assert sum(v or 0 for v in committed.values()) == done_by_process
+        assert set(rankings) == {r.request_id for r in reqs} and waiter.duplicates == 0
         assert await committed_offsets(ws) == await next_offsets(ws, len(reqs))
+
+
+_SIGNAL_SCRIPT = """
+import asyncio, sys
+from app.commands import run_until_signal
+stuck = sys.argv[1] == "stuck"
+
+async def main(stop: asyncio.Event) -> int:
+    print("ready", flush=True)
+    await stop.wait()
+    print("stopping", flush=True)
+    if stuck:  # a drain that never finishes: only a second signal ends it
+        await asyncio.Event().wait()
+    print("drained", flush=True)
+    return 0
+
+sys.exit(run_until_signal(main))
+"""
+
+
+class TestSignals:
+    def _start(self, mode: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SIGNAL_SCRIPT, mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"  # handlers are installed before main runs
+        return proc
+
+    def test_sigint_stops_gracefully_with_exit_code_zero(self) -> None:
+        proc = self._start("graceful")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=WAIT_S)
+        assert proc.returncode == 0, out
+        assert "stopping" in out and "drained" in out  # main ran to its end: the stop was graceful
+
+    def test_second_signal_aborts_a_stuck_drain_with_130(self) -> None:
+        proc = self._start("stuck")
+        assert proc.stdout is not None
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == "stopping"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=WAIT_S)
+        assert proc.returncode == 130, out
+        assert "drained" not in out and "second signal: aborting" in out
 
 
 class TestModelChecks:
