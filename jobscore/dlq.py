@@ -297,7 +297,9 @@ async def redrive(
                 (ATTEMPT_HEADER, str(r.attempt).encode()),
                 (FROM_HEADER, f"{dlq}:{r.entry.partition}:{r.entry.offset}".encode()),
             ]
-            futs.append(await producer.send(r.topic, d.original, key=d.key, headers=headers))
+            # Back to the partition it came from: the key's partition when keyed, and for unkeyed records
+            # the only place its neighbours' order was defined (partitions are never removed).
+            futs.append(await producer.send(r.topic, d.original, key=d.key, headers=headers, partition=d.partition))
         await asyncio.gather(*futs)
     finally:
         await producer.stop()

@@ -110,9 +110,11 @@ class TestRedrive:
         for r in again.values():
             assert r.status == "ok" and len(r.results) == 3 and r.candidates_total == 6
 
-        resent = [rec for rec in await records(topics, topics.topic_requests) if rec.headers]
+        resent = [rec for rec in await records(topics, topics.topic_requests) if ATTEMPT_HEADER in dict(rec.headers)]
         assert len(resent) == 3
+        by_id = {e.request_id: e.letter for e in letters}
         for rec in resent:
+            assert rec.partition == by_id[SCORE_REQUESTS.decode(rec.value).request_id].partition, "same partition"
             h = dict(rec.headers)
             assert h[ATTEMPT_HEADER] == b"1" and h[FROM_HEADER].startswith(topics.topic_dead_letters.encode())
             assert SCORE_REQUESTS.decode(rec.value).request_id.startswith("big-")
@@ -139,7 +141,8 @@ class TestRedrive:
         rep = await redrive(s, DeadLetterFilter(error_type="invalid"), max_attempts=3)
         assert [(r.entry.request_id, r.attempt) for r in rep.sent] == [("twice", 3)]
         assert [e.request_id for e in rep.over_cap] == ["thrice"]
-        last = (await records(s, s.topic_requests))[-1]
+        (last,) = [r for r in await records(s, s.topic_requests) if FROM_HEADER in dict(r.headers)]
+        assert last.partition == 0, "back to the partition it came from"
         assert dict(last.headers)[ATTEMPT_HEADER] == b"3" and last.value == req
         assert dict(last.headers)["traceparent"] == b"00-ab-cd-01", "the source's other headers travel along"
         assert [k for k, _ in last.headers].count(ATTEMPT_HEADER) == 1
