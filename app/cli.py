@@ -29,7 +29,7 @@ from app import (
     summarizer_cmds,
     topics_cmds,
 )
-from app.commands import add_settings_flags, run_until_signal, settings_from
+from app.commands import StartupInterrupted, add_settings_flags, build_obeying_signals, run_until_signal, settings_from
 from jobscore.settings import CommonSettings, SummarizerSettings, ToolSettings, WorkerSettings, setup_logging
 
 log = logging.getLogger("jobscore")
@@ -55,7 +55,12 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     s: WorkerSettings = settings_from(ns, WorkerSettings)
     setup_logging(s.log_level, s.log_format)
     metrics.serve(s.metrics_port)
-    engine = engine_from_settings(s)
+    log.info("start-up: loading the engine", extra={"engine": s.engine, "model": str(s.model or "tiny test model")})
+    try:
+        engine = build_obeying_signals(lambda: engine_from_settings(s))
+    except StartupInterrupted as e:
+        log.info("signal during start-up: exiting before serving", extra={"signal": e.signal})
+        return 130
 
     async def main(stop: asyncio.Event) -> int:
         await run_worker(s, engine, stop)

@@ -14,13 +14,15 @@ import types
 import typing
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from jobscore.settings import ToolSettings
 
 log = logging.getLogger("jobscore")
+
+T = TypeVar("T")
 
 # The `add` helper each command module's `register(sub, add)` receives: (name, fn, help, settings model).
 AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str, type[BaseModel]], argparse.ArgumentParser]
@@ -57,6 +59,34 @@ def settings_from(ns: argparse.Namespace, model: type[ToolSettings]) -> Any:
         return model(**overrides)
     except ValidationError as e:
         raise SystemExit(f"jobscore: invalid settings: {e}") from None
+
+
+class StartupInterrupted(BaseException):
+    """SIGINT/SIGTERM arrived while a blocking start-up step (loading an engine) was running. A
+    BaseException, like KeyboardInterrupt, so a library's ``except Exception`` does not swallow it."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"interrupted by {signal_name} during start-up")
+        self.signal = signal_name
+
+
+def build_obeying_signals(build: Callable[[], T]) -> T:
+    """Run a blocking start-up step (engine load: seconds to minutes) so that SIGINT/SIGTERM interrupt it.
+
+    The signal raises `StartupInterrupted` in the step; the step cleans up what it started (VllmEngine kills
+    the engine processes it spawned) and the command exits instead of serving. Without this, SIGTERM during
+    an engine load would kill the process outright and leave the engine's child processes behind.
+    """
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise StartupInterrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return build()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, int | None]]) -> int:

@@ -67,6 +67,125 @@ def vllm_overrides(architecture: str) -> dict[str, object]:
     )
 
 
+# The reaper: a tiny process that outlives its parent only to kill the engine's children. While the parent
+# lives it records, every second, the parent's descendants that appeared after the reaper started (so the
+# engine's processes are known even while vLLM is still starting them). It blocks on its stdin, a pipe whose
+# only writer is the parent: one byte means "disarmed, exit"; EOF means the parent died (kill -9 closes its
+# descriptors) and the recorded processes are terminated, then killed. A process is matched by pid *and*
+# start time, so a recycled pid is never signalled.
+REAPER_POLL_S = 1.0  # how often the reaper records the engine's processes
+_REAPER_CODE = """
+import os, select, sys
+import psutil
+parent = psutil.Process(int(sys.argv[1]))
+POLL_S = float(sys.argv[2])
+me = os.getpid()
+known = {p.pid for p in parent.children(recursive=True)}
+seen = {}
+os.write(1, b"r")  # ready: the parent may start the engine now
+def record():
+    try:
+        for p in parent.children(recursive=True):
+            if p.pid != me and p.pid not in known and p.pid not in seen:
+                seen[p.pid] = p
+    except psutil.Error:
+        pass
+while True:
+    record()
+    ready, _, _ = select.select([sys.stdin], [], [], POLL_S)
+    if ready:
+        if os.read(sys.stdin.fileno(), 1):
+            sys.exit(0)
+        break
+procs = []
+for p in seen.values():
+    try:
+        if p.is_running():  # compares the start time too: a recycled pid is another process
+            p.terminate()
+            procs.append(p)
+    except psutil.Error:
+        pass
+_, alive = psutil.wait_procs(procs, timeout=5)
+for p in alive:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+class ChildReaper:
+    """Kills an engine's child processes if this process dies without closing the engine (``kill -9``,
+    OOM kill): vLLM's EngineCore and its workers (GBs of memory) would otherwise outlive the worker.
+
+    vLLM 0.32 has no parent-death handling for EngineCore (its executor workers watch a pipe from
+    EngineCore, so they follow it), and PR_SET_PDEATHSIG cannot be set in a child vLLM spawns itself; a
+    watcher process works for both fork and spawn start methods. Start it before the engine.
+    """
+
+    def __init__(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.parent = os.getpid()
+        # stdin=PIPE: the write end stays in this process only (not inheritable), so EOF = this process died.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _REAPER_CODE, str(self.parent), str(REAPER_POLL_S)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the worker's process group must not kill the reaper first
+        )
+        assert self._proc.stdout is not None
+        # Wait until it watches: a parent killed before that would leave its engine processes behind.
+        if self._proc.stdout.read(1) != b"r":
+            log.warning("the engine process reaper did not start: a kill -9 of this process may leave them behind")
+        self._proc.stdout.close()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def engine_pids(self, before: set[int]) -> list[int]:
+        """This process's descendants that appeared since ``before``, the reaper excluded."""
+        return [p for p in ChildReaper.children_now() - before if p != self._proc.pid]
+
+    @staticmethod
+    def children_now() -> set[int]:
+        import psutil
+
+        return {p.pid for p in psutil.Process().children(recursive=True)}
+
+    @staticmethod
+    def kill_now(pids: Sequence[int]) -> None:
+        import psutil
+
+        procs = []
+        for pid in pids:
+            try:
+                procs.append(psutil.Process(pid))
+                procs[-1].terminate()
+            except psutil.Error:
+                continue
+        _, alive = psutil.wait_procs(procs, timeout=5)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                continue
+
+    def disarm(self) -> None:
+        """The engine was shut down properly: let the reaper exit without killing anything."""
+        if self._proc.poll() is None and self._proc.stdin is not None:
+            try:
+                self._proc.stdin.write(b"x")
+                self._proc.stdin.close()
+            except OSError:
+                pass
+            self._proc.wait(timeout=10)
+
+
 def shutdown_llm(llm: Any) -> None:
     """Stop a ``vllm.LLM``'s engine core now (its worker processes and memory), not at garbage collection."""
     if llm is None:
@@ -99,18 +218,28 @@ class VllmEngine:
         kwargs: dict[str, object] = {}
         if max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max_num_batched_tokens
-        self._llm = LLM(
-            model=str(model),
-            runner="pooling",
-            hf_overrides=vllm_overrides(self.info.architecture),
-            dtype=dtype,
-            max_model_len=self.max_model_len,
-            enable_prefix_caching=enable_prefix_caching,
-            max_num_seqs=max_num_seqs,
-            gpu_memory_utilization=gpu_memory_utilization,
-            seed=seed,
-            **kwargs,
-        )
+        before = ChildReaper.children_now()
+        self.reaper: ChildReaper | None = ChildReaper()  # before vLLM starts its processes
+        try:
+            self._llm = LLM(
+                model=str(model),
+                runner="pooling",
+                hf_overrides=vllm_overrides(self.info.architecture),
+                dtype=dtype,
+                max_model_len=self.max_model_len,
+                enable_prefix_caching=enable_prefix_caching,
+                max_num_seqs=max_num_seqs,
+                gpu_memory_utilization=gpu_memory_utilization,
+                seed=seed,
+                **kwargs,
+            )
+        except BaseException:
+            # Interrupted (a start-up signal) or failed: don't leave the half-started engine processes behind.
+            ChildReaper.kill_now(self.reaper.engine_pids(before))
+            self.reaper.disarm()
+            raise
+        self.pids = self.reaper.engine_pids(before)
+        log.info("engine processes started", extra={"pids": self.pids, "reaper": self.reaper.pid})
         self.tokenizer = self._llm.get_tokenizer()
         # `LLM` is not thread-safe; workers call it from a thread, and tests/benchmarks may share one.
         self._lock = threading.Lock()
@@ -142,6 +271,10 @@ class VllmEngine:
     def close(self) -> None:
         shutdown_llm(getattr(self, "_llm", None))
         self._llm = None  # type: ignore[assignment]
+        reaper = getattr(self, "reaper", None)
+        if reaper is not None:
+            reaper.disarm()
+            self.reaper = None
 
 
 class HfEngine:
