@@ -39,7 +39,9 @@ from tests.faults.conftest import RedisServer, print_ledger, print_postings_ledg
 from tests.test_worker import committed_offsets, next_offsets, seed
 from worker.loop import Worker
 
-pytestmark = [pytest.mark.engine, pytest.mark.faults]
+# The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a
+# busy 2-core host): a per-test bound above the default 300 s, still a bound.
+pytestmark = [pytest.mark.engine, pytest.mark.faults, pytest.mark.timeout(600)]
 
 # Redis timeouts short enough that a stall is noticed in about a second.
 FAST_REDIS: dict[str, Any] = {

@@ -28,7 +28,9 @@ from tests.faults.conftest import DelegatingEngine, print_ledger, running
 from tests.test_worker import committed_offsets, next_offsets, seed
 from worker.loop import Worker
 
-pytestmark = [pytest.mark.engine, pytest.mark.faults]
+# The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a
+# busy 2-core host): a per-test bound above the default 300 s, still a bound.
+pytestmark = [pytest.mark.engine, pytest.mark.faults, pytest.mark.timeout(600)]
 
 MARKER = "Zyzzogeton"  # a word in one posting: a prompt holding its tokens is the poison prompt
 

@@ -26,7 +26,9 @@ from tests.faults.conftest import print_ledger, running
 from tests.test_worker import seed
 from worker.loop import Worker
 
-pytestmark = [pytest.mark.engine, pytest.mark.faults]
+# The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a
+# busy 2-core host): a per-test bound above the default 300 s, still a bound.
+pytestmark = [pytest.mark.engine, pytest.mark.faults, pytest.mark.timeout(600)]
 
 TOTAL = 10_000
 GOOD = 20

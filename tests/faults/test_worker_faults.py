@@ -21,7 +21,9 @@ from tests.faults.conftest import PROCESS_START_S, DelegatingEngine, WorkerProce
 from tests.test_worker import committed_offsets, next_offsets, seed
 from worker.loop import Worker
 
-pytestmark = [pytest.mark.engine, pytest.mark.faults]
+# The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a
+# busy 2-core host): a per-test bound above the default 300 s, still a bound.
+pytestmark = [pytest.mark.engine, pytest.mark.faults, pytest.mark.timeout(600)]
 
 # How long the killed worker's engine processes may outlive it (they must die with their parent).
 ORPHAN_GRACE_S = 30.0
