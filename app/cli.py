@@ -210,6 +210,19 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     )
 
 
+def cmd_build_scorer(ns: argparse.Namespace) -> int:
+    from engine.scorer import ScorerBuildError, build_scorer
+
+    s: ToolSettings = settings_from(ns, ToolSettings)
+    setup_logging(s.log_level, s.log_format)
+    try:
+        print(build_scorer(s.cache_dir, force=ns.force))
+    except ScorerBuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobscore",
@@ -233,13 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "demo",
         cmd_demo,
-        "Run the whole pipeline end to end on the embedded stack and a tiny model "
-        "(starts what is missing, cleans up after).",
+        "Run the whole pipeline end to end on the embedded stack and the shipped scorer: real ESCO job postings, "
+        "queries with known answers, rankings printed with their quality (starts what is missing, cleans up "
+        "after).",
         WorkerSettings,
     )
-    p.add_argument("--postings", type=int, default=200, help="Generated postings to publish.")
-    p.add_argument("--requests", type=int, default=20, help="Scoring requests to send.")
-    p.add_argument("--candidates", type=int, default=100, help="Candidates per request.")
+    p.add_argument("--postings", type=int, default=120, help="ESCO postings to publish (answers + distractors).")
+    p.add_argument("--requests", type=int, default=10, help="Scoring requests to send (one per demo query, <= 10).")
+    p.add_argument("--candidates", type=int, default=40, help="Candidates per request (its answers included).")
     add(
         "summarizer",
         cmd_summarizer,
@@ -277,9 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="Stop after N messages.")
     p.add_argument("--idle-exit", type=float, default=None, help="Stop after this many idle seconds.")
     p = add(
+        "build-scorer",
+        cmd_build_scorer,
+        "Build (or find) the default scorer: merge the shipped LoRA adapter (engine/scorer) into the packaged "
+        "SmolLM2-135M-Instruct after checking the base's hash; print its directory. The worker and the demo do "
+        "this on first use.",
+        ToolSettings,
+    )
+    p.add_argument("--force", action="store_true", help="rebuild even if the merged directory exists")
+    p = add(
         "build-tiny-model",
         cmd_build_tiny_model,
-        "Build (or find) the tiny offline Qwen3 test model; print its directory.",
+        "Build (or find) the tiny random-weight Qwen3 model that plumbing tests use (its scores mean nothing); "
+        "print its directory.",
         ToolSettings,
     )
     p.add_argument("--force", action="store_true")

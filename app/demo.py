@@ -1,6 +1,7 @@
 """``jobscore demo``: the whole data path on the embedded stack, in one process, then clean up.
 
-postings → summarizer → Redis → requests → worker (vLLM, tiny model) → rankings → printed here.
+postings → summarizer → Redis → requests → worker (vLLM, the shipped scorer) → rankings → printed here,
+with each request's top 3 marked against the answers the demo knows (real ESCO job text, app/demo_corpus.py).
 Topics and consumer groups are unique to the run, so a re-run (or a shared broker) starts clean.
 """
 
@@ -15,8 +16,7 @@ import uuid
 
 from prometheus_client import REGISTRY
 
-from engine.corpus import postings as gen_postings
-from engine.corpus import queries as gen_queries
+from app.demo_corpus import DemoCorpus, demo_corpus, ndcg_at
 from engine.factory import engine_from_settings
 from jobscore.cache import SummaryCache
 from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
@@ -73,7 +73,8 @@ async def _run(
     cache = SummaryCache.from_url(ws.redis_url, ws.summarizer_version)
     try:
         # 1. postings → summaries
-        posted = gen_postings(n_postings, seed=7, paragraphs=3, prefix=f"demo-{ws.group_id[-15:-7]}")
+        corpus = demo_corpus(n_postings, prefix=f"demo-{ws.group_id[-15:-7]}")
+        posted = corpus.postings
         t0 = time.perf_counter()
         await publish_postings(ss, posted)
         ids = [p.job_id for p in posted]
@@ -94,15 +95,19 @@ async def _run(
             flush=True,
         )
 
-        # 2. requests → rankings (one asks for a job that was never posted; one message is garbage)
+        # 2. requests → rankings (one asks for a job that was never posted; one message is garbage). Every
+        # request's candidates hold its right answers among others, so its ranking can be judged.
         rng = random.Random(11)
-        titles = {p.job_id: f"{p.title} @ {p.company}, {p.location}" for p in posted}
         reqs: list[ScoreRequest] = []
-        for i, q in enumerate(gen_queries(n_requests, seed=5)):
-            cands = rng.sample(ids, min(n_candidates, len(ids)))
+        for i, q in enumerate(corpus.queries[:n_requests]):
+            right = sorted(corpus.relevant[q.text])
+            rest = [j for j in ids if j not in corpus.relevant[q.text]]
+            cands = right + rng.sample(rest, max(0, min(n_candidates - len(right), len(rest))))
+            rng.shuffle(cands)
             if i == 0:
                 cands.append("job-never-posted")
-            reqs.append(new_request(q, cands, top_k=5, request_id=f"demo-req-{i:03d}"))
+            reqs.append(new_request(q.text, cands, top_k=10, request_id=f"demo-req-{i:03d}"))
+        titles = corpus.titles
         # Scores the engine actually returned during this run (rankings carry only each request's top_k).
         scored_before = _items_scored()
         async with RankingWaiter(ws) as waiter:
@@ -114,7 +119,7 @@ async def _run(
             await producer.stop()
             rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_RANKINGS_S)
             wall = time.perf_counter() - t1
-        _print_rankings(reqs, rankings, titles)
+        _print_rankings(reqs, rankings, titles, corpus)
         scored = _items_scored() - scored_before
         # Every dead letter of this run (the topic is the run's own): read until the topic stays quiet.
         dlq = [m async for _, m in tail(ws, DEAD_LETTERS, from_beginning=True, idle_exit_s=DLQ_IDLE_S)]
@@ -125,9 +130,14 @@ async def _run(
         p50 = lat[len(lat) // 2]
         p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
         ok = all(r.status == "ok" for r in rankings.values()) and len(dlq) == 1
+        ndcg = statistics.mean(
+            ndcg_at([s.job_id for s in rankings[r.request_id].results], corpus.relevant[r.query]) for r in reqs
+        )
+        hits = sum(any(s.job_id in corpus.relevant[r.query] for s in rankings[r.request_id].results[:3]) for r in reqs)
         print(
             f"[demo] requests={len(rankings)} candidates_scored={scored:.0f} items_per_s={scored / wall:.1f} "
-            f"p50_ms={p50:.0f} p95_ms={p95:.0f} dead_letters={len(dlq)} result={'OK' if ok else 'FAILED'}"
+            f"p50_ms={p50:.0f} p95_ms={p95:.0f} dead_letters={len(dlq)} ndcg@10={ndcg:.2f} "
+            f"hit@3={hits}/{len(reqs)} model={engine.info.revision} result={'OK' if ok else 'FAILED'}"  # type: ignore[attr-defined]
         )
         return 0 if ok else 1
     finally:
@@ -139,15 +149,16 @@ async def _run(
         await cache.close()
 
 
-def _print_rankings(reqs: list[ScoreRequest], rankings: dict[str, Ranking], titles: dict[str, str]) -> None:
-    for req in reqs[:5]:
+def _print_rankings(
+    reqs: list[ScoreRequest], rankings: dict[str, Ranking], titles: dict[str, str], corpus: DemoCorpus
+) -> None:
+    for req in reqs:
         r = rankings[req.request_id]
         first_error = f" ({r.errors[0].job_id}: {r.errors[0].reason})" if r.errors else ""
         print(
             f"[demo] {req.request_id} {req.query!r}: {r.candidates_total} candidates, "
-            f"{len(r.errors)} not scored{first_error}"
+            f"{len(r.errors)} not scored{first_error}; top 3:"
         )
         for s in r.results[:3]:
-            print(f"         {s.score:.3f}  {s.job_id}  {titles.get(s.job_id, '?')}")
-    if len(reqs) > 5:
-        print(f"[demo] ... and {len(reqs) - 5} more rankings")
+            mark = "✓" if s.job_id in corpus.relevant[req.query] else " "
+            print(f"         {mark} {s.score:.3f}  {titles.get(s.job_id, s.job_id)}")

@@ -27,7 +27,6 @@ from engine.tinymodel import default_cache_dir
 log = logging.getLogger(__name__)
 
 SHIPPED_ADAPTER = Path(__file__).resolve().parent / "scorer"
-SCORER_NAME = "scorer"
 
 
 class ScorerBuildError(RuntimeError):
@@ -47,7 +46,12 @@ class AdapterManifest:
         if not f.exists():
             raise ScorerBuildError(f"{adapter_dir}: no manifest.json (an adapter ships with its manifest)")
         m = json.loads(f.read_text())
-        return cls(version=m["version"], base_model=m["base_model"], base_sha256=m["base_sha256"], raw=m)
+        return cls(
+            version=m["adapter_version"],
+            base_model=m["base_model"],
+            base_sha256=m["base_gguf"]["sha256"],
+            raw=m,
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -65,7 +69,7 @@ def packaged_base_sha256() -> str:
 
 def scorer_dir(cache_dir: Path | None = None, adapter_dir: Path = SHIPPED_ADAPTER) -> Path:
     manifest = AdapterManifest.read(adapter_dir)
-    return (cache_dir or default_cache_dir()) / "models" / f"{SCORER_NAME}-{manifest.version}"
+    return (cache_dir or default_cache_dir()) / "models" / manifest.version
 
 
 def build_scorer(
@@ -105,7 +109,7 @@ def build_scorer(
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(tmp)
     write_identity(
         tmp,
-        model_id=f"jobscore-scorer-{manifest.base_model}",
+        model_id=str(manifest.raw.get("model_id", f"{manifest.base_model}-scorer")),
         revision=manifest.version,
         adapter={"version": manifest.version, "base_sha256": manifest.base_sha256, "merged_weights": merged},
     )
@@ -121,8 +125,18 @@ def merge_lora(model: Any, adapter_dir: Path) -> int:
     from safetensors.torch import load_file
 
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    if cfg.get("fan_in_fan_out") or cfg.get("bias", "none") != "none" or cfg.get("modules_to_save"):
-        raise ScorerBuildError("only plain LoRA adapters (no bias, fan_in_fan_out or modules_to_save) are merged")
+    if (
+        cfg.get("fan_in_fan_out")
+        or cfg.get("bias", "none") != "none"
+        or cfg.get("modules_to_save")
+        or cfg.get("rank_pattern")
+        or cfg.get("alpha_pattern")
+        or cfg.get("use_dora")
+    ):
+        raise ScorerBuildError(
+            "only plain LoRA adapters are merged here (no bias, fan_in_fan_out, modules_to_save, per-module "
+            "rank/alpha or DoRA): merge this one with peft's merge_and_unload and pass --model"
+        )
     r = int(cfg["r"])
     alpha = float(cfg["lora_alpha"])
     scaling = alpha / (r**0.5) if cfg.get("use_rslora") else alpha / r

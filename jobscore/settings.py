@@ -397,7 +397,11 @@ class SummarizerSettings(CommonSettings):
 
 class WorkerSettings(CommonSettings):
     group_id: str = Field("jobscore-worker", description="Consumer group of the scoring workers.")
-    model: Path | None = Field(None, description="HF model directory; default: the tiny test model.")
+    model: Path | None = Field(
+        None,
+        description="HF model directory; default: the shipped scorer (SmolLM2-135M + the LoRA adapter in "
+        "engine/scorer, merged on first use under cache_dir; `jobscore build-scorer`).",
+    )
     engine: Literal["vllm", "hf"] = Field("vllm", description="vllm (production) or hf (naive baseline).")
     dtype: str = Field("auto", description="Engine dtype: auto, float32, bfloat16, float16.")
     max_model_len: int = Field(2048, ge=64, description="Longest prompt in tokens the engine accepts.")

@@ -194,7 +194,10 @@ class TestSigterm:
         }
         # model_dump_json masks secrets (the Redis URL is one): hand the process their real values.
         env.update({f"JOBSCORE_{k.upper()}": v.get_secret_value() for k, v in ws if isinstance(v, SecretStr)})
-        env.update({"JOBSCORE_DTYPE": "float32", "JOBSCORE_MAX_MODEL_LEN": "1024"})
+        # The tiny model, as the in-process engine: the default (the shipped scorer) is for users, not plumbing.
+        env.update(
+            {"JOBSCORE_MODEL": vllm_engine.info.path, "JOBSCORE_DTYPE": "float32", "JOBSCORE_MAX_MODEL_LEN": "1024"}
+        )
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker"],
             env=env,

@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
+from engine.tinymodel import build_tiny_model
 from jobscore.devstack import EmbeddedBroker, free_port, wait_for_port
 from jobscore.ledger import PostingsLedger, RequestLedger, Window, postings_ledger, request_ledger
 from jobscore.settings import CommonSettings, WorkerSettings
@@ -96,7 +97,11 @@ class WorkerProcess:
     @classmethod
     def start(cls, ws: WorkerSettings) -> WorkerProcess:
         log_path = Path(tempfile.mkstemp(prefix="jobscore-fault-worker-", suffix=".log")[1])
-        env = settings_env(ws, JOBSCORE_DTYPE="float32", JOBSCORE_MAX_MODEL_LEN="1024")
+        # The tiny model: the default (the shipped scorer) is for users, not for plumbing faults.
+        tiny = str(
+            build_tiny_model(Path(os.environ["JOBSCORE_CACHE_DIR"]) if "JOBSCORE_CACHE_DIR" in os.environ else None)
+        )
+        env = settings_env(ws, JOBSCORE_DTYPE="float32", JOBSCORE_MAX_MODEL_LEN="1024", JOBSCORE_MODEL=tiny)
         with log_path.open("w") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", "worker"],
