@@ -141,7 +141,9 @@ def cmd_sft(ns: argparse.Namespace) -> int:
 
         lora = LoraSpec(rank=ns.lora_rank, alpha=ns.lora_alpha, targets=tuple(ns.lora_targets))
     base = _model_arg(ns.model)
-    out = train(base, ex, Path(ns.out), cfg, stop_after=ns.stop_after, lora=lora)
+    out = train(
+        base, ex, Path(ns.out), cfg, stop_after=ns.stop_after, lora=lora, grad_checkpointing=ns.grad_checkpointing
+    )
     if out and lora is not None:
         from compress.lora import write_manifest
 
@@ -314,6 +316,11 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         help="add hard-format queries (alt titles, no title, hard negatives)",
     )
     p.add_argument("--hard-candidates", type=int, default=6, help="jobs per hard-format query (1 relevant)")
+    p.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        help="recompute activations in backward: far less memory (batch 16: ~12 GB → a few), ~1.3x time",
+    )
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter (PEFT) instead of all weights")
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=16.0)
