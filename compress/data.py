@@ -311,10 +311,144 @@ def load_pairs(path: Path, postings: dict[str, JobPosted] | None = None) -> tupl
 
 
 def occupation_of(job_id: str) -> str:
-    return job_id.rsplit(".", 1)[0]
+    # "<occupation>.<k>" or a variant "<occupation>.<k>.nt" (ESCO ids hold no dot)
+    return job_id.split(".", 1)[0]
 
 
 def drop_reserved(pairs: Iterable[Pair]) -> list[Pair]:
     """Pairs whose job is not a reserved ESCO occupation (for training, tuning and calibration)."""
     reserved = reserved_ids()
     return [p for p in pairs if occupation_of(p.job_id) not in reserved]
+
+
+# --- the hard split ---------------------------------------------------------------------------------
+#
+# The default held-out split is easy for lexical matching: queries are runs of the occupation's title words
+# and every candidate opens with "Title: ...". The hard split removes both crutches: candidates are the
+# description only (no title, company or location line), queries are an alternative title (a run of title
+# words that is not part of the preferred title) or a paraphrase of the duties, and each query has one
+# relevant job among ``candidates`` (20) whose negatives share a query word with the other occupation's
+# titles or have the most similar descriptions.
+
+
+def _alt_title_run(rng: random.Random, occ: Occupation) -> str | None:
+    """A run of 1–4 words from the alternative titles that is not (a part of) the preferred title."""
+    pref = occ.preferred.lower()
+    rest = occ.titles
+    if rest.lower().startswith(pref):
+        rest = rest[len(pref) :]
+    words = rest.split()
+    pref_words = set(pref.split())
+    for _ in range(20):
+        n = rng.choice((1, 2, 2, 2, 3))
+        if len(words) < n:
+            continue
+        i = rng.randrange(len(words) - n + 1)
+        run = words[i : i + n]
+        if run[0].lower() in STOPWORDS or run[-1].lower() in STOPWORDS or len(set(run)) < len(run):
+            continue
+        text = " ".join(run)
+        content = _content_words(text)
+        if not content or (n == 1 and len(text) < 6):
+            continue
+        if text.lower() in pref or set(content) <= pref_words:
+            continue  # the preferred title in other words: not an alternative
+        return text
+    return None
+
+
+def _duty_paraphrase(rng: random.Random, occ: Occupation) -> str | None:
+    """A duty-style query from the first sentence, without the occupation's title words ("realise artistic
+    visions technical constraints")."""
+    first = occ.description.split(". ")[0]
+    title_words = set(_content_words(occ.titles))
+
+    def is_title_word(w: str) -> bool:  # the title word itself or its plural (directors, secretaries)
+        return any(w == t or (w.startswith(t[:-1]) and len(w) - len(t) <= 3) for t in title_words)
+
+    words = [w for w in _content_words(first) if not is_title_word(w)]
+    if len(words) < 3:
+        return None
+    n = min(len(words), rng.choice((3, 4, 5)))
+    i = rng.randrange(len(words) - n + 1)
+    return " ".join(words[i : i + n])
+
+
+def hard_postings(occupations: Sequence[Occupation]) -> dict[str, JobPosted]:
+    """One posting per occupation with the description only (no title, company or location line)."""
+    # Job id "<occupation>.d" (description only): never collides with the titled postings "<occupation>.<k>".
+    return {f"{o.id}.d": JobPosted(job_id=f"{o.id}.d", description=o.description) for o in occupations}
+
+
+def generate_hard(
+    occupations: Sequence[Occupation],
+    n_queries: int,
+    *,
+    candidates: int = 20,
+    title_negatives: int = 8,
+    similar_negatives: int = 6,
+    paraphrase_frac: float = 0.25,
+    seed: int = 0,
+) -> tuple[dict[str, JobPosted], list[Pair]]:
+    """The hard split over ``occupations``: per query one relevant job (grade 2) and ``candidates - 1``
+    negatives — up to ``title_negatives`` sharing a query word with their titles, up to
+    ``similar_negatives`` with the most similar descriptions (content-word Jaccard), the rest random.
+    Occupations whose titles contain the whole query are not used as negatives (arguably relevant)."""
+    rng = random.Random(seed)
+    postings = hard_postings(occupations)
+    word_index: dict[str, list[int]] = defaultdict(list)
+    for i, occ in enumerate(occupations):
+        for w in set(_content_words(occ.titles)):
+            word_index[w].append(i)
+    desc_words = [set(_content_words(o.description)) for o in occupations]
+    pairs: list[Pair] = []
+    q = 0
+    tries = 0
+    while q < n_queries and tries < n_queries * 20:
+        tries += 1
+        oi = rng.randrange(len(occupations))
+        occ = occupations[oi]
+        query = _duty_paraphrase(rng, occ) if rng.random() < paraphrase_frac else _alt_title_run(rng, occ)
+        if not query:
+            continue
+        ql = query.lower()
+        allowed = {i for i in range(len(occupations)) if i != oi and ql not in occupations[i].titles.lower()}
+        sharing = sorted({i for w in _content_words(query) for i in word_index.get(w, ()) if i in allowed})
+        chosen = rng.sample(sharing, min(title_negatives, len(sharing), candidates - 1))
+        sims = sorted(
+            (i for i in allowed if i not in chosen),
+            key=lambda i: -len(desc_words[i] & desc_words[oi]) / (len(desc_words[i] | desc_words[oi]) or 1),
+        )
+        chosen += sims[: max(0, min(similar_negatives, candidates - 1 - len(chosen)))]
+        rest = sorted(allowed - set(chosen))
+        chosen += rng.sample(rest, candidates - 1 - len(chosen))
+        qid = f"h{seed}-{q}"
+        pairs.append(Pair(qid, query, f"{occ.id}.d", 2))
+        pairs += [Pair(qid, query, f"{occupations[i].id}.d", 0) for i in chosen]
+        q += 1
+    return postings, pairs
+
+
+def generate_hard_split(
+    split: Literal["train", "heldout"], n_queries: int, seed: int = 0, **kw: int | float
+) -> tuple[dict[str, JobPosted], list[Pair]]:
+    return generate_hard(load_occupations(split), n_queries, seed=seed, **kw)  # type: ignore[arg-type]
+
+
+def drop_titles(postings: dict[str, JobPosted], pairs: Sequence[Pair], frac: float, seed: int = 0) -> list[Pair]:
+    """Training variation: for a ``frac`` of the queries, point the pairs at a copy of the posting with the
+    title line dropped (job id ``<id>.nt``, added to ``postings``), so the model learns to read the
+    description rather than match the title."""
+    rng = random.Random(seed)
+    qids = sorted({p.qid for p in pairs})
+    picked = {q for q in qids if rng.random() < frac}
+    out = []
+    for p in pairs:
+        if p.qid in picked:
+            jid = f"{p.job_id}.nt"
+            if jid not in postings:
+                src = postings[p.job_id]
+                postings[jid] = JobPosted(job_id=jid, description=src.description)
+            p = Pair(p.qid, p.query, jid, p.label)
+        out.append(p)
+    return out

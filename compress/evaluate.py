@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,3 +150,111 @@ def format_table(results: Sequence[EvalResult]) -> str:
 def write_json(path: Path, results: Sequence[EvalResult]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([r.row() for r in results], indent=2))
+
+
+# --- baselines: BM25 and the MiniLM bi-encoder, on the same job text the scorer reads ----------------------
+
+Baseline = Literal["bm25", "minilm"]
+BASELINES: tuple[Baseline, ...] = ("bm25", "minilm")
+
+
+def _bm25_tokens(text: str) -> list[str]:
+    from compress.data import STOPWORDS
+
+    out = []
+    for w in re.findall(r"[a-z0-9]+", text.lower()):
+        if w in STOPWORDS:
+            continue
+        # Light plural folding (engineers → engineer, secretaries → secretary); no stemmer dependency.
+        if len(w) > 4 and w.endswith("ies"):
+            w = w[:-3] + "y"
+        elif len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+            w = w[:-1]
+        out.append(w)
+    return out
+
+
+def bm25_scores(
+    queries: Sequence[str], docs: Sequence[str], corpus: Sequence[str], k1: float = 1.2, b: float = 0.75
+) -> list[float]:
+    """Okapi BM25 of each (query, doc), IDF and mean length from ``corpus`` (the split's distinct job texts)."""
+    toks = [_bm25_tokens(d) for d in corpus]
+    n = len(toks)
+    avg = sum(len(t) for t in toks) / max(1, n)
+    df: Counter[str] = Counter()
+    for t in toks:
+        df.update(set(t))
+    idf = {w: math.log(1 + (n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
+    cache: dict[str, tuple[Counter[str], int]] = {}
+    out = []
+    for q, d in zip(queries, docs, strict=True):
+        if d not in cache:
+            dt = _bm25_tokens(d)
+            cache[d] = (Counter(dt), len(dt))
+        tf, dl = cache[d]
+        s = 0.0
+        for w in set(_bm25_tokens(q)):
+            f = tf.get(w, 0)
+            if f:
+                s += idf.get(w, math.log(1 + (n + 0.5) / 0.5)) * f * (k1 + 1) / (f + k1 * (1 - b + b * dl / avg))
+        out.append(s)
+    return out
+
+
+def minilm_scores(
+    queries: Sequence[str], docs: Sequence[str], *, batch_size: int = 32, max_len: int = 256
+) -> list[float]:
+    """Cosine of mean-pooled all-MiniLM-L6-v2 embeddings (the packaged bi-encoder)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from engine.models import minilm_dir
+
+    d = minilm_dir()
+    tok = AutoTokenizer.from_pretrained(str(d))
+    model = AutoModel.from_pretrained(str(d)).eval()
+
+    def embed(texts: list[str]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                chunk = texts[i : i + batch_size]
+                enc = tok(chunk, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+                h = model(**enc).last_hidden_state
+                m = enc["attention_mask"].unsqueeze(-1).float()
+                e = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+                out.update(zip(chunk, e, strict=True))
+        return out
+
+    qe = embed(sorted(set(queries)))
+    de = embed(sorted(set(docs)))
+    return [float(qe[q] @ de[d]) for q, d in zip(queries, docs, strict=True)]  # type: ignore[operator]
+
+
+def evaluate_baselines(
+    pairs: Sequence[Pair],
+    postings: dict[str, JobPosted],
+    *,
+    baselines: Sequence[Baseline] = BASELINES,
+    modes: Sequence[ContextMode] = CONTEXT_MODES,
+    budget_tokens: int = 128,
+    max_doc_chars: int = 1500,
+) -> list[EvalResult]:
+    """BM25 and MiniLM on the exact job text the scorer reads in each context mode."""
+    results = []
+    for mode in modes:
+        docs_by_job = {
+            jid: render_doc(postings[jid], mode, budget_tokens=budget_tokens, max_doc_chars=max_doc_chars)
+            for jid in dict.fromkeys(p.job_id for p in pairs)
+        }
+        queries = [p.query for p in pairs]
+        docs = [docs_by_job[p.job_id] for p in pairs]
+        for name in baselines:
+            t0 = time.perf_counter()
+            if name == "bm25":
+                scores = bm25_scores(queries, docs, list(docs_by_job.values()))
+            else:
+                scores = minilm_scores(queries, docs)
+            dt = time.perf_counter() - t0
+            results.append(EvalResult(name, mode, evaluate_scores(pairs, scores), len(pairs) / dt))
+    return results

@@ -45,7 +45,8 @@ class TestHelp:
         assert ("--kafka-bootstrap" in out and "JOBSCORE_KAFKA_BOOTSTRAP" in out) is not offline
 
     @pytest.mark.parametrize(
-        "cmd", ["compress-prune", "compress-sft", "compress-eval", "compress-pipeline", "bench-models"]
+        "cmd",
+        ["compress-prune", "compress-sft", "compress-eval", "compress-merge", "compress-pipeline", "bench-models"],
     )
     def test_offline_commands_have_no_broker_flags(self, cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
