@@ -24,6 +24,7 @@ from app import (
     compress_cmds,
     contract_cmds,
     dlq_cmds,
+    lanes_cmds,
     ledger_cmds,
     status_cmds,
     summarizer_cmds,
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         summarizer_cmds,
         compress_cmds,
         bench_cmds,
+        lanes_cmds,
     ):
         module.register(sub, add)
     return parser

@@ -419,6 +419,13 @@ class WorkerSettings(CommonSettings):
         description="Engine batch token budget across requests. Larger keeps a GPU busy; smaller cuts latency.",
     )
     max_batch_items: int = Field(512, ge=1, description="Most query-candidate pairs per engine batch.")
+    max_bulk_batch_items: int = Field(
+        32,
+        ge=1,
+        description="Most bulk-lane pairs per engine batch. Batches are not preemptible: an online request waits "
+        "for the batch in progress, so a small bulk share bounds the latency a backfill adds; larger raises bulk "
+        "throughput.",
+    )
     max_wait_ms: float = Field(
         5.0, ge=0, description="Longest a queued pair waits for a fuller batch before the engine takes it."
     )

@@ -106,3 +106,12 @@ async def test_bulk_lane_saturated_online_request_scored_in_next_batch(
     # The online request's 8 pairs were queued while bulk work was queued, and the very next batch held them.
     (at,) = batcher.online_put_at_cut
     assert batcher.cuts[at] == ["online"] * 8, batcher.cuts[at - 1 : at + 2]
+
+
+async def test_bulk_share_of_a_batch_is_capped() -> None:
+    # A batch is not preemptible: the bulk share bounds how long online work can wait behind one.
+    b = TokenBudgetBatcher(max_batch_tokens=10_000, max_batch_items=8, max_wait_s=0.0, max_bulk_items=3)
+    b.put(items(state(10, "bulk", "bulk")))
+    assert [it.state.lane for it in await b.next_batch()] == ["bulk"] * 3
+    b.put(items(state(2, "online", "online")))
+    assert [it.state.lane for it in await b.next_batch()] == ["online"] * 2 + ["bulk"] * 3

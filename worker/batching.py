@@ -85,11 +85,15 @@ class TokenBudgetBatcher:
         max_wait_s: float,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        max_bulk_items: int | None = None,
     ) -> None:
         assert max_batch_tokens > 0 and max_batch_items > 0 and max_wait_s >= 0
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_items = max_batch_items
         self.max_wait_s = max_wait_s
+        # Bulk pairs per batch: batches are not preemptible, so an online request arriving while a batch runs
+        # waits for it; a small bulk share keeps that wait short (bulk still gets every idle engine cycle).
+        self.max_bulk_items = max_bulk_items or max_batch_items
         self._clock = clock
         self._wall = wall
         self._queues: dict[Lane, deque[WorkItem]] = {lane: deque() for lane in LANES}
@@ -157,7 +161,12 @@ class TokenBudgetBatcher:
         now = self._wall()
         for lane in LANES:  # online first; bulk fills what budget is left
             queue = self._queues[lane]
-            while queue and len(batch) < self.max_batch_items:
+            cap = (
+                self.max_batch_items
+                if lane == "online"
+                else min(self.max_batch_items, len(batch) + self.max_bulk_items)
+            )
+            while queue and len(batch) < cap:
                 it = queue[0]
                 n = len(it.tokens)
                 # The first item always goes (a prompt longer than the budget still has to be scored).

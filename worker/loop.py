@@ -137,7 +137,9 @@ class Worker:
         self.raw_cache = (
             self.cache.sibling(s.raw_fallback_version or s.summarizer_version) if s.missing_summary == "raw" else None
         )
-        self.batcher = TokenBudgetBatcher(s.max_batch_tokens, s.max_batch_items, s.max_wait_ms / 1e3)
+        self.batcher = TokenBudgetBatcher(
+            s.max_batch_tokens, s.max_batch_items, s.max_wait_ms / 1e3, max_bulk_items=s.max_bulk_batch_items
+        )
         self.offsets = OffsetTracker()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -635,13 +637,17 @@ class Worker:
         queued = len(self.batcher)
         limit = self.settings.max_queued_items
         # The bulk lane yields first: its partitions pause at half the limit (resume at a quarter), so a
-        # saturating backfill leaves the other half of the queue to online requests.
+        # saturating backfill leaves the other half of the queue to online requests. They also pause once a
+        # few bulk batches are queued: more bulk queued adds nothing to engine use, but taking it in (decode,
+        # fetch, tokenize on the same cores) delays the online records of the next poll.
         bulk_tps = [tp for tp in self.consumer.assignment() if tp.topic == self._bulk_topic]
-        if not self._bulk_paused and queued >= max(1, limit // 2):
+        bulk_queued = self.batcher.queued("bulk")
+        bulk_enough = 4 * self.batcher.max_bulk_items
+        if not self._bulk_paused and (queued >= max(1, limit // 2) or bulk_queued >= bulk_enough):
             self.consumer.pause(*bulk_tps)
             self._bulk_paused = True
             metrics.LANE_PAUSED.labels("bulk").set(1)
-        elif self._bulk_paused and queued <= limit // 4 and not self._paused:
+        elif self._bulk_paused and queued <= limit // 4 and bulk_queued <= bulk_enough // 4 and not self._paused:
             self.consumer.resume(*bulk_tps)
             self._bulk_paused = False
             metrics.LANE_PAUSED.labels("bulk").set(0)

@@ -1,0 +1,47 @@
+"""``jobscore bench-lanes``: online latency alone vs with a saturating bulk backfill (bench/lanes_bench.py).
+
+Loaded by `app.cli` through its plugin hook (`register(sub, add)`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from app.commands import AddCommand, settings_from
+from jobscore.settings import WorkerSettings, setup_logging
+
+
+def cmd_bench_lanes(ns: argparse.Namespace) -> int:
+    from bench.lanes_bench import run
+
+    s: WorkerSettings = settings_from(ns, WorkerSettings)
+    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    ns.kafka_bootstrap = getattr(ns, "s_kafka_bootstrap", None) or os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
+    r = run(ns, s)
+    print(json.dumps(r, indent=2))
+    if ns.json:
+        with open(ns.json, "w") as f:
+            json.dump(r, f, indent=2)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:  # type: ignore[type-arg]
+    p = add(
+        "bench-lanes",
+        cmd_bench_lanes,
+        "Online request latency (p50/p99, client-measured) at a fixed rate, alone and with the bulk lane "
+        "saturated by a backfill; prints bulk pairs/s during the second phase. Embedded stack unless "
+        "--kafka-bootstrap/JOBSCORE_KAFKA_BOOTSTRAP is given.",
+        WorkerSettings,
+    )
+    p.add_argument("--rate", type=float, default=2.0, help="Online requests per second (open loop).")
+    p.add_argument("--seconds", type=float, default=30.0, help="Length of each phase.")
+    p.add_argument("--candidates", type=int, default=20, help="Candidates per online request.")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--bulk-requests", type=int, default=400, help="Bulk requests queued before phase 2.")
+    p.add_argument("--bulk-candidates", type=int, default=50, help="Candidates per bulk request.")
+    p.add_argument("--json", default=None, help="Also write the result here.")

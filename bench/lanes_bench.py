@@ -1,0 +1,151 @@
+"""Online latency with and without a saturating bulk backfill (`jobscore bench-lanes`).
+
+One real worker (vLLM on the given or tiny model) on the embedded stack (or a given broker/Redis). Phase
+"alone": online requests at a fixed rate for a fixed time. Phase "with bulk": the bulk lane is first filled
+with more work than the worker can finish in the phase, then the same online load runs. Latency is measured
+by the client (publish → ranking received); bulk throughput is the bulk pairs scored during the phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class Phase:
+    name: str
+    online_requests: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    online_items_s: float
+    bulk_items_s: float
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+async def _online_phase(
+    client: Any, ids: list[str], rate: float, seconds: float, candidates: int, top_k: int
+) -> tuple[list[float], int]:
+    from engine.corpus import queries
+
+    qs = queries(int(rate * seconds) + 1, seed=int(time.time()))
+    lat: list[float] = []
+
+    async def one(q: str) -> None:
+        t0 = time.perf_counter()
+        await client.score(q, ids[:candidates], top_k=top_k, timeout=300)
+        lat.append((time.perf_counter() - t0) * 1e3)
+
+    tasks = []
+    start = time.perf_counter()
+    for i, q in enumerate(qs):
+        # Open-loop arrivals at a fixed rate: the next request is sent on schedule, answered or not.
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(q)))
+    await asyncio.gather(*tasks)
+    return lat, len(qs) * candidates
+
+
+async def _run(settings: Any, engine: Any, args: Any) -> list[Phase]:
+    from engine.corpus import postings, queries
+    from jobscore.cache import SummaryCache
+    from jobscore.client import ScoringClient, new_request
+    from jobscore.kafka import ensure_topics
+    from jobscore.metrics import LANE_ITEMS
+    from summarizer.writer import build_records
+    from worker.loop import Worker
+
+    await ensure_topics(settings)
+    jobs = postings(max(args.candidates, 64), seed=7, prefix="lanes-job")
+    cache = SummaryCache.from_url(settings.redis_url, settings.summarizer_version)
+    await cache.write(build_records(jobs, settings.summarizer_version, 128))
+    await cache.close()
+    ids = [p.job_id for p in jobs]
+    worker = Worker(settings, engine)
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    phases: list[Phase] = []
+
+    def bulk_items() -> float:
+        return LANE_ITEMS.labels("bulk")._value.get()  # type: ignore[no-any-return]
+
+    try:
+        async with ScoringClient(settings) as online, ScoringClient(settings, lane="bulk") as bulk:
+            await online.score("warm up", ids[: args.candidates], top_k=1, timeout=600)
+            for name in ("alone", "with bulk"):
+                if name == "with bulk":
+                    n_bulk = args.bulk_requests
+                    reqs = [new_request(q, ids[: args.bulk_candidates]) for q in queries(n_bulk, seed=99)]
+                    await asyncio.gather(*(bulk.submit(r) for r in reqs))
+                    # Saturated: bulk work queued and being scored before the online load starts.
+                    while worker.batcher.queued("bulk") == 0:
+                        await asyncio.sleep(0.05)
+                b0, t0 = bulk_items(), time.perf_counter()
+                lat, online_pairs = await _online_phase(
+                    online, ids, args.rate, args.seconds, args.candidates, args.top_k
+                )
+                dt = time.perf_counter() - t0
+                phases.append(
+                    Phase(
+                        name,
+                        len(lat),
+                        round(statistics.median(lat), 1),
+                        round(_pct(lat, 0.99), 1),
+                        round(max(lat), 1),
+                        round(online_pairs / dt, 1),
+                        round((bulk_items() - b0) / dt, 1),
+                    )
+                )
+                print(f"{name}: {asdict(phases[-1])}", flush=True)
+                if name == "with bulk":
+                    left = worker.batcher.queued("bulk")
+                    print(f"bulk pairs still queued at the end of the phase: {left} (saturated: > 0)", flush=True)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 600)
+        await worker.close()
+    return phases
+
+
+def run(args: Any, settings: Any) -> dict[str, Any]:
+    from engine.factory import engine_from_settings
+    from jobscore.devstack import dev_stack
+
+    with dev_stack(args.kafka_bootstrap, settings.redis_url) as (bootstrap, redis_url):
+        run_id = f"{int(time.time())}"
+        s = settings.model_copy(
+            update={
+                "kafka_bootstrap": bootstrap,
+                "redis_url": redis_url,
+                "topic_requests": f"bench-{run_id}.requests",
+                "topic_requests_bulk": f"bench-{run_id}.requests.bulk",
+                "topic_results": f"bench-{run_id}.rankings",
+                "topic_dead_letters": f"bench-{run_id}.dlq",
+                "group_id": f"bench-lanes-{run_id}",
+                "summarizer_version": f"bench-{run_id}",
+            }
+        )
+        engine = engine_from_settings(s)
+        try:
+            phases = asyncio.run(_run(s, engine, args))
+        finally:
+            engine.close()
+    return {
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",
+        "model": str(settings.model or "tiny test model"),
+        "online": f"{args.rate} req/s x {args.candidates} candidates for {args.seconds}s",
+        "bulk": f"{args.bulk_requests} requests x {args.bulk_candidates} candidates queued first",
+        "phases": [asdict(p) for p in phases],
+    }
