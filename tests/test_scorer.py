@@ -53,6 +53,7 @@ def test_a_base_with_another_hash_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.engine
+@pytest.mark.timeout(600)  # building the scorer (~20 s) + loading it in vLLM (~30 s) on 2 shared CPUs
 def test_ranks_reserved_occupations_through_the_worker_engine(scorer: Path) -> None:
     """Reserved occupations are never trained on: this is the scorer's held-out quality, in the vLLM engine
     the worker serves it with, on the worker's prompt, in both context modes."""
