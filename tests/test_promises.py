@@ -116,8 +116,9 @@ class TestScoresBelongToTheirPairs:
             direct = await direct_scores(serving_engine, ws, req)
             spread.append(max(direct.values()) - min(direct.values()))
             check_ranking_against_direct(rankings[req.request_id], req, direct)
-        # Scores that differ from pair to pair: a mix-up between pairs would show as a difference.
-        assert max(spread) > 100 * SCORE_TOL
+        # Scores that differ from pair to pair by well over the tolerance: a mix-up would show. (SmolLM2
+        # zero-shot scores sit close together, ~0.96-0.98, hence a factor 10, not more.)
+        assert max(spread) > 10 * SCORE_TOL
 
     async def test_updated_posting_is_scored_on_its_new_text(
         self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
