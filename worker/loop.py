@@ -132,6 +132,9 @@ class Worker:
             max_doc_tokens=s.max_doc_tokens,
             layout=s.prompt_layout,
         )
+        # An ordinary prompt: when a prompt fails alone, scoring this tells a bad prompt from a lost engine.
+        canary_doc = self.prompts.doc_ids([("jobscore-canary", "v1")], ["Software engineers build software."])[0]
+        self._canary = self.prompts.build(self.prompts.query_ids("software engineer"), canary_doc)
         self.cache = SummaryCache.for_service(s, s.summarizer_version)
         self.made_by = Provenance(engine.info.model_id, engine.info.revision, s.summarizer_version)
         self.raw_cache = (
@@ -474,25 +477,43 @@ class Worker:
             self._fail(e)
 
     def _score(self, prompts: Sequence[Sequence[int]]) -> list[float | None]:
-        """Score a batch; if the engine rejects it, isolate the prompts it rejects (None) by retrying singly."""
+        """Score a batch; if the engine rejects it, isolate the prompts it rejects (None) by retrying singly.
+
+        A prompt that fails alone looks like a lost device. The canary (a fixed, ordinary prompt) tells them
+        apart: if it still scores, the engine is fine and only those prompts are bad — they become
+        candidate errors, and the worker keeps serving instead of crash-looping on a poison request."""
         try:
             return list(self._checked(self.engine.score_tokens(prompts)))
         except Exception as batch_error:
             if len(prompts) == 1:
-                raise EngineFailure(f"engine failed: {batch_error}") from batch_error
+                self._probe_engine(batch_error)
+                return [None]
             log.warning(
                 "engine rejected a batch; retrying its prompts one by one",
                 extra={"size": len(prompts), "error": repr(batch_error)},
             )
         out: list[float | None] = []
+        last: Exception | None = None
         for p in prompts:
             try:
                 out.append(self._checked(self.engine.score_tokens([p]))[0])
-            except Exception:
+            except Exception as e:
                 out.append(None)
+                last = e
         if all(s is None for s in out):
-            raise EngineFailure("engine failed on every prompt of the batch") from None
+            self._probe_engine(last or RuntimeError("every prompt failed"))
         return out
+
+    def _probe_engine(self, error: Exception) -> None:
+        """Raise `EngineFailure` unless the engine still scores the canary prompt (then ``error`` was the
+        prompts', not the engine's)."""
+        try:
+            self._checked(self.engine.score_tokens([self._canary]))
+        except Exception as canary_error:
+            raise EngineFailure(f"engine failed: {error}; the canary prompt fails too: {canary_error}") from error
+        log.warning(
+            "engine rejected a prompt it cannot score; answering it as an engine error", extra={"error": repr(error)}
+        )
 
     @staticmethod
     def _checked(scores: Sequence[float]) -> Sequence[float]:
