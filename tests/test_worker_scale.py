@@ -51,6 +51,7 @@ class _Recording(Worker):
         super().__init__(*args, **kw)
         self.backpressure_steps: list[_Step] = []
         self.revoked_in_flight: list[int] = []
+        self.answered_during_revoke: list[int] = []
 
     def _backpressure(self) -> None:
         queued, before = len(self.batcher), self._paused
@@ -60,9 +61,11 @@ class _Recording(Worker):
         self.backpressure_steps.append(_Step(queued, before, self._paused, paused))
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        if revoked:  # the first join calls the listener with nothing revoked
-            self.revoked_in_flight.append(self.offsets.in_flight(revoked))
+        in_flight, done_before = self.offsets.in_flight(revoked), self.requests_done
         await super()._on_revoked(revoked)
+        if revoked:  # the first join calls the listener with nothing revoked
+            self.revoked_in_flight.append(in_flight)
+            self.answered_during_revoke.append(self.requests_done - done_before)
 
 
 class TestTokenPrompts:
@@ -168,6 +171,8 @@ class TestFlowControl:
                 async with running(b):  # b joins: a's partitions are revoked while its work is in flight
                     rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
         assert a.revoked_in_flight and a.revoked_in_flight[0] > 0, "the revoke found work in flight"
+        # ...and finished it before handing the partitions over (not dropped for the next owner to redo).
+        assert all(d >= n for d, n in zip(a.answered_during_revoke, a.revoked_in_flight, strict=True))
         assert set(rankings) == {r.request_id for r in reqs}
         # The revoke drained and committed a's work: b started after it, so nothing was answered twice.
         assert b.requests_done > 0
@@ -233,6 +238,8 @@ class TestSigterm:
             if proc.poll() is None:
                 proc.kill()
         assert "signal received" in out
+        # Nothing it consumed was left behind: the drain ended because the queue emptied, not at its timeout.
+        assert "drain timed out" not in out, out[-3000:]
         # The signal arrived mid-stream: work was in flight, and the process finished it after the signal...
         assert len(by_process) == done_by_process < len(reqs)
         assert any(r.produced_at > signalled_at for r in by_process.values()), "nothing was in flight"
