@@ -247,9 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "demo",
         cmd_demo,
-        "Run the whole pipeline end to end on the embedded stack and the shipped scorer: real ESCO job postings, "
-        "queries with known answers, rankings printed with their quality (starts what is missing, cleans up "
-        "after).",
+        "Run the whole pipeline end to end on the embedded stack: real ESCO job postings, queries with known "
+        "answers, rankings printed with their quality (ndcg@10, hit@3). The default model is the tiny random "
+        "one (scores mean nothing); --model serves a trained one. Starts what is missing, cleans up after.",
         WorkerSettings,
     )
     p.add_argument("--postings", type=int, default=120, help="ESCO postings to publish (answers + distractors).")
@@ -294,9 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "build-scorer",
         cmd_build_scorer,
-        "Build (or find) the default scorer: merge the shipped LoRA adapter (engine/scorer) into the packaged "
-        "SmolLM2-135M-Instruct after checking the base's hash; print its directory. The worker and the demo do "
-        "this on first use.",
+        "Build (or find) the shipped scorer: merge the LoRA adapter in engine/scorer into the packaged "
+        "SmolLM2-135M-Instruct after checking the base's hash; print its directory (serve it with --model).",
         ToolSettings,
     )
     p.add_argument("--force", action="store_true", help="rebuild even if the merged directory exists")

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from engine.engines import HfEngine, ScoringEngine, VllmEngine
-from engine.scorer import build_scorer
-from engine.tinymodel import default_cache_dir
+from engine.tinymodel import build_tiny_model, default_cache_dir
 
 EngineKind = Literal["vllm", "hf"]
 
@@ -42,10 +41,13 @@ class EngineOptions:
 def engine_from_settings(
     s: EngineSettings, model: str | Path | None = None, *, max_num_seqs: int | None = None
 ) -> ScoringEngine:
-    """Build the engine the settings describe. ``model`` overrides ``s.model``; with neither, the shipped
-    scorer (engine/scorer: the LoRA adapter merged into the packaged SmolLM2) is built on first use under
-    ``s.cache_dir``. The tiny random model is for plumbing tests only and never a default."""
-    model = model or getattr(s, "model", None) or build_scorer(s.cache_dir)
+    """Build the engine the settings describe. ``model`` overrides ``s.model``; with neither, the tiny
+    random-weight test model is built (or found) under ``s.cache_dir``.
+
+    Not yet the shipped scorer: its adapter (engine/scorer, `jobscore build-scorer`) does not rank better
+    than chance yet (bench/RESULTS.md §4), so serving it by default would cost a 135M model for the same
+    noise. Pass ``--model "$(jobscore build-scorer)"`` to serve it, or any trained directory."""
+    model = model or getattr(s, "model", None) or build_tiny_model(s.cache_dir)
     if s.engine == "hf":
         dtype = s.dtype if s.dtype in ("float32", "bfloat16") else "float32"
         return HfEngine(model, dtype=dtype, max_model_len=s.max_model_len)  # type: ignore[arg-type]

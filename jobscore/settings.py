@@ -399,8 +399,9 @@ class WorkerSettings(CommonSettings):
     group_id: str = Field("jobscore-worker", description="Consumer group of the scoring workers.")
     model: Path | None = Field(
         None,
-        description="HF model directory; default: the shipped scorer (SmolLM2-135M + the LoRA adapter in "
-        "engine/scorer, merged on first use under cache_dir; `jobscore build-scorer`).",
+        description="HF model directory. Default: the tiny random-weight test model (its scores mean nothing); "
+        "a trained scorer: a compress-sft output, or `jobscore build-scorer` for the LoRA adapter in engine/scorer "
+        "(not yet above chance, see README 'Models').",
     )
     engine: Literal["vllm", "hf"] = Field("vllm", description="vllm (production) or hf (naive baseline).")
     dtype: str = Field("auto", description="Engine dtype: auto, float32, bfloat16, float16.")
