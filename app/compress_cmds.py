@@ -135,11 +135,17 @@ def cmd_sft(ns: argparse.Namespace) -> int:
     if ns.teacher:
         ex = distil_examples(_model_arg(ns.teacher), ex, cfg)
     lora = None
-    if ns.lora:
-        from compress.lora import LoraSpec
-
-        lora = LoraSpec(rank=ns.lora_rank, alpha=ns.lora_alpha, targets=tuple(ns.lora_targets))
     base = _model_arg(ns.model)
+    if ns.lora:
+        from compress.lora import LoraSpec, parse_layers
+
+        n_layers = json.loads((base / "config.json").read_text()).get("num_hidden_layers")
+        lora = LoraSpec(
+            rank=ns.lora_rank,
+            alpha=ns.lora_alpha,
+            targets=tuple(ns.lora_targets),
+            layers=parse_layers(ns.lora_layers, n_layers),
+        )
     out = train(
         base, ex, Path(ns.out), cfg, stop_after=ns.stop_after, lora=lora, grad_checkpointing=ns.grad_checkpointing
     )
@@ -326,6 +332,12 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument("--lora-alpha", type=float, default=16.0)
     p.add_argument(
         "--lora-targets", nargs="+", default=list(DEFAULT_TARGETS), help="module names (default: every linear layer)"
+    )
+    p.add_argument(
+        "--lora-layers",
+        default="all",
+        help="decoder layers that get LoRA: 'all', 'topN' (the last N), '22-29' or '0,5,7'. Only the top layers: "
+        "backward stops at the lowest adapted one (cheap steps, little activation memory)",
     )
     p.add_argument("--adapter-version", default=ADAPTER_VERSION, help="recorded in manifest.json and on merge")
 

@@ -40,6 +40,34 @@ class LoraSpec:
     targets: tuple[str, ...] = DEFAULT_TARGETS
     dropout: float = 0.0  # off: short CPU runs, and resumes stay deterministic
     save_dtype: str = "float16"
+    # Decoder layer indices that get LoRA (PEFT ``layers_to_transform``); None: every layer. With only the top
+    # layers trainable, backward stops at the lowest adapted layer: a step costs ~a forward plus a short backward.
+    layers: tuple[int, ...] | None = None
+
+
+def parse_layers(value: str, n_layers: int | None = None) -> tuple[int, ...] | None:
+    """``"all"`` → None; ``"22-29"`` → (22, …, 29); ``"0,5,7"``; ``"top8"`` → the last 8 of ``n_layers``."""
+    v = value.strip().lower()
+    if v in ("", "all"):
+        return None
+    if v.startswith("top"):
+        if n_layers is None:
+            raise ValueError("'topN' needs the model's layer count")
+        k = int(v[3:])
+        if not 0 < k <= n_layers:
+            raise ValueError(f"{value!r}: the model has {n_layers} layers")
+        return tuple(range(n_layers - k, n_layers))
+    out: list[int] = []
+    for part in v.split(","):
+        if "-" in part:
+            a, b = (int(x) for x in part.split("-", 1))
+            out += range(a, b + 1)
+        else:
+            out.append(int(part))
+    layers = tuple(sorted(set(out)))
+    if n_layers is not None and any(not 0 <= i < n_layers for i in layers):
+        raise ValueError(f"{value!r}: the model has {n_layers} layers (0-{n_layers - 1})")
+    return layers
 
 
 class BaseMismatch(ValueError):
@@ -57,6 +85,7 @@ def wrap_lora(model: Any, spec: LoraSpec) -> Any:
         lora_dropout=spec.dropout,
         bias="none",
         task_type="CAUSAL_LM",
+        layers_to_transform=list(spec.layers) if spec.layers is not None else None,
     )
     return get_peft_model(model, cfg)
 

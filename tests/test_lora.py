@@ -101,3 +101,36 @@ def test_shipped_adapter_merges_into_smollm2(tmp_path: Path) -> None:
     torch.testing.assert_close(merged, runtime, atol=1e-4, rtol=0)
     meta = json.loads((tmp_path / "merged" / "jobscore_model.json").read_text())
     assert meta == {**meta, "model_id": m["model_id"], "revision": m["adapter_version"]}
+
+
+def test_parse_layers() -> None:
+    from compress.lora import parse_layers
+
+    assert parse_layers("all", 30) is None
+    assert parse_layers("top8", 30) == tuple(range(22, 30))
+    assert parse_layers("22-29", 30) == tuple(range(22, 30))
+    assert parse_layers("0,5,7") == (0, 5, 7)
+    with pytest.raises(ValueError):
+        parse_layers("28-31", 30)
+    with pytest.raises(ValueError):
+        parse_layers("top4")
+
+
+def test_top_layers_adapter_only_touches_those_layers(tiny_model: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    n = json.loads((tiny_model / "config.json").read_text())["num_hidden_layers"]
+    postings, pairs = generate_split("train", 2, seed=6)
+    ex = make_examples(pairs, postings, modes=("raw",), max_doc_chars=200)
+    spec = LoraSpec(rank=4, alpha=8, layers=(n - 1,))
+    out = tmp_path / "adapter"
+    cfg = TrainConfig(lr=5e-3, epochs=1, batch_size=8, threads=1, save_every=1000)
+    assert train(tiny_model, ex, out, cfg, progress=False, lora=spec) == out
+    keys = load_file(str(out / "adapter_model.safetensors")).keys()
+    assert keys and all(f"layers.{n - 1}." in k for k in keys)
+    cfg_json = json.loads((out / "adapter_config.json").read_text())
+    assert cfg_json["layers_to_transform"] == [n - 1]
+    assert not cfg_json["rank_pattern"] and not cfg_json["alpha_pattern"]  # the serving merge refuses those
+    write_manifest(out, tiny_model, spec=spec, training={}, data={}, command=["test"], base_model="tiny")
+    merged, runtime = merged_matches_peft(tiny_model, out, tmp_path / "merged")
+    torch.testing.assert_close(merged, runtime, atol=1e-5, rtol=0)
