@@ -228,6 +228,8 @@ class TestBroker:
             common["topic_postings"],
             "--topic-requests",
             common["topic_requests"],
+            "--topic-requests-bulk",
+            common["topic_requests_bulk"],
             "--topic-results",
             common["topic_results"],
             "--topic-dead-letters",

@@ -57,7 +57,9 @@ class _Recording(Worker):
         queued, before = len(self.batcher), self._paused
         super()._backpressure()
         assert self.consumer is not None
-        paused = bool(self.consumer.assignment()) and self.consumer.paused() == self.consumer.assignment()
+        # The online lane's partitions (the bulk lane pauses earlier and resumes later by design).
+        online = {tp for tp in self.consumer.assignment() if tp.topic == self.settings.topic_requests}
+        paused = bool(online) and online <= self.consumer.paused()
         self.backpressure_steps.append(_Step(queued, before, self._paused, paused))
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -113,7 +115,8 @@ class TestFlowControl:
             await publish_requests(ws, reqs)
             rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
             await wait_until(lambda: not worker._paused, what="partitions resumed")
-            assert worker.consumer is not None and not worker.consumer.paused()
+            assert worker.consumer is not None
+            assert not {tp for tp in worker.consumer.paused() if tp.topic == ws.topic_requests}
         limit = ws.max_queued_items
         steps = worker.backpressure_steps
         # Every decision follows the rule exactly: pause at >= limit, stay paused above half, resume at half.
@@ -174,8 +177,9 @@ class TestFlowControl:
         # ...and finished it before handing the partitions over (not dropped for the next owner to redo).
         assert all(d >= n for d, n in zip(a.answered_during_revoke, a.revoked_in_flight, strict=True))
         assert set(rankings) == {r.request_id for r in reqs}
-        # The revoke drained and committed a's work: b started after it, so nothing was answered twice.
-        assert b.requests_done > 0
+        # The revoke drained and committed a's work, so nothing was answered twice. (How many b answers depends
+        # on how long the group join takes — tansu holds it ~session_timeout/2 while a keeps working — so it
+        # may be none: the property is about the hand-over, which the revoke assertions above check.)
         assert a.requests_done + b.requests_done == len(reqs) and waiter.duplicates == 0
         assert await committed_offsets(ws) == await next_offsets(ws, len(reqs))
 
