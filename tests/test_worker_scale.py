@@ -162,7 +162,9 @@ class TestFlowControl:
         ws = worker_settings(max_records=2, max_batch_items=4, max_queued_items=8)
         items = postings(6, seed=26, prefix=f"{ws.group_id}-job")
         await seed(ws, items)
-        reqs = [new_request(q, [p.job_id for p in items], top_k=2) for q in queries(40, seed=26)]
+        # Enough work that a is still busy when the group finishes rebalancing (tansu holds a join for
+        # ~session_timeout/2, and a keeps scoring meanwhile): 40 requests were sometimes all done by then.
+        reqs = [new_request(q, [p.job_id for p in items], top_k=2) for q in queries(240, seed=26)]
         a, b = _Recording(ws, vllm_engine), _Recording(ws, vllm_engine)
         async with RankingWaiter(ws) as waiter:
             await publish_requests(ws, reqs)
