@@ -9,6 +9,7 @@ tests never see each other's data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -213,3 +214,19 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S, what
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running_through_faults(svc: Any) -> AsyncIterator[asyncio.Task[None]]:
+    """Run a worker or summarizer for a test that injects faults: on the way out, an error its ``run()``
+    ended with (the injected fault) does not fail the test — the test asserts the outcome itself.
+    Plain tests use `tests.test_worker.running`, which re-raises."""
+    await svc.start()
+    task = asyncio.create_task(svc.run())
+    try:
+        yield task
+    finally:
+        svc.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, WAIT_S)
+        await svc.close()

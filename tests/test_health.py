@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from jobscore import health
 from jobscore.devstack import free_port, wait_for_port
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from summarizer.service import Summarizer
-from tests.conftest import WAIT_S, wait_until
+from tests.conftest import WAIT_S, running_through_faults, wait_until
 from worker.loop import Worker
 
 PROBE_S = 0.3  # health_probe_interval_s in these tests: readiness follows Redis within about this
@@ -84,19 +84,6 @@ class RedisServer:
             self.proc = None
 
 
-@contextlib.asynccontextmanager
-async def running(svc: Worker | Summarizer) -> AsyncIterator[asyncio.Task[None]]:
-    await svc.start()
-    task = asyncio.create_task(svc.run())
-    try:
-        yield task
-    finally:
-        svc.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, WAIT_S)
-        await svc.close()
-
-
 async def wait_probe(port: int, path: str, pred: Callable[[Probe], bool], what: str) -> Probe:
     last: list[Probe] = []
 
@@ -121,7 +108,7 @@ class TestSummarizerHealth:
             ss = summarizer_settings(
                 redis_url=rds.url, extractive_embeddings=False, health_probe_interval_s=PROBE_S, liveness_timeout_s=30
             )
-            async with running(Summarizer(ss)):
+            async with running_through_faults(Summarizer(ss)):
                 ok = await wait_probe(http_port, "/readyz", lambda p: p.code == 200, "summarizer ready")
                 assert set(ok.body["checks"]) >= {"broker", "redis", "summarizer", "draining"}
                 live = await aget(http_port, "/healthz")
@@ -148,7 +135,7 @@ class TestSummarizerHealth:
         ss = summarizer_settings(
             redis_url=f"redis://127.0.0.1:{free_port()}/0", extractive_embeddings=False, health_probe_interval_s=PROBE_S
         )
-        async with running(Summarizer(ss)):
+        async with running_through_faults(Summarizer(ss)):
             p = await wait_probe(
                 http_port,
                 "/readyz",

@@ -6,11 +6,9 @@ Real broker, real Redis, the real vLLM engine on the tiny model. Each poison rec
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -26,23 +24,10 @@ from schemas.messages import MAX_DESCRIPTION_CHARS
 from schemas.topics import MAX_RECORD_BYTES
 from summarizer.service import Summarizer
 from summarizer.writer import build_records
-from tests.conftest import WAIT_S, wait_until
+from tests.conftest import WAIT_S, running_through_faults, wait_until
 from worker.loop import Worker
 
 BIG = 6_500_000  # a 6.5 MB record: over every topic's limit, under the clients' fetch size
-
-
-@contextlib.asynccontextmanager
-async def running(svc: Worker | Summarizer) -> AsyncIterator[asyncio.Task[None]]:
-    await svc.start()
-    task = asyncio.create_task(svc.run())
-    try:
-        yield task
-    finally:
-        svc.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, WAIT_S)
-        await svc.close()
 
 
 async def send_raw(s: CommonSettings, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
@@ -88,7 +73,7 @@ class TestPoisonWorker:
         await seed(ws, items)
         ids = [p.job_id for p in items]
         good = new_request("cafe manager", ids, top_k=2)
-        async with running(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
+        async with running_through_faults(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
             await send_raw(
                 ws,
                 ws.topic_requests,
@@ -113,7 +98,7 @@ class TestPoisonWorker:
         await seed(ws, items)
         good = new_request("welder", [p.job_id for p in items], top_k=3)
         huge = request_bytes("huge", b"x" * BIG, [p.job_id for p in items])
-        async with running(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
+        async with running_through_faults(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
             await send_raw(
                 ws, ws.topic_requests, [(b"huge", huge), (good.request_id.encode(), SCORE_REQUESTS.encode(good))]
             )
@@ -136,7 +121,7 @@ class TestPoisonSummarizer:
         huge = b'{"schema":"job_posted.v1","job_id":"big","description":"' + b"y" * BIG + b'"}'
         cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
         try:
-            async with running(Summarizer(s)) as task:
+            async with running_through_faults(Summarizer(s)) as task:
                 await send_raw(
                     s,
                     s.topic_postings,

@@ -9,7 +9,6 @@ summaries arriving. Requests published during the outage are answered after reco
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -17,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -31,7 +30,7 @@ from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import ScoreRequest
 from summarizer.service import Summarizer
 from summarizer.writer import build_records
-from tests.conftest import WAIT_S, wait_until
+from tests.conftest import WAIT_S, running_through_faults, wait_until
 from worker.loop import Worker
 
 # Short timeouts so an outage is noticed in about a second on this 2-core machine.
@@ -91,19 +90,6 @@ def own_redis() -> Iterator[RedisProcess]:
         r.close()
 
 
-@contextlib.asynccontextmanager
-async def running(svc: Worker | Summarizer) -> AsyncIterator[asyncio.Task[None]]:
-    await svc.start()
-    task = asyncio.create_task(svc.run())
-    try:
-        yield task
-    finally:
-        svc.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, WAIT_S)
-        await svc.close()
-
-
 async def outage_seen() -> None:
     await wait_until(lambda: REDIS_OUTAGE.down, what="the cache to report Redis down")
     assert not HEALTH.ready() and not HEALTH.report()["checks"]["redis"]["ok"]  # type: ignore[index]
@@ -134,7 +120,7 @@ async def test_worker_redis_stall_and_restart_requests_answered_task_survives(
         await cache.close()
 
     await seed()
-    async with running(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
+    async with running_through_faults(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
         first = _req(ws, ids, "before")
         await publish_requests(ws, [first])
         assert (await waiter.wait(first.request_id, WAIT_S)).status == "ok"
@@ -181,7 +167,7 @@ async def test_summarizer_redis_stall_and_restart_postings_written_task_survives
         return False
 
     try:
-        async with running(Summarizer(s)) as task:
+        async with running_through_faults(Summarizer(s)) as task:
             wave1 = postings(5, seed=32, prefix=f"{s.group_id}-a")
             await publish_postings(s, wave1)
             await wait_until(lambda: all_written([p.job_id for p in wave1]), what="first wave summaries")
