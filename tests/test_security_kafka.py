@@ -144,7 +144,14 @@ class TlsTerminator:
         assert ready.wait(10), "TLS terminator did not start"
         return self
 
+    @staticmethod
+    def _cancel_all() -> None:
+        for task in asyncio.all_tasks():
+            task.cancel()
+
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
+        if isinstance(ctx.get("exception"), asyncio.CancelledError):
+            return  # stop() cancelled a connection's pumps: not an error
         # A client that does not speak TLS (or distrusts our CA) fails the handshake here.
         if isinstance(ctx.get("exception"), ssl.SSLError | ConnectionError | OSError):
             self.failed_handshakes += 1
@@ -227,9 +234,11 @@ class TlsTerminator:
             return False
 
     def stop(self) -> None:
+        # One callback cancels every task from inside the loop: cancelling them one call_soon_threadsafe at a
+        # time raced asyncio.run closing the loop once serve() ended ("Event loop is closed" in CI).
         if self._loop is not None:
-            for task in asyncio.all_tasks(self._loop):
-                self._loop.call_soon_threadsafe(task.cancel)
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._loop.call_soon_threadsafe(self._cancel_all)
         if self._thread is not None:
             self._thread.join(timeout=10)
 

@@ -72,6 +72,20 @@ async def next_offsets(s: WorkerSettings, count: int) -> dict[int, int]:
     return out
 
 
+async def request_positions(s: WorkerSettings, count: int) -> dict[str, tuple[int, int]]:
+    """``request_id → (partition, offset)`` for the first ``count`` records on the requests topic."""
+    out: dict[str, tuple[int, int]] = {}
+    async for rec, msg in tail(s, SCORE_REQUESTS, from_beginning=True, limit=count, idle_exit_s=WAIT_S):
+        if isinstance(msg, ScoreRequest):
+            out[msg.request_id] = (rec.partition, rec.offset)
+    return out
+
+
+def committed_ids(positions: dict[str, tuple[int, int]], committed: dict[int, int | None]) -> set[str]:
+    """The request ids a group's committed offsets cover (offset below the partition's commit)."""
+    return {rid for rid, (p, off) in positions.items() if off < (committed.get(p) or 0)}
+
+
 class TestEndToEnd:
     async def test_postings_to_ranking_full_path(
         self,

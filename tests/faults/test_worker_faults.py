@@ -18,7 +18,7 @@ from jobscore.client import RankingWaiter, new_request, publish_requests
 from jobscore.settings import CommonSettings, WorkerSettings
 from tests.conftest import SESSION_TIMEOUT_MS, WAIT_S, wait_until
 from tests.faults.conftest import PROCESS_START_S, DelegatingEngine, WorkerProcess, print_ledger, running
-from tests.test_worker import committed_offsets, next_offsets, seed
+from tests.test_worker import committed_ids, committed_offsets, next_offsets, request_positions, seed
 from worker.loop import Worker
 
 # The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a
@@ -59,9 +59,17 @@ class TestWorkerKilled:
                 await asyncio.to_thread(proc.proc.wait, WAIT_S)
                 by_killed = len(waiter.rankings)
                 committed = await committed_offsets(ws)
-                # What it committed it had answered: a kill never loses a committed request.
-                assert sum(v or 0 for v in committed.values()) <= by_killed
-                assert by_killed < len(reqs), "the kill must land mid-stream (make the stream longer)"
+                # What it committed it had answered: a kill never loses a committed request. Each committed
+                # request's ranking is on the results topic; the waiter may still be reading the last of them
+                # (it counted 11 while 12 were committed and published), so wait for exactly those ids.
+                covered = committed_ids(await request_positions(ws, len(reqs)), committed)
+                assert len(covered) == sum(v or 0 for v in committed.values())
+                assert len(covered) < len(reqs), "the kill must land mid-stream (make the stream longer)"
+                await wait_until(
+                    lambda: covered <= waiter.rankings.keys(),
+                    timeout=WAIT_S,
+                    what="a ranking for every request the killed worker committed",
+                )
                 async with running(Worker(ws, vllm_engine)):
                     await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
                 duplicates = waiter.duplicates
