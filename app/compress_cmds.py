@@ -147,8 +147,19 @@ def cmd_sft(ns: argparse.Namespace) -> int:
             layers=parse_layers(ns.lora_layers, n_layers),
         )
     out = train(
-        base, ex, Path(ns.out), cfg, stop_after=ns.stop_after, lora=lora, grad_checkpointing=ns.grad_checkpointing
+        base,
+        ex,
+        Path(ns.out),
+        cfg,
+        stop_after=ns.stop_after,
+        lora=lora,
+        grad_checkpointing=ns.grad_checkpointing,
+        freeze_embeddings_norms=ns.freeze_embeddings_norms,
     )
+    if out and lora is None:  # what made this model: compress-extract-lora copies it into an adapter's manifest
+        (out / "recipe.json").write_text(
+            json.dumps({"command": ["jobscore", *sys.argv[1:]], "data": recipe}, indent=2) + "\n"
+        )
     if out and lora is not None:
         from compress.lora import write_manifest
         from engine.identity import source_model_id
@@ -229,6 +240,39 @@ def cmd_merge(ns: argparse.Namespace) -> int:
     _s(ns)
     out = merge_adapter(_model_arg(ns.base), Path(ns.adapter), Path(ns.out), dtype=ns.merged_dtype)
     print(f"merged {ns.adapter} into {ns.base} → {out}")
+    return 0
+
+
+def cmd_extract_lora(ns: argparse.Namespace) -> int:
+    from compress.lora import LoraSpec, extract_lora, write_manifest
+    from engine.identity import read_identity, source_model_id
+
+    _s(ns)
+    base, tuned, out = _model_arg(ns.base), Path(ns.tuned), Path(ns.out)
+    spec = LoraSpec(rank=ns.rank, alpha=float(ns.alpha if ns.alpha is not None else ns.rank))
+    kept = extract_lora(base, tuned, out, spec)
+    # The tuned model's own recipe (compress-sft writes recipe.json: its command and data) makes the adapter
+    # reproducible from the manifest: that command, then this one.
+    recipe_file = tuned / "recipe.json"
+    teacher = json.loads(recipe_file.read_text()) if recipe_file.exists() else {}
+    write_manifest(
+        out,
+        base,
+        base_model=source_model_id(base),
+        spec=spec,
+        training={
+            "method": "truncated SVD of a full fine-tune's linear-layer change (compress.lora.extract_lora)",
+            **kept,
+            "fine_tune": {"command": teacher.get("command"), "identity": read_identity(tuned)},
+        },
+        data=teacher.get("data", {}),
+        command=["jobscore", *sys.argv[1:]],
+        version=ns.adapter_version,
+    )
+    print(
+        f"saved {out}: rank {spec.rank} keeps {kept['energy_kept']:.1%} of the change's energy "
+        f"(worst matrix {kept['energy_kept_worst_matrix']:.1%})"
+    )
     return 0
 
 
@@ -327,6 +371,12 @@ def register(sub: Any, add: AddCommand) -> None:
         action="store_true",
         help="recompute activations in backward: far less memory (batch 16: ~12 GB → a few), ~1.3x time",
     )
+    p.add_argument(
+        "--freeze-embeddings-norms",
+        action="store_true",
+        help="full fine-tune of the linear layers only (embeddings, tied LM head, norms frozen): the change is "
+        "then all in weights compress-extract-lora can turn into an adapter",
+    )
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter (PEFT) instead of all weights")
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=16.0)
@@ -380,6 +430,21 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument(
         "--merged-dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: the base's"
     )
+
+    p = add(
+        "compress-extract-lora",
+        cmd_extract_lora,
+        "A LoRA adapter from a full fine-tune: the truncated SVD of each linear layer's change (the best rank-r "
+        "approximation), saved with its manifest like a trained adapter. Train the fine-tune with "
+        "--freeze-embeddings-norms so the whole change is in the linears.",
+        CompressSettings,
+    )
+    p.add_argument("tuned", help="the fine-tuned model dir (a compress-sft output of the same base)")
+    p.add_argument("out", help="adapter dir to write")
+    p.add_argument("--base", default="smollm2", help="base model dir, or 'smollm2' (the float32 conversion)")
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank (float16: ~0.6 MB per rank for SmolLM2-135M)")
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default: the rank, scaling 1)")
+    p.add_argument("--adapter-version", default="scorer-lora-v2", help="recorded in manifest.json and on merge")
 
     p = add(
         "compress-pipeline",

@@ -1,4 +1,6 @@
-"""``jobscore bench-lanes``: online latency alone vs with a saturating bulk backfill (bench/lanes_bench.py).
+"""Worker benches on the embedded stack: ``jobscore bench-lanes`` (online latency alone vs with a saturating bulk
+backfill, bench/lanes_bench.py) and ``jobscore bench-score-cache`` (items/s with the score cache off vs on for
+a workload with repeats, bench/score_cache_bench.py).
 
 Loaded by `app.cli` through its plugin hook (`register(sub, add)`).
 """
@@ -29,6 +31,22 @@ def cmd_bench_lanes(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_score_cache(ns: argparse.Namespace) -> int:
+    from bench.score_cache_bench import run
+
+    s: WorkerSettings = settings_from(ns, WorkerSettings)
+    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    ns.kafka_bootstrap = getattr(ns, "s_kafka_bootstrap", None) or os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
+    r = run(ns, s)
+    print(json.dumps(r, indent=2))
+    if ns.json:
+        with open(ns.json, "w") as f:
+            json.dump(r, f, indent=2)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:  # type: ignore[type-arg]
     p = add(
         "bench-lanes",
@@ -44,4 +62,19 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:  # type:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--bulk-requests", type=int, default=400, help="Bulk requests queued before phase 2.")
     p.add_argument("--bulk-candidates", type=int, default=50, help="Candidates per bulk request.")
+    p.add_argument("--json", default=None, help="Also write the result here.")
+
+    p = add(
+        "bench-score-cache",
+        cmd_bench_score_cache,
+        "Pairs/s with the score cache off and on, side by side in one run, for a request stream in which "
+        "--distinct requests repeat to make --requests (the repeat share is 1 - distinct/requests). Prints each "
+        "phase's pairs/s, engine pairs and hit rate, and the speedup. Embedded stack unless "
+        "--kafka-bootstrap/JOBSCORE_KAFKA_BOOTSTRAP is given.",
+        WorkerSettings,
+    )
+    p.add_argument("--requests", type=int, default=200, help="Requests in the stream.")
+    p.add_argument("--distinct", type=int, default=100, help="Distinct requests among them (the rest repeat).")
+    p.add_argument("--candidates", type=int, default=20, help="Candidates per request.")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="Also write the result here.")

@@ -234,3 +234,41 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, *, dtype: st
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return out_dir
+
+
+def extract_lora(base_dir: Path, tuned_dir: Path, out_dir: Path, spec: LoraSpec) -> dict[str, float]:
+    """A LoRA adapter approximating a full fine-tune: per target linear, the truncated SVD of
+    ``W_tuned − W_base`` at ``spec.rank`` (B·A·alpha/r = U_r·S_r·V_rᵀ, the best rank-r approximation in the
+    Frobenius norm). Only the target linears' change is kept — a fine-tune's changes to embeddings and norms
+    are not (train the teacher with those frozen, ``compress-sft --freeze-embeddings-norms``, so nothing is
+    lost there). Saves the adapter (PEFT format, ``spec.save_dtype``) at ``out_dir``; returns the share of the
+    delta's energy (squared Frobenius norm) the rank keeps, overall and at the worst matrix."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    tuned = dict(AutoModelForCausalLM.from_pretrained(str(tuned_dir), dtype=torch.float32).named_parameters())
+    peft_model = wrap_lora(base, spec)
+    kept = total = 0.0
+    worst = 1.0
+    with torch.no_grad():
+        for name, module in peft_model.get_base_model().named_modules():
+            if not (hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {})):
+                continue
+            w0 = module.base_layer.weight
+            delta = tuned[f"{name}.weight"] - w0
+            u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+            r = min(spec.rank, s.numel())  # a narrow matrix (GQA k/v) may have fewer singular values than the rank
+            scaling = module.scaling["default"]
+            root = s[:r].sqrt()
+            b_w, a_w = module.lora_B["default"].weight, module.lora_A["default"].weight
+            b_w.zero_()
+            a_w.zero_()
+            b_w[:, :r] = u[:, :r] * root / scaling**0.5
+            a_w[:r] = root[:, None] * vh[:r] / scaling**0.5
+            e_all, e_kept = float((s**2).sum()), float((s[:r] ** 2).sum())
+            total += e_all
+            kept += e_kept
+            worst = min(worst, e_kept / e_all if e_all else 1.0)
+    save_adapter(peft_model, out_dir, spec.save_dtype)
+    return {"energy_kept": kept / total if total else 1.0, "energy_kept_worst_matrix": worst}

@@ -154,6 +154,7 @@ def train(
     stop_after: int | None = None,
     lora: LoraSpec | None = None,
     grad_checkpointing: bool = False,
+    freeze_embeddings_norms: bool = False,
 ) -> Path | None:
     """Fine-tune ``model_dir`` on ``examples`` and save a plain HF directory at ``out_dir`` — or, with
     ``lora``, train only LoRA matrices on the same loss and save an adapter directory (``compress.lora``;
@@ -163,6 +164,9 @@ def train(
         time-boxed session); returns None then.
     :param grad_checkpointing: recompute activations in the backward pass (~1/5 of the memory at batch 16,
         ~1.3x the time; same result, so a run may resume with or without it).
+    :param freeze_embeddings_norms: full fine-tune of the linear layers only (embeddings, tied LM head and
+        norms stay as they are): the whole change is then in the weights a LoRA adapter can express, so
+        `compress.lora.extract_lora` loses only what its rank cuts.
     """
     import torch
     from tqdm.auto import tqdm
@@ -179,6 +183,10 @@ def train(
 
         peft_model = wrap_lora(model, lora)
         model = peft_model.get_base_model()  # the same modules, LoRA layers injected: answer_logits works as is
+    if freeze_embeddings_norms and lora is None:
+        for name, p in model.named_parameters():
+            if p.dim() < 2 or "embed" in name or "lm_head" in name:
+                p.requires_grad_(False)
     if grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()

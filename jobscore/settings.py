@@ -459,6 +459,13 @@ class WorkerSettings(CommonSettings):
         30.0, ge=0, description="On shutdown/revoke, how long in-flight work may take to finish and commit."
     )
     instruction: str | None = Field(None, description="Override the task instruction in the prompt.")
+    score_cache_ttl_s: int = Field(
+        0,
+        ge=0,
+        description="Score cache: keep each scored pair's P(yes) in Redis this long and answer repeats from it "
+        "(keyed by model id/revision/dtype and the exact prompt tokens). 0 = off. Lookups cost one MGET per poll; "
+        "worth it when pairs repeat (paging, retried backfills, popular queries).",
+    )
 
     def drain_budget_s(self) -> float:
         return self.drain_timeout_s

@@ -134,3 +134,45 @@ def test_top_layers_adapter_only_touches_those_layers(tiny_model: Path, tmp_path
     write_manifest(out, tiny_model, spec=spec, training={}, data={}, command=["test"], base_model="tiny")
     merged, runtime = merged_matches_peft(tiny_model, out, tmp_path / "merged")
     torch.testing.assert_close(merged, runtime, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_full_tune(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    postings, pairs = generate_split("train", 3, seed=6)
+    ex = make_examples(pairs, postings, modes=("raw",), max_doc_chars=200)
+    out = tmp_path_factory.mktemp("full") / "tuned"
+    cfg = TrainConfig(lr=5e-3, epochs=1, batch_size=8, threads=1, save_every=1000)
+    assert train(tiny_model, ex, out, cfg, progress=False, freeze_embeddings_norms=True) == out
+    return out
+
+
+def test_freezing_embeddings_and_norms_leaves_them_untouched(tiny_model: Path, tiny_full_tune: Path) -> None:
+    from safetensors.torch import load_file
+
+    before = load_file(str(next(tiny_model.glob("*.safetensors"))))
+    after = load_file(str(next(tiny_full_tune.glob("*.safetensors"))))
+    frozen = [k for k in before if before[k].dim() < 2 or "embed" in k]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k not in frozen), "the linears trained"
+
+
+def test_extracted_adapter_at_full_rank_reproduces_the_fine_tune(
+    tiny_model: Path, tiny_full_tune: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from compress.lora import extract_lora
+
+    cfg = AutoConfig.from_pretrained(str(tiny_model))
+    full = min(cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads * cfg.head_dim)
+    spec = LoraSpec(rank=full, alpha=float(full), save_dtype="float32")
+    kept = extract_lora(tiny_model, tiny_full_tune, tmp_path / "adapter", spec)
+    assert kept["energy_kept"] == pytest.approx(1.0, abs=1e-6)
+    write_manifest(tmp_path / "adapter", tiny_model, spec=spec, training={}, data={}, command=["t"], base_model="tiny")
+    merge_adapter(tiny_model, tmp_path / "adapter", tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
+    tuned = AutoModelForCausalLM.from_pretrained(str(tiny_full_tune), dtype=torch.float32).eval()
+    torch.testing.assert_close(p_yes(merged, tmp_path / "merged"), p_yes(tuned, tiny_full_tune), atol=1e-4, rtol=0)
+    # A lower rank keeps less of the change (and says how much).
+    low = extract_lora(tiny_model, tiny_full_tune, tmp_path / "low", LoraSpec(rank=2, alpha=2.0))
+    assert 0 < low["energy_kept"] < 1

@@ -73,6 +73,7 @@ class WorkItem:
     index: int  # position in state.job_ids / state.scores
     tokens: Sequence[int]
     enqueued_at: float
+    cache_key: str | None = None  # its score cache key, when the score cache is on
 
 
 class TokenBudgetBatcher:

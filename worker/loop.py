@@ -11,12 +11,14 @@ Two tasks share the work so the engine never waits for I/O while work is queued:
                  past deadline → "timeout" ranking (never scored late)
     fetch        one Redis MGET for every candidate of every request of the poll
     tokenize     per request the shared [instruction + query] ids once; per candidate its cached summary ids
-    enqueue      one work item per candidate into the token-budget batcher
+    cached?      with the score cache on: one MGET answers the pairs scored before (jobscore/scorecache.py)
+    enqueue      one work item per candidate still to score into the token-budget batcher
 
 **engine** (in parallel):
 
     batch        cut a batch across requests by token budget / item cap / max wait (worker/batching.py)
     score        one engine call in a thread (the event loop keeps heartbeating, fetching, publishing)
+    remember     with the score cache on: the batch's scores are written to it in the background
     rank         a request whose last candidate is scored is sorted, cut to top_k and published
     publish      send (acks=all); on the broker's acknowledgement the record counts as answered
 
@@ -56,6 +58,7 @@ from jobscore.kafka import (
     topic_name,
 )
 from jobscore.retry import Backoff, Outage, retry
+from jobscore.scorecache import ScoreCache, model_tag
 from jobscore.settings import WorkerSettings
 from schemas import (
     DEAD_LETTERS,
@@ -139,6 +142,13 @@ class Worker:
         self.made_by = Provenance(engine.info.model_id, engine.info.revision, s.summarizer_version)
         self.raw_cache = (
             self.cache.sibling(s.raw_fallback_version or s.summarizer_version) if s.missing_summary == "raw" else None
+        )
+        self.score_cache = (
+            ScoreCache(
+                self.cache.client, model_tag(engine.info.model_id, engine.info.revision, s.dtype), s.score_cache_ttl_s
+            )
+            if s.score_cache_ttl_s > 0
+            else None
         )
         self.batcher = TokenBudgetBatcher(
             s.max_batch_tokens, s.max_batch_items, s.max_wait_ms / 1e3, max_bulk_items=s.max_bulk_batch_items
@@ -227,6 +237,9 @@ class Worker:
         if self.producer is not None:
             await self.producer.stop()
             self.producer = None
+        if self.score_cache is not None:  # the last batch's scores: worth a moment, not a hang
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.score_cache.flush(), self.settings.redis_timeout_s)
         await self.cache.close()
 
     async def run(self) -> None:
@@ -301,6 +314,7 @@ class Worker:
             st.fetch_ms = fetch_ms
             if st.remaining == 0:  # nothing to score: every candidate failed before the engine
                 self._complete(st)
+        items = await self._cached_scores(items)
         self.batcher.put(items)
         metrics.QUEUE_DEPTH.set(len(self.batcher))
 
@@ -354,6 +368,22 @@ class Worker:
         else:
             recs = await self.raw_cache.get_many(need)
         return raw_entries(need, recs)
+
+    async def _cached_scores(self, items: list[WorkItem]) -> list[WorkItem]:
+        """With the score cache on: answer the pairs scored before from it (one MGET); return the rest."""
+        if self.score_cache is None or not items:
+            return items
+        cache = self.score_cache
+        for it in items:
+            it.cache_key = cache.key(it.tokens)
+        cached = await cache.get_many([it.cache_key for it in items])
+        misses: list[WorkItem] = []
+        for it, score in zip(items, cached, strict=True):
+            if score is None:
+                misses.append(it)
+            elif it.state.finish_item(it.index, score):
+                self._complete(it.state)
+        return misses
 
     def _prepare(self, states: Sequence[RequestState], found: Found, raws: dict[str, SummaryRecord]) -> list[WorkItem]:
         """Token ids for every (request, candidate) pair; runs in a thread (tokenizing is CPU work)."""
@@ -471,6 +501,14 @@ class Worker:
                 for it, sc in zip(batch, scores, strict=True):
                     if it.state.finish_item(it.index, sc):
                         finished.append(it.state)
+                if self.score_cache is not None:
+                    self.score_cache.put_many(
+                        [
+                            (it.cache_key, sc)
+                            for it, sc in zip(batch, scores, strict=True)
+                            if it.cache_key and sc is not None
+                        ]
+                    )
                 for st in finished:
                     self._complete(st)
         except Exception as e:
