@@ -56,7 +56,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     s: WorkerSettings = settings_from(ns, WorkerSettings)
     setup_logging(s.log_level, s.log_format)
     metrics.serve(s.metrics_port)
-    log.info("start-up: loading the engine", extra={"engine": s.engine, "model": str(s.model or "tiny test model")})
+    log.info("start-up: loading the engine", extra={"engine": s.engine, "model": str(s.model or "scorer")})
     try:
         engine = build_obeying_signals(lambda: engine_from_settings(s))
     except StartupInterrupted as e:

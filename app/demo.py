@@ -1,6 +1,6 @@
 """``jobscore demo``: the whole data path on the embedded stack, in one process, then clean up.
 
-postings → summarizer → Redis → requests → worker (vLLM, `--model` or the tiny model) → rankings → printed here,
+postings → summarizer → Redis → requests → worker (vLLM, `--model` or the shipped scorer) → rankings → printed here,
 with each request's top 3 marked against the answers the demo knows (real ESCO job text, app/demo_corpus.py).
 Topics and consumer groups are unique to the run, so a re-run (or a shared broker) starts clean.
 """

@@ -144,7 +144,7 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
             engine.close()
     return {
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",
-        "model": str(settings.model or "tiny test model"),
+        "model": str(settings.model or "scorer"),
         "online": f"{args.rate} req/s x {args.candidates} candidates for {args.seconds}s",
         "bulk": f"{args.bulk_requests} requests x {args.bulk_candidates} candidates queued first",
         "phases": [asdict(p) for p in phases],

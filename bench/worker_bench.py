@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.prune import QWEN3_0_6B
+from engine.factory import resolve_model
 from engine.identity import write_identity
 from engine.tinymodel import build_tiny_model, default_cache_dir
 
@@ -243,7 +244,11 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
     from engine.prompt import PromptBuilder, PromptTemplate
     from jobscore.devstack import dev_stack
 
-    model = settings.model or bench_model(args.config, settings.cache_dir)
+    model = (
+        resolve_model(settings.model, settings.cache_dir)
+        if settings.model
+        else bench_model(args.config, settings.cache_dir)
+    )
     dtype = settings.dtype
     results: dict[str, Any] = {
         "config": args.config if not settings.model else str(model),

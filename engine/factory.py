@@ -38,16 +38,30 @@ class EngineOptions:
     cache_dir: Path = field(default_factory=default_cache_dir)
 
 
+# Model names the settings accept besides a directory.
+SCORER, TINY = "scorer", "tiny"
+
+
+def resolve_model(model: str | Path | None, cache_dir: Path) -> Path:
+    """A model directory for ``model``: a directory as is; ``scorer`` or nothing → the shipped scorer (its LoRA
+    adapter merged into the packaged SmolLM2 on first use, engine/scorer.py); ``tiny`` → the random-weight
+    test model (plumbing tests only: its scores mean nothing)."""
+    name = str(model) if model is not None else SCORER
+    if name == SCORER:
+        from engine.scorer import build_scorer
+
+        return build_scorer(cache_dir)
+    if name == TINY:
+        return build_tiny_model(cache_dir)
+    return Path(model)  # type: ignore[arg-type]
+
+
 def engine_from_settings(
     s: EngineSettings, model: str | Path | None = None, *, max_num_seqs: int | None = None
 ) -> ScoringEngine:
-    """Build the engine the settings describe. ``model`` overrides ``s.model``; with neither, the tiny
-    random-weight test model is built (or found) under ``s.cache_dir``.
-
-    Not yet the shipped scorer: its adapter (engine/scorer, `jobscore build-scorer`) does not rank better
-    than chance yet (bench/RESULTS.md §4), so serving it by default would cost a 135M model for the same
-    noise. Pass ``--model "$(jobscore build-scorer)"`` to serve it, or any trained directory."""
-    model = model or getattr(s, "model", None) or build_tiny_model(s.cache_dir)
+    """Build the engine the settings describe. ``model`` overrides ``s.model``; with neither, the shipped
+    relevance scorer (`resolve_model`)."""
+    model = resolve_model(model or getattr(s, "model", None), s.cache_dir)
     if s.engine == "hf":
         dtype = s.dtype if s.dtype in ("float32", "bfloat16") else "float32"
         return HfEngine(model, dtype=dtype, max_model_len=s.max_model_len)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -44,13 +45,18 @@ def smollm2_dir(cache_dir: Path | None = None, dtype: str = "bfloat16") -> Path:
     model = LlamaForCausalLM(cfg)
     # A GGUF-marked model refuses save_pretrained: copy its weights into a plain one.
     model.load_state_dict(gm.state_dict())
-    tmp = out.with_name(out.name + ".tmp")
+    # Per-process temp dir, then an atomic rename: processes starting together on one cache dir may all convert.
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.to(getattr(torch, dtype)).save_pretrained(tmp)
     tok.save_pretrained(tmp)
     write_identity(tmp, model_id="SmolLM2-135M-Instruct", revision=f"gguf-q4_1-{dtype}")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    if out.exists() and not (out / "config.json").exists():
+        shutil.rmtree(out, ignore_errors=True)  # a partial directory from an older layout
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first: its conversion is the same bytes
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("converted SmolLM2 GGUF to an HF directory", extra={"path": str(out)})
     return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,8 @@ def build_scorer(
     base = base_dir or smollm2_dir(cache_dir, dtype="float32")
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     merged = merge_lora(model, adapter_dir)
-    tmp = out.with_name(out.name + ".tmp")
+    # Per-process temp dir, then an atomic rename: workers starting together on one cache dir may all build.
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(tmp)
@@ -113,8 +115,12 @@ def build_scorer(
         revision=manifest.version,
         adapter={"version": manifest.version, "base_sha256": manifest.base_sha256, "merged_weights": merged},
     )
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    if force:
+        shutil.rmtree(out, ignore_errors=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first: its build is the same bytes
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("built the scorer", extra={"path": str(out), "adapter": manifest.version, "merged_weights": merged})
     return out
 

@@ -399,9 +399,10 @@ class WorkerSettings(CommonSettings):
     group_id: str = Field("jobscore-worker", description="Consumer group of the scoring workers.")
     model: Path | None = Field(
         None,
-        description="HF model directory. Default: the tiny random-weight test model (its scores mean nothing); "
-        "a trained scorer: a compress-sft output, or `jobscore build-scorer` for the LoRA adapter in engine/scorer "
-        "(not yet above chance, see README 'Models').",
+        description="What scores: an HF model directory (a compress-sft output, a merged adapter), or 'scorer' "
+        "(the default): the shipped relevance scorer, SmolLM2-135M-Instruct + the LoRA adapter in engine/scorer, "
+        "merged on first use under cache_dir (README 'Models'); 'tiny': the random-weight test model (plumbing "
+        "tests only, its scores mean nothing).",
     )
     engine: Literal["vllm", "hf"] = Field("vllm", description="vllm (production) or hf (naive baseline).")
     dtype: str = Field("auto", description="Engine dtype: auto, float32, bfloat16, float16.")
@@ -412,7 +413,13 @@ class WorkerSettings(CommonSettings):
     max_summary_chars: int = Field(
         4000, ge=64, description="Longer cached summaries are reported as 'oversized', not scored."
     )
-    max_records: int = Field(64, ge=1, description="Requests fetched per poll.")
+    max_records: int = Field(64, ge=1, description="Online requests fetched per poll.")
+    max_bulk_records: int = Field(
+        4,
+        ge=1,
+        description="Bulk-lane requests fetched per poll (after the online ones). Few: a bulk request can hold "
+        "hundreds of candidates, and taking them in (Redis, tokenizing) delays the next online poll.",
+    )
     poll_timeout_ms: int = Field(50, ge=1, description="How long a poll waits for the first record.")
     max_batch_tokens: int = Field(
         16_384,

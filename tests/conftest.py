@@ -22,6 +22,11 @@ import pytest_asyncio
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Plumbing tests (and the `jobscore` processes they start, which inherit this) serve the tiny random-weight
+# model: seconds to load, and what they check does not depend on what the scores mean. The shipped scorer,
+# the users' default, is served where relevance is the point: tests/test_scorer.py and the demo test (which
+# drops this variable to run exactly what `make demo` runs).
+os.environ.setdefault("JOBSCORE_MODEL", "tiny")
 
 from jobscore.devstack import EmbeddedBroker, EmbeddedRedis
 from jobscore.kafka import ensure_topics
@@ -110,30 +115,31 @@ def hf_engine(tiny_model: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def smollm2_f32() -> Path:
-    """The packaged SmolLM2-135M-Instruct (a Llama) as a float32 HF directory (converted once, cached)."""
-    from engine.models import smollm2_dir
+def scorer_dir() -> Path:
+    """The shipped scorer: SmolLM2-135M-Instruct (a Llama) + the engine/scorer LoRA adapter, merged into a
+    float32 HF directory on first use (~20 s) and cached — what `jobscore worker` serves by default."""
+    from engine.scorer import build_scorer
 
-    return smollm2_dir(dtype="float32")
+    return build_scorer()
 
 
 @pytest.fixture(scope="session")
-def smollm2_vllm_engine(smollm2_f32: Path) -> Iterator[Any]:
-    """SmolLM2 served by vLLM through the two-way softmax conversion (the Llama path), loaded once per
-    session: ~30 s and ~1.5 GB on the CPU."""
+def scorer_vllm_engine(scorer_dir: Path) -> Iterator[Any]:
+    """The shipped scorer served by vLLM through the two-way softmax conversion (the Llama path), loaded once
+    per session: ~30 s and ~1.5 GB on the CPU."""
     from engine.engines import VllmEngine
 
-    engine = VllmEngine(smollm2_f32, dtype="float32", max_model_len=1024, max_num_seqs=64)
+    engine = VllmEngine(scorer_dir, dtype="float32", max_model_len=1024, max_num_seqs=64)
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="session")
-def smollm2_hf_engine(smollm2_f32: Path) -> Iterator[Any]:
-    """SmolLM2 through plain transformers (float32): the reference for the Llama path."""
+def scorer_hf_engine(scorer_dir: Path) -> Iterator[Any]:
+    """The shipped scorer through plain transformers (float32): the reference for the Llama path."""
     from engine.engines import HfEngine
 
-    engine = HfEngine(smollm2_f32, dtype="float32", batch_size=8)
+    engine = HfEngine(scorer_dir, dtype="float32", batch_size=8)
     yield engine
     engine.close()
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from app.cli import build_parser
+from engine.scorer import SHIPPED_ADAPTER, AdapterManifest
 
 SUBCOMMANDS = ["demo", "summarizer", "worker", "dev", "topics", "post", "request", "tail", "build-tiny-model"]
 DEMO_TIMEOUT_S = 420
@@ -106,6 +107,8 @@ class TestDemo:
             "JOBSCORE_KAFKA_BOOTSTRAP": kafka_bootstrap,
             "JOBSCORE_REDIS_URL": redis_url,
             "JOBSCORE_SESSION_TIMEOUT_MS": "6000",
+            # Exactly what `make demo` serves: the default model, the shipped scorer (not the suite's tiny one).
+            "JOBSCORE_MODEL": "",
         }
         r = jobscore(
             "demo", "--postings", "40", "--requests", "6", "--candidates", "20", env=env, timeout=DEMO_TIMEOUT_S
@@ -117,3 +120,8 @@ class TestDemo:
         assert fields["requests"] == "6" and fields["result"] == "OK" and fields["dead_letters"] == "1"
         assert int(fields["candidates_scored"]) == 6 * 20
         assert "job-never-posted: missing_summary" in r.stdout
+        # The default ranks by meaning: each demo query's right answers are among its 20 candidates, and the
+        # shipped scorer puts one in the top 3 for most (a random model: ~3 in 20 chance per slot).
+        assert fields["model"] == AdapterManifest.read(SHIPPED_ADAPTER).version
+        hit, of = (int(x) for x in fields["hit@3"].split("/"))
+        assert hit >= of - 1 and float(fields["ndcg@10"]) >= 0.7, summary[0]

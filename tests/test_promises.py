@@ -3,7 +3,8 @@
 - Scores belong to their own pairs: requests with different queries and overlapping candidates share
   engine batches, and every score in every ranking equals the engine's direct score of that exact
   (query, job summary) prompt; ``top_k`` is the true top-k of all the request's candidates. On both
-  serving paths: Qwen3 (the tiny model) and Llama (the packaged SmolLM2 via the two-way softmax), float32.
+  serving paths: Qwen3 (the tiny model) and Llama (the shipped scorer, SmolLM2 + its merged adapter, via the
+  two-way softmax), float32.
 - The answer tokens are the right way round: P(yes) from vLLM equals P(yes) computed here from the
   causal LM's full-vocabulary logits of the literal "yes"/"no" tokens (a swapped order inverts it).
 - Unsupported architectures are refused before anything loads.
@@ -35,7 +36,7 @@ from tests.conftest import WAIT_S
 from tests.test_worker import running, seed
 from worker.loop import Worker
 
-# The first test to use SmolLM2 pays its vLLM load (~30-40 s idle, minutes on a busy host) inside its time.
+# The first test to use the scorer pays its vLLM load (~30-40 s idle, minutes on a busy host) inside its time.
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 # float32 on both sides; what remains is batch-composition and prefix-cache noise (~1e-6 measured).
@@ -86,8 +87,8 @@ def check_ranking_against_direct(ranking: Ranking, req: ScoreRequest, direct: di
 
 @pytest.fixture(params=["qwen3", "llama"])
 def serving_engine(request: pytest.FixtureRequest) -> Any:
-    """Each serving path: the tiny Qwen3 reranker path and SmolLM2 (Llama) via the two-way softmax."""
-    return request.getfixturevalue("vllm_engine" if request.param == "qwen3" else "smollm2_vllm_engine")
+    """Each serving path: the tiny Qwen3 reranker path and the shipped scorer (Llama) via the two-way softmax."""
+    return request.getfixturevalue("vllm_engine" if request.param == "qwen3" else "scorer_vllm_engine")
 
 
 class TestScoresBelongToTheirPairs:
@@ -174,14 +175,14 @@ def _prompt_ids(engine: Any, n: int, seed_: int) -> list[list[int]]:
 
 class TestAnswerTokens:
     def test_llama_path_vllm_p_yes_equals_hf_and_full_logit_reference(
-        self, smollm2_vllm_engine: Any, smollm2_hf_engine: Any
+        self, scorer_vllm_engine: Any, scorer_hf_engine: Any
     ) -> None:
-        assert smollm2_vllm_engine.info.architecture == "LlamaForCausalLM"
+        assert scorer_vllm_engine.info.architecture == "LlamaForCausalLM"
         assert vllm_overrides("LlamaForCausalLM")["method"] == "from_2_way_softmax"
-        ids = _prompt_ids(smollm2_vllm_engine, 6, 43)
-        got = smollm2_vllm_engine.score_tokens(ids)
-        assert got == pytest.approx(smollm2_hf_engine.score_tokens(ids), abs=SCORE_TOL)
-        ref = full_vocabulary_p_yes(smollm2_hf_engine._model, smollm2_hf_engine.tokenizer, ids)
+        ids = _prompt_ids(scorer_vllm_engine, 6, 43)
+        got = scorer_vllm_engine.score_tokens(ids)
+        assert got == pytest.approx(scorer_hf_engine.score_tokens(ids), abs=SCORE_TOL)
+        ref = full_vocabulary_p_yes(scorer_hf_engine._model, scorer_hf_engine.tokenizer, ids)
         assert got == pytest.approx(ref, abs=SCORE_TOL)
         # Not a constant: a swapped yes/no (1 - p) could not pass for it.
         assert max(abs(g - (1 - g)) for g in got) > 100 * SCORE_TOL

@@ -6,7 +6,7 @@ Two tasks share the work so the engine never waits for I/O while work is queued:
 
     commit       move each partition's committed offset past its contiguous run of answered records
     backpressure pause all partitions while too much work is queued; resume below half of it
-    consume      getmany() ScoreRequests across the assigned partitions
+    consume      getmany() online ScoreRequests, then a few bulk ones (one poll per lane, online first)
     validate     undecodable/invalid → dead-letter topic; over deployment limits → "rejected" ranking;
                  past deadline → "timeout" ranking (never scored late)
     fetch        one Redis MGET for every candidate of every request of the poll
@@ -99,6 +99,12 @@ def _answer(topic: str, ranking: Ranking, trace: Sequence[tuple[str, bytes]]) ->
     """The ranking record answering a request: keyed by request id, with the request's trace context."""
     tag = type(ranking).__struct_config__.tag
     return Outgoing(topic, RANKINGS.encode(ranking), ranking.request_id.encode(), message_headers(str(tag), trace))
+
+
+# Bulk work taken in ahead of the engine: at most this many bulk batches' worth queued.
+BULK_BATCHES_QUEUED = 4
+# One poll's records, by partition (what AIOKafkaConsumer.getmany returns).
+Records = dict[TopicPartition, list[ConsumerRecord]]
 
 
 class EngineFailure(RuntimeError):
@@ -253,14 +259,17 @@ class Worker:
                 await self._commit()
                 self._backpressure()
                 try:
-                    batch = await self.consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_records)
+                    online, bulk = await self._poll()
                 except KafkaError as e:
                     metrics.KAFKA_ERRORS.labels("fetch").inc()
                     HEALTH.set("broker", False, f"fetch failed: {e!r}")
                     raise
                 await metrics.observe_lag(self.consumer, s.group_id)
-                if batch:
-                    await self._intake(batch)
+                # Online records reach the batcher before the bulk ones are fetched from Redis and tokenized.
+                if online:
+                    await self._intake(online)
+                if bulk:
+                    await self._intake(bulk)
             if self._failed is None:
                 await self._drain(s.drain_timeout_s)
         finally:
@@ -271,6 +280,37 @@ class Worker:
                 await asyncio.wait_for(engine_task, s.drain_timeout_s)
         if self._failed is not None:
             raise self._failed
+
+    async def _poll(self) -> tuple[Records, Records]:
+        """One poll per lane: up to ``max_records`` online requests, then up to ``max_bulk_records`` bulk ones,
+        both from what the fetcher already holds; only when neither lane has any does it wait (up to
+        ``poll_timeout_ms``) for the first record of either. Few bulk requests per poll keep bulk intake — Redis
+        reads and tokenizing, on the cores the engine uses — from delaying the next online poll; paused
+        partitions (backpressure) return nothing."""
+        assert self.consumer is not None
+        s = self.settings
+        tps = self.consumer.assignment()
+        if not tps:  # nothing assigned yet (joining): wait, the group join runs meanwhile
+            await self.consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=1)
+            return {}, {}
+        online_tps = [tp for tp in tps if tp.topic != self._bulk_topic]
+        # More bulk queued than a few batches adds nothing to engine use, but taking it in delays online work.
+        bulk_room = self.batcher.queued("bulk") < BULK_BATCHES_QUEUED * self.batcher.max_bulk_items
+        bulk_tps = [tp for tp in tps if tp.topic == self._bulk_topic] if bulk_room else []
+        online = await self.consumer.getmany(*online_tps, max_records=s.max_records) if online_tps else {}
+        bulk = await self.consumer.getmany(*bulk_tps, max_records=s.max_bulk_records) if bulk_tps else {}
+        if online or bulk:
+            return online, bulk
+        if not online_tps and not bulk_tps:  # only bulk partitions, and bulk work enough queued: let the engine work
+            await asyncio.sleep(s.poll_timeout_ms / 1e3)
+            return {}, {}
+        first = await self.consumer.getmany(
+            *online_tps, *bulk_tps, timeout_ms=s.poll_timeout_ms, max_records=s.max_bulk_records
+        )
+        return (
+            {tp: r for tp, r in first.items() if tp.topic != self._bulk_topic},
+            {tp: r for tp, r in first.items() if tp.topic == self._bulk_topic},
+        )
 
     async def _drain(self, timeout: float) -> None:
         """Graceful stop: let queued work finish and be acknowledged, then commit it."""
@@ -288,7 +328,7 @@ class Worker:
 
     # --- intake: consume → validate → fetch → tokenize → enqueue ---------------------------------------
 
-    async def _intake(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _intake(self, batch: Records) -> None:
         now = time.time()
         states: list[RequestState] = []
         for tp, records in batch.items():
@@ -696,17 +736,15 @@ class Worker:
         queued = len(self.batcher)
         limit = self.settings.max_queued_items
         # The bulk lane yields first: its partitions pause at half the limit (resume at a quarter), so a
-        # saturating backfill leaves the other half of the queue to online requests. They also pause once a
-        # few bulk batches are queued: more bulk queued adds nothing to engine use, but taking it in (decode,
-        # fetch, tokenize on the same cores) delays the online records of the next poll.
+        # saturating backfill leaves the other half of the queue to online requests. (How much bulk is taken
+        # in per poll is `_poll`'s business: it stops taking bulk once a few bulk batches are queued, without
+        # pausing, so the fetcher keeps the next bulk records ready.)
         bulk_tps = [tp for tp in self.consumer.assignment() if tp.topic == self._bulk_topic]
-        bulk_queued = self.batcher.queued("bulk")
-        bulk_enough = 4 * self.batcher.max_bulk_items
-        if not self._bulk_paused and (queued >= max(1, limit // 2) or bulk_queued >= bulk_enough):
+        if not self._bulk_paused and queued >= max(1, limit // 2):
             self.consumer.pause(*bulk_tps)
             self._bulk_paused = True
             metrics.LANE_PAUSED.labels("bulk").set(1)
-        elif self._bulk_paused and queued <= limit // 4 and bulk_queued <= bulk_enough // 4 and not self._paused:
+        elif self._bulk_paused and queued <= limit // 4 and not self._paused:
             self.consumer.resume(*bulk_tps)
             self._bulk_paused = False
             metrics.LANE_PAUSED.labels("bulk").set(0)
