@@ -100,6 +100,7 @@ class TokenBudgetBatcher:
         self._queues: dict[Lane, deque[WorkItem]] = {lane: deque() for lane in LANES}
         self._queued_tokens = 0
         self._changed = asyncio.Event()
+        self._cuts = asyncio.Event()  # set whenever the engine takes a batch: queued work shrank
         self._closed = False
         self._finished: list[RequestState] = []
 
@@ -185,7 +186,13 @@ class TokenBudgetBatcher:
                 tokens += n
             if queue:  # this lane still has work: no spare capacity for the next one
                 break
+        self._cuts.set()
         return batch
+
+    async def wait_cut(self) -> None:
+        """Until the engine next takes a batch (the queue shrank): intake waits here when a lane is full."""
+        self._cuts.clear()
+        await self._cuts.wait()
 
     def take_finished(self) -> list[RequestState]:
         """Requests completed while cutting (their remaining items were dropped as expired)."""

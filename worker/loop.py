@@ -36,7 +36,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -301,9 +301,11 @@ class Worker:
         bulk = await self.consumer.getmany(*bulk_tps, max_records=s.max_bulk_records) if bulk_tps else {}
         if online or bulk:
             return online, bulk
-        if not online_tps and not bulk_tps:  # only bulk partitions, and bulk work enough queued: let the engine work
-            await asyncio.sleep(s.poll_timeout_ms / 1e3)
-            return {}, {}
+        if not bulk_room:
+            # Bulk is waiting for room, online is idle: wait for online records or for the engine to take a
+            # batch (then there is room for more bulk), whichever comes first — waiting for online records
+            # alone would leave a fast engine idle once it has eaten the bulk queue.
+            return await self._online_or_room(online_tps), {}
         first = await self.consumer.getmany(
             *online_tps, *bulk_tps, timeout_ms=s.poll_timeout_ms, max_records=s.max_bulk_records
         )
@@ -311,6 +313,29 @@ class Worker:
             {tp: r for tp, r in first.items() if tp.topic != self._bulk_topic},
             {tp: r for tp, r in first.items() if tp.topic == self._bulk_topic},
         )
+
+    async def _online_or_room(self, online_tps: list[TopicPartition]) -> Records:
+        """Online records if any arrive within ``poll_timeout_ms``; {} as soon as the engine takes a batch."""
+        assert self.consumer is not None
+        s = self.settings
+        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.batcher.wait_cut())]
+        if online_tps:
+            tasks.append(
+                asyncio.ensure_future(
+                    self.consumer.getmany(*online_tps, timeout_ms=s.poll_timeout_ms, max_records=s.max_records)
+                )
+            )
+        try:
+            await asyncio.wait(tasks, timeout=s.poll_timeout_ms / 1e3, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()  # a no-op on a finished task; a getmany cancelled while waiting has taken no records
+        fetch = tasks[1] if online_tps else None
+        # Finished (even after wait() returned for the other task): its records are taken from the fetcher, so
+        # they must be processed — dropping them would skip their offsets.
+        if fetch is not None and fetch.done() and not fetch.cancelled():
+            return fetch.result()  # type: ignore[no-any-return]
+        return {}
 
     async def _drain(self, timeout: float) -> None:
         """Graceful stop: let queued work finish and be acknowledged, then commit it."""
