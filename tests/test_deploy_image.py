@@ -97,7 +97,7 @@ class TestDockerfile:
         models = (DOCKER_DIR / "build-models.sh").read_text()
         assert "jobscore build-tiny-model" in models
         assert "smollm2_dir(dtype='bfloat16')" in models and "smollm2_dir(dtype='float32')" in models
-        assert "BUILD-SCORER" in models  # the marked place for the shipped scorer's build step
+        assert "jobscore build-scorer" in models  # the default model is merged at build time, not at start
 
     def test_dockerignore_excludes_local_state(self) -> None:
         lines = {ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()}

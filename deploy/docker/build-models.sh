@@ -4,10 +4,11 @@
 set -euo pipefail
 : "${JOBSCORE_CACHE_DIR:?JOBSCORE_CACHE_DIR must be set}"
 mkdir -p "$JOBSCORE_CACHE_DIR"
-# The tiny Qwen3 test model (the worker's default when no --model is given; the demo uses it).
+# The tiny Qwen3 test model (`--model tiny`: plumbing checks of a deployment in seconds).
 jobscore build-tiny-model
 # SmolLM2-135M-Instruct from the packaged GGUF: bfloat16 for the abstractive summarizer, float32 as the
 # base of the shipped scorer and of compress/.
 python -c "from engine.models import smollm2_dir; print(smollm2_dir(dtype='bfloat16')); print(smollm2_dir(dtype='float32'))"
-# BUILD-SCORER (issue 15): the scorer engineer adds the shipped scorer's build step here, e.g.
-#   jobscore build-scorer
+# The shipped scorer (the worker's and the demo's default model): its adapter merged into the float32 base,
+# so a container serves it without merging at start.
+jobscore build-scorer
