@@ -157,9 +157,10 @@ def cmd_sft(ns: argparse.Namespace) -> int:
         freeze_embeddings_norms=ns.freeze_embeddings_norms,
     )
     if out and lora is None:  # what made this model: compress-extract-lora copies it into an adapter's manifest
-        (out / "recipe.json").write_text(
-            json.dumps({"command": ["jobscore", *sys.argv[1:]], "data": recipe}, indent=2) + "\n"
-        )
+        made: dict[str, Any] = {"command": ["jobscore", *sys.argv[1:]], "data": recipe}
+        if (base / "recipe.json").exists():  # a second stage: the model it started from, and how that was made
+            made["starting_from"] = json.loads((base / "recipe.json").read_text())
+        (out / "recipe.json").write_text(json.dumps(made, indent=2) + "\n")
     if out and lora is not None:
         from compress.lora import write_manifest
         from engine.identity import source_model_id
@@ -263,7 +264,11 @@ def cmd_extract_lora(ns: argparse.Namespace) -> int:
         training={
             "method": "truncated SVD of a full fine-tune's linear-layer change (compress.lora.extract_lora)",
             **kept,
-            "fine_tune": {"command": teacher.get("command"), "identity": read_identity(tuned)},
+            "fine_tune": {
+                "command": teacher.get("command"),
+                "starting_from": teacher.get("starting_from"),  # an earlier stage's recipe, when there was one
+                "identity": read_identity(tuned),
+            },
         },
         data=teacher.get("data", {}),
         command=["jobscore", *sys.argv[1:]],
