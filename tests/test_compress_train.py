@@ -1,4 +1,4 @@
-"""compress.train and compress.evaluate: yes/no SFT lifts AUC, distillation pulls a pruned student
+"""compress.train and compress.evaluate: the yes/no SFT loop fits its data, distillation pulls a pruned student
 toward its teacher, an interrupted run resumes to the same weights, and the harness scores through the
 worker's engines."""
 
@@ -47,12 +47,14 @@ def test_make_examples_use_the_worker_prompt(train_set: Any) -> None:
     assert [e.target for e in ex] == [1.0 if p.label > 0 else 0.0 for p in pairs[:4]]
 
 
-def test_sft_raises_auc_well_above_chance(tiny_model: Path, sft_model: Path, train_set: Any) -> None:
+def test_sft_loop_fits_its_training_pairs(tiny_model: Path, sft_model: Path, train_set: Any) -> None:
     postings, pairs = train_set
     before = evaluate_model(tiny_model, pairs, postings, modes=("raw",), engine="hf", max_doc_chars=DOC_CHARS)[0]
     after = evaluate_model(sft_model, pairs, postings, modes=("raw",), engine="hf", max_doc_chars=DOC_CHARS)[0]
-    # The random-weight tiny model learns the generated set it was fine-tuned on (it is too small to
-    # generalise to unseen occupations; that is what the SmolLM2 measurements in bench/ are for).
+    # What this checks is the training loop (loss, gradients, answer rows, saving): the random-weight tiny
+    # model fits the pairs it was fine-tuned on; it is too small to generalise (held-out AUC ~0.5), so this is
+    # not a quality claim. Generalisation is asserted where it exists: the shipped scorer, made by this loop
+    # (its manifest's commands), ranks reserved occupations it never saw — tests/test_scorer.py, through vLLM.
     assert after.metrics["auc"] >= 0.85
     assert after.metrics["auc"] - before.metrics["auc"] >= 0.25
     meta = json.loads((sft_model / "jobscore_model.json").read_text())
