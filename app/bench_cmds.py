@@ -73,6 +73,7 @@ def cmd_bench_headline(ns: argparse.Namespace) -> int:
         pruned=Path(ns.pruned) if ns.pruned else None,
         queries=ns.queries,
         hf_batch_size=ns.hf_batch_size,
+        dtype=ns.dtype,
     )
     print_headline(r)
     if ns.json:
@@ -129,6 +130,9 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument("--pruned", default=None, help="a pruned scorer directory for the last step")
     p.add_argument("--queries", type=int, default=40, help="reserved-occupation queries (~6 pairs each)")
     p.add_argument("--hf-batch-size", type=int, default=16)
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="both engines' dtype (bfloat16 on a GPU)"
+    )
     p.add_argument("--json", default=None, help="Also write the results here.")
     p = add(
         "bench-models",

@@ -75,6 +75,7 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:  # type:
     )
     p.add_argument("--requests", type=int, default=200, help="Requests in the stream.")
     p.add_argument("--distinct", type=int, default=100, help="Distinct requests among them (the rest repeat).")
+    p.add_argument("--wave", type=int, default=50, help="Requests sent at once; each wave answered before the next.")
     p.add_argument("--candidates", type=int, default=20, help="Candidates per request.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="Also write the result here.")

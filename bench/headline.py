@@ -54,6 +54,7 @@ def run_headline(
     max_batch_tokens: int = 16384,
     max_doc_chars: int = 1500,
     summary_tokens: int = 128,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     from bench.worker_bench import batch_cuts
     from compress.data import generate_split
@@ -74,7 +75,7 @@ def run_headline(
         steps.append(Step(name, round(items_s, 2), round(m["auc"], 4), round(m["ndcg@10"], 4), round(tokens, 1)))
         print(f"{name:<28} {items_s:8.2f} items/s  AUC {m['auc']:.3f}  NDCG@10 {m['ndcg@10']:.3f}", flush=True)
 
-    hf = HfEngine(scorer, dtype="float32", batch_size=hf_batch_size)
+    hf = HfEngine(scorer, dtype=dtype, batch_size=hf_batch_size)  # type: ignore[arg-type]
     for name, docs in (("naive (HF, raw text)", raw_docs), ("+ summaries (HF)", sum_docs)):
         texts = [tmpl.render(p.query, docs[p.job_id]) for p in pairs]
         hf.score(texts[:hf_batch_size])  # warm-up
@@ -84,7 +85,7 @@ def run_headline(
     gc.collect()
 
     def vllm_steps(model: Path, prefix: bool, name: str) -> None:
-        eng = VllmEngine(model, dtype="float32", max_model_len=1024, enable_prefix_caching=prefix, max_num_seqs=256)
+        eng = VllmEngine(model, dtype=dtype, max_model_len=1024, enable_prefix_caching=prefix, max_num_seqs=256)
         builder = PromptBuilder(eng.tokenizer, tmpl, max_model_len=1024, max_doc_tokens=summary_tokens + 64)
         # One request per query, its candidates in order: what the worker batches.
         prompts: list[list[int]] = []
@@ -119,6 +120,7 @@ def run_headline(
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",
         "scorer": str(scorer),
         "pruned": str(pruned) if pruned else None,
+        "dtype": dtype,
         "pairs": n,
         "queries": queries,
         "steps": [asdict(s) for s in steps],

@@ -56,14 +56,26 @@ def resolve_model(model: str | Path | None, cache_dir: Path) -> Path:
     return Path(model)  # type: ignore[arg-type]
 
 
+def resolve_dtype(dtype: str) -> str:
+    """``auto`` on a host without a GPU is float32: vLLM's ``auto`` turns a float32 checkpoint (the merged
+    scorer) into float16, which CPUs without half-precision kernels run slowly and less exactly (checked on
+    this project's AMD EPYC hosts). On a GPU, ``auto`` is left to vLLM (bfloat16/float16)."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    return "auto" if torch.cuda.is_available() else "float32"
+
+
 def engine_from_settings(
     s: EngineSettings, model: str | Path | None = None, *, max_num_seqs: int | None = None
 ) -> ScoringEngine:
     """Build the engine the settings describe. ``model`` overrides ``s.model``; with neither, the shipped
     relevance scorer (`resolve_model`)."""
     model = resolve_model(model or getattr(s, "model", None), s.cache_dir)
+    dtype = resolve_dtype(s.dtype)
     if s.engine == "hf":
-        dtype = s.dtype if s.dtype in ("float32", "bfloat16") else "float32"
+        dtype = dtype if dtype in ("float32", "bfloat16") else "float32"
         return HfEngine(model, dtype=dtype, max_model_len=s.max_model_len)  # type: ignore[arg-type]
     if s.engine != "vllm":
         raise ValueError(f"unknown engine {s.engine!r}: use vllm or hf")
@@ -72,7 +84,7 @@ def engine_from_settings(
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     return VllmEngine(
         model,
-        dtype=s.dtype,
+        dtype=dtype,
         max_model_len=s.max_model_len,
         enable_prefix_caching=getattr(s, "enable_prefix_caching", True),
         **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),

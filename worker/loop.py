@@ -43,6 +43,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from engine.engines import ScoringEngine, is_probability
+from engine.factory import resolve_dtype
 from engine.identity import read_identity
 from engine.prompt import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate, PromptTooLong
 from jobscore import metrics
@@ -151,7 +152,9 @@ class Worker:
         )
         self.score_cache = (
             ScoreCache(
-                self.cache.client, model_tag(engine.info.model_id, engine.info.revision, s.dtype), s.score_cache_ttl_s
+                self.cache.client,
+                model_tag(engine.info.model_id, engine.info.revision, resolve_dtype(s.dtype)),
+                s.score_cache_ttl_s,
             )
             if s.score_cache_ttl_s > 0
             else None
