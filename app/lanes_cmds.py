@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
 from app.commands import AddCommand, settings_from
 from jobscore.settings import WorkerSettings, setup_logging
 
 
-def cmd_bench_lanes(ns: argparse.Namespace) -> int:
-    from bench.lanes_bench import run
-
+def _run_worker_bench(ns: argparse.Namespace, run: Callable[[Any, WorkerSettings], dict[str, Any]]) -> int:
+    """Both benches: worker settings from flags/env, quiet engine logs, the embedded stack unless a broker is
+    given; the result printed as JSON (and written to --json)."""
     s: WorkerSettings = settings_from(ns, WorkerSettings)
     setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -29,22 +31,18 @@ def cmd_bench_lanes(ns: argparse.Namespace) -> int:
         with open(ns.json, "w") as f:
             json.dump(r, f, indent=2)
     return 0
+
+
+def cmd_bench_lanes(ns: argparse.Namespace) -> int:
+    from bench.lanes_bench import run
+
+    return _run_worker_bench(ns, run)
 
 
 def cmd_bench_score_cache(ns: argparse.Namespace) -> int:
     from bench.score_cache_bench import run
 
-    s: WorkerSettings = settings_from(ns, WorkerSettings)
-    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    ns.kafka_bootstrap = getattr(ns, "s_kafka_bootstrap", None) or os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
-    r = run(ns, s)
-    print(json.dumps(r, indent=2))
-    if ns.json:
-        with open(ns.json, "w") as f:
-            json.dump(r, f, indent=2)
-    return 0
+    return _run_worker_bench(ns, run)
 
 
 def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:  # type: ignore[type-arg]
