@@ -206,6 +206,7 @@ class VllmEngine:
         dtype: str = "auto",
         max_model_len: int | None = None,
         enable_prefix_caching: bool = True,
+        enforce_eager: bool = False,
         max_num_seqs: int = 256,
         max_num_batched_tokens: int | None = None,
         gpu_memory_utilization: float = 0.85,
@@ -228,6 +229,8 @@ class VllmEngine:
                 dtype=dtype,
                 max_model_len=self.max_model_len,
                 enable_prefix_caching=enable_prefix_caching,
+                # Eager: no torch.compile warm-up (faster start, slower scoring); off for serving.
+                enforce_eager=enforce_eager,
                 max_num_seqs=max_num_seqs,
                 gpu_memory_utilization=gpu_memory_utilization,
                 seed=seed,

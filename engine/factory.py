@@ -34,6 +34,7 @@ class EngineOptions:
     dtype: str = "auto"
     max_model_len: int = 2048
     enable_prefix_caching: bool = True
+    enforce_eager: bool = False
     model: Path | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
 
@@ -87,5 +88,6 @@ def engine_from_settings(
         dtype=dtype,
         max_model_len=s.max_model_len,
         enable_prefix_caching=getattr(s, "enable_prefix_caching", True),
+        enforce_eager=getattr(s, "enforce_eager", False),
         **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),
     )

@@ -27,6 +27,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the users' default, is served where relevance is the point: tests/test_scorer.py and the demo test (which
 # drops this variable to run exactly what `make demo` runs).
 os.environ.setdefault("JOBSCORE_MODEL", "tiny")
+# ...and start their engines eager: no torch.compile warm-up (~10 s less per start on 2 cores), which matters
+# for the many worker starts of the fault and signal tests. The compiled path, what users serve, stays covered:
+# the session engine fixtures below build `VllmEngine` compiled, and the demo test runs `make demo`'s defaults.
+os.environ.setdefault("JOBSCORE_ENFORCE_EAGER", "true")
 
 from jobscore.devstack import EmbeddedBroker, EmbeddedRedis
 from jobscore.kafka import ensure_topics

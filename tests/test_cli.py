@@ -109,6 +109,7 @@ class TestDemo:
             "JOBSCORE_SESSION_TIMEOUT_MS": "6000",
             # Exactly what `make demo` serves: the default model, the shipped scorer (not the suite's tiny one).
             "JOBSCORE_MODEL": "",
+            "JOBSCORE_ENFORCE_EAGER": "false",
         }
         r = jobscore(
             "demo", "--postings", "40", "--requests", "6", "--candidates", "20", env=env, timeout=DEMO_TIMEOUT_S

@@ -43,7 +43,8 @@ import json, sys, time
 from engine.engines import VllmEngine
 
 if __name__ == "__main__":  # vLLM spawns its engine process: the main module must be importable
-    engine = VllmEngine(sys.argv[1], dtype="float32", max_model_len=1024, max_num_seqs=128)  # as conftest
+    # As conftest, but eager (no compile warm-up): what is killed here is the processes, not the kernels.
+    engine = VllmEngine(sys.argv[1], dtype="float32", max_model_len=1024, max_num_seqs=128, enforce_eager=True)
     print("ENGINE-PIDS", json.dumps(engine.pids), flush=True)
     time.sleep(3600)
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.scorer import SHIPPED_ADAPTER, AdapterManifest, ScorerBuildError, build_scorer, merge_lora, scorer_dir
+from engine.scorer import SHIPPED_ADAPTER, AdapterManifest, ScorerBuildError, build_scorer, merge_lora
 
 
 def test_manifest_names_base_version_and_command() -> None:
@@ -47,13 +47,18 @@ def test_a_base_with_another_hash_is_refused(tmp_path: Path) -> None:
     assert not any(tmp_path.rglob("config.json")), "nothing is built for a refused base"
 
 
-def test_the_scorer_is_the_default_model(tmp_path: Path) -> None:
+def test_the_scorer_is_the_default_model(scorer_dir: Path) -> None:
+    import engine.scorer
     from engine.factory import resolve_model
+    from engine.tinymodel import default_cache_dir
     from jobscore.settings import WorkerSettings
 
+    # The session's scorer (built once, in the default cache dir; a fresh cache dir is what the demo test and
+    # the session fixture build into on a new machine).
+    cache = default_cache_dir()
     assert WorkerSettings(model=None).model is None  # unset: the factory's default
-    assert resolve_model(None, tmp_path) == resolve_model("scorer", tmp_path) == scorer_dir(tmp_path)
-    assert scorer_dir(tmp_path).name == AdapterManifest.read(SHIPPED_ADAPTER).version
+    assert resolve_model(None, cache) == resolve_model("scorer", cache) == engine.scorer.scorer_dir(cache) == scorer_dir
+    assert scorer_dir.name == AdapterManifest.read(SHIPPED_ADAPTER).version
 
 
 # Held-out quality through the worker's engine: reserved occupations only (never in training), 12 queries of
