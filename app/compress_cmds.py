@@ -449,7 +449,7 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument("--base", default="smollm2", help="base model dir, or 'smollm2' (the float32 conversion)")
     p.add_argument("--rank", type=int, default=16, help="LoRA rank (float16: ~0.6 MB per rank for SmolLM2-135M)")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default: the rank, scaling 1)")
-    p.add_argument("--adapter-version", default="scorer-lora-v2", help="recorded in manifest.json and on merge")
+    p.add_argument("--adapter-version", default="scorer-lora-v3", help="recorded in manifest.json and on merge")
 
     p = add(
         "compress-pipeline",

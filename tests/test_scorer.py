@@ -1,7 +1,7 @@
 """The shipped scorer: its manifest (reproducible: the commands that made it), a merge into the packaged base
 that equals peft's, the refusal of a base with another hash, that it is the default model, and that it ranks
 held-out occupations well through the worker's engine (vLLM) and prompt — so a broken adapter, merge or
-prompt change fails here (README "Models", bench/RESULTS.md §4c)."""
+prompt change fails here (README "Models", bench/RESULTS.md §4d)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_the_scorer_is_the_default_model(scorer_dir: Path) -> None:
 # ~6 labelled jobs each, the extractive summary as context (what the worker reads). Measured for the shipped
 # adapter on this split (summary context): see QUALITY_FLOOR's comment. Chance is AUC 0.5 and NDCG@10 ~0.6.
 HELDOUT_QUERIES, HELDOUT_SEED = 12, 2
-# Well above chance and well below what the adapter measures (bench/RESULTS.md §4c: AUC ~0.95, NDCG@10
+# Well above chance and well below what the adapter measures (bench/RESULTS.md §4d: AUC ~0.96, NDCG@10
 # ~0.95 on 40 queries): a regression to chance (a broken merge, swapped answer tokens, a prompt change the
 # model was not trained on) fails, run-to-run float noise does not.
 QUALITY_FLOOR = {"auc": 0.85, "ndcg@10": 0.85}
