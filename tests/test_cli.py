@@ -68,20 +68,6 @@ class TestHelp:
         assert s.max_candidates == 7 and s.enable_prefix_caching is False
         assert s.redis_url.get_secret_value() == "redis://env:6379/0"
 
-    def test_enforce_eager_flag_reaches_the_vllm_engine(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-        # The flag must arrive at vLLM's constructor, not stop at the settings; vLLM itself is not started here
-        # (the eager start-ups are what the worker-process tests run on).
-        import engine.factory
-        from app.commands import settings_from
-        from jobscore.settings import WorkerSettings
-
-        built: dict[str, object] = {}
-        monkeypatch.setattr(engine.factory, "VllmEngine", lambda model, **kw: built.update(kw, model=model))
-        for flag, want in (("--enforce-eager", True), ("--no-enforce-eager", False)):
-            ns = build_parser().parse_args(["worker", flag, "--model", str(tmp_path)])
-            engine.factory.engine_from_settings(settings_from(ns, WorkerSettings))
-            assert built["enforce_eager"] is want and built["model"] == tmp_path
-
     def test_invalid_setting_fails_with_field_name(self) -> None:
         r = jobscore("worker", "--max-candidates", "0")
         assert r.returncode != 0 and "max_candidates" in r.stderr

@@ -89,3 +89,24 @@ def test_shipped_scorer_ranks_held_out_occupations_through_the_worker_engine(sco
     m = result.metrics
     print(f"shipped scorer, held-out summary context: {m}")
     assert m["auc"] >= QUALITY_FLOOR["auc"] and m["ndcg@10"] >= QUALITY_FLOOR["ndcg@10"], m
+
+
+@pytest.mark.engine
+def test_enforce_eager_flag_reaches_the_real_vllm_engine(tiny_model: Path, vllm_engine: object) -> None:
+    # The flag must arrive at vLLM, not stop at the settings: the engine the factory builds from
+    # `jobscore worker --enforce-eager` runs without compilation (vLLM's own config says so) and scores like the
+    # session's compiled engine on the same model (float32).
+    from app.cli import build_parser
+    from app.commands import settings_from
+    from engine.factory import engine_from_settings
+    from jobscore.settings import WorkerSettings
+
+    ns = build_parser().parse_args(["worker", "--enforce-eager", "--model", str(tiny_model), "--dtype", "float32"])
+    engine = engine_from_settings(settings_from(ns, WorkerSettings))
+    try:
+        assert engine._llm.llm_engine.vllm_config.model_config.enforce_eager is True  # type: ignore[attr-defined]
+        prompts = ["Query: electrician\nJob: Electrician. Wiring.\nRelevant?", "Query: nurse\nJob: Baker.\nRelevant?"]
+        eager, compiled = engine.score(prompts), vllm_engine.score(prompts)  # type: ignore[attr-defined]
+        assert eager == pytest.approx(compiled, abs=1e-4)
+    finally:
+        engine.close()  # type: ignore[attr-defined]
