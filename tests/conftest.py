@@ -130,10 +130,13 @@ def scorer_dir() -> Path:
 @pytest.fixture(scope="session")
 def scorer_vllm_engine(scorer_dir: Path) -> Iterator[Any]:
     """The shipped scorer served by vLLM through the two-way softmax conversion (the Llama path), loaded once
-    per session: ~30 s and ~1.5 GB on the CPU."""
+    per session: ~1.5 GB on the CPU. Built with the worker's own defaults (`max_model_len`, `max_num_seqs` are
+    in vLLM's compile-cache key), so it and the demo test's worker share one torch.compile: whichever starts
+    second loads it from ~/.cache/vllm (~40 s less on 2 CPUs)."""
     from engine.engines import VllmEngine
 
-    engine = VllmEngine(scorer_dir, dtype="float32", max_model_len=1024, max_num_seqs=64)
+    max_model_len = WorkerSettings.model_fields["max_model_len"].default
+    engine = VllmEngine(scorer_dir, dtype="float32", max_model_len=max_model_len)  # max_num_seqs: the default
     yield engine
     engine.close()
 
