@@ -59,6 +59,24 @@ def cmd_bench_models(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_cpu_engine(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.cpu_engine_bench import run
+    from engine.factory import resolve_model
+
+    s = settings_from(ns, ToolSettings)
+    _quiet(s, 2)
+    model = Path(resolve_model(ns.model, s.cache_dir))
+    r = run(model, n_prompts=ns.prompts, rounds=ns.rounds, max_model_len=ns.max_model_len)
+    print(f"\n{model.name}: {r.prompts} prompts, {r.cpus} CPUs\n")
+    print(r.table())
+    if ns.json:
+        with open(ns.json, "w") as f:
+            json.dump(r.row(), f, indent=2)
+    return 0
+
+
 def cmd_bench_headline(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -133,6 +151,19 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="both engines' dtype (bfloat16 on a GPU)"
     )
+    p.add_argument("--json", default=None, help="Also write the results here.")
+    p = add(
+        "bench-cpu-engine",
+        cmd_bench_cpu_engine,
+        "vLLM's CPU backend as vLLM sets it up (AOT compile cache, one core kept for the scheduler) vs the "
+        "engine's defaults (VLLM_USE_AOT_COMPILE=0; no core kept on hosts with 2 CPUs or fewer): seconds to a "
+        "ready compiled engine and items/s, each start a fresh process, alternating.",
+        ToolSettings,
+    )
+    p.add_argument("--model", default=None, help="model directory or name (default: the shipped scorer)")
+    p.add_argument("--prompts", type=int, default=120)
+    p.add_argument("--rounds", type=int, default=2, help="starts of each configuration")
+    p.add_argument("--max-model-len", type=int, default=WorkerSettings.model_fields["max_model_len"].default)
     p.add_argument("--json", default=None, help="Also write the results here.")
     p = add(
         "bench-models",
