@@ -32,6 +32,7 @@ from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, SchemaError
 from schemas.summary import KEY_PREFIX
 
+FETCH_MAX_WAIT_MS = 20  # how long the broker may hold a fetch with nothing to return
 FETCH_WAIT_MS = 300  # one fetch round: how long a read waits for records that are known to exist
 READ_DEADLINE_S = 30.0  # a whole read of a topic range gives up (and says so) after this
 
@@ -165,7 +166,12 @@ class TopicReader:
     for topic metadata and group offsets."""
 
     def __init__(self, settings: CommonSettings) -> None:
-        self.consumer: AIOKafkaConsumer = make_consumer(settings, None, client_id=f"{settings.client_id}-status")
+        # A short broker-side fetch wait: the reader learns an empty partition's end (its highwater) from a fetch
+        # response, which the broker holds back up to fetch_max_wait_ms (500 ms by default) when there are no
+        # records — once per topic read, so most of `jobscore status`'s 9 s went there.
+        self.consumer: AIOKafkaConsumer = make_consumer(
+            settings, None, client_id=f"{settings.client_id}-status", fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+        )
         self.admin = _admin(settings)
 
     async def __aenter__(self) -> TopicReader:
@@ -200,7 +206,9 @@ class TopicReader:
             self.consumer.seek(tp, listed[tp])
         deadline = time.monotonic() + READ_DEADLINE_S
         while any(self.consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
-            await self.consumer.getmany(*tps, timeout_ms=FETCH_WAIT_MS)
+            # Short rounds: an empty partition's highwater arrives with a response that holds no records, and
+            # getmany would sit out its whole timeout waiting for some.
+            await self.consumer.getmany(*tps, timeout_ms=2 * FETCH_MAX_WAIT_MS)
         return {tp: (begin[tp], max(listed[tp], self.consumer.highwater(tp) or 0)) for tp in tps}
 
     async def read(self, ranges: dict[TopicPartition, tuple[int, int]]) -> AsyncIterator[ConsumerRecord]:
