@@ -134,8 +134,8 @@ def scorer_dir() -> Path:
 def scorer_vllm_engine(scorer_dir: Path) -> Iterator[Any]:
     """The shipped scorer served by vLLM through the two-way softmax conversion (the Llama path), loaded once
     per session: ~1.5 GB on the CPU. Built with the worker's own defaults (`max_model_len`, `max_num_seqs` are
-    in vLLM's compile-cache key), so it and the demo test's worker share one torch.compile: whichever starts
-    second loads it from ~/.cache/vllm (~40 s less on 2 CPUs)."""
+    in vLLM's config hash), so it and the demo test's worker share one torch.compile: whichever starts second
+    takes it from torch inductor's cache (~40 s less on 2 CPUs; README "CPU")."""
     from engine.engines import VllmEngine
 
     max_model_len = WorkerSettings.model_fields["max_model_len"].default
