@@ -19,6 +19,13 @@ def _quiet(s: ToolSettings, kvcache_gb: int) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
+def _write_json(path: str | None, doc: Any) -> None:
+    """``--json PATH``: the report as JSON too (nothing without the flag)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=2)
+
+
 def cmd_bench(ns: argparse.Namespace) -> int:
     from bench.worker_bench import print_report, run
 
@@ -29,9 +36,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     )
     r = run(ns, s)
     print_report(r)
-    if ns.json:
-        with open(ns.json, "w") as f:
-            json.dump(r, f, indent=2)
+    _write_json(ns.json, r)
     return 0
 
 
@@ -53,9 +58,7 @@ def cmd_bench_models(ns: argparse.Namespace) -> int:
     )
     print(f"\n{r.prompts} prompts, mean {r.mean_prompt_tokens} tokens, {len(r.rounds)} rounds\n")
     print(r.table())
-    if ns.json:
-        with open(ns.json, "w") as f:
-            json.dump(r.row(), f, indent=2)
+    _write_json(ns.json, r.row())
     return 0
 
 
@@ -71,9 +74,7 @@ def cmd_bench_cpu_engine(ns: argparse.Namespace) -> int:
     r = run(model, n_prompts=ns.prompts, rounds=ns.rounds, max_model_len=ns.max_model_len)
     print(f"\n{model.name}: {r.prompts} prompts, {r.cpus} CPUs\n")
     print(r.table())
-    if ns.json:
-        with open(ns.json, "w") as f:
-            json.dump(r.row(), f, indent=2)
+    _write_json(ns.json, r.row())
     return 0
 
 
@@ -94,9 +95,7 @@ def cmd_bench_headline(ns: argparse.Namespace) -> int:
         dtype=ns.dtype,
     )
     print_headline(r)
-    if ns.json:
-        with open(ns.json, "w") as f:
-            json.dump(r, f, indent=2)
+    _write_json(ns.json, r)
     return 0
 
 
