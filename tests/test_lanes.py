@@ -15,6 +15,7 @@ from jobscore.client import RankingWaiter, ScoringClient, new_request
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import ScoreRequest
 from tests.conftest import WAIT_S, wait_until
+from tests.test_reliability_broker import GatedEngine
 from tests.test_worker import running, seed
 from worker.batching import Lane, RecordKey, RequestState, TokenBudgetBatcher, WorkItem
 from worker.loop import Worker
@@ -62,10 +63,12 @@ class _RecordingBatcher(TokenBudgetBatcher):
         super().__init__(*args, **kw)
         self.cuts: list[list[Lane]] = []
         self.online_put_at_cut: list[int] = []  # index of the next cut when online items were queued
+        self.bulk_queued_at_online_put: list[int] = []
 
     def put(self, batch: Sequence[WorkItem]) -> None:
         if any(it.state.lane == "online" for it in batch):
             self.online_put_at_cut.append(len(self.cuts))
+            self.bulk_queued_at_online_put.append(self.queued("bulk"))
         super().put(batch)
 
     def _cut(self) -> list[WorkItem]:
@@ -82,7 +85,10 @@ async def test_bulk_lane_saturated_online_request_scored_in_next_batch(
     jobs = postings(8, seed=31, prefix=f"{ws.group_id}-job")
     await seed(ws, jobs)
     ids = [p.job_id for p in jobs]
-    worker = Worker(ws, vllm_engine)
+    # The engine held on its first (bulk) batch: the worker is busy with bulk and a bulk backlog is queued when
+    # the online request arrives — the saturated state, made certain rather than raced for.
+    engine = GatedEngine(vllm_engine)
+    worker = Worker(ws, engine)
     batcher = _RecordingBatcher(ws.max_batch_tokens, ws.max_batch_items, ws.max_wait_ms / 1e3)
     worker.batcher = batcher
     bulk = [new_request(q, ids, top_k=3) for q in queries(80, seed=31)]
@@ -93,10 +99,13 @@ async def test_bulk_lane_saturated_online_request_scored_in_next_batch(
         ScoringClient(ws) as online,
     ):
         await asyncio.gather(*(backfill.submit(r) for r in bulk))
-        # Saturated: the worker is scoring bulk and has a bulk backlog queued.
-        await wait_until(lambda: len(seen.rankings) >= 3, what="bulk rankings to flow")
-        assert batcher.queued("bulk") > 0
-        ranking = await online.score("registered nurse", ids, top_k=3, timeout=WAIT_S)
+        await wait_until(engine.waiting.is_set, what="the worker to score its first bulk batch")
+        await wait_until(lambda: batcher.queued("bulk") > 0, what="a bulk backlog queued behind it")
+        pending = asyncio.ensure_future(online.score("registered nurse", ids, top_k=3, timeout=WAIT_S))
+        await wait_until(lambda: batcher.queued("online") == len(ids), what="the online request queued")
+        assert batcher.bulk_queued_at_online_put[0] > 0
+        engine.gate.set()
+        ranking = await pending
         bulk_done_then = sum(r.request_id in seen.rankings for r in bulk)
         assert ranking.status == "ok" and len(ranking.results) == 3
         # Bulk still uses the engine: every bulk request is answered too.
