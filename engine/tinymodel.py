@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from engine.identity import write_identity
@@ -53,8 +54,11 @@ def build_tiny_model(cache_dir: Path | None = None, force: bool = False) -> Path
 
     from engine.corpus import training_text
 
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    # Per-process temp dir, then an atomic rename: processes starting together on one cache dir (parallel
+    # test processes, several workers on one host) may all build; the first rename wins, the rest discard.
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -94,11 +98,12 @@ def build_tiny_model(cache_dir: Path | None = None, force: bool = False) -> Path
     _spread_answer_rows(model, fast)
     model.to(torch.float32).save_pretrained(tmp, safe_serialization=True)
     write_identity(tmp, model_id="tiny-qwen3", revision=out.name)
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
+    if force:
+        shutil.rmtree(out, ignore_errors=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first: its build is the same bytes (same spec and seed)
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("built tiny model", extra={"path": str(out), "params": sum(p.numel() for p in model.parameters())})
     return out
 

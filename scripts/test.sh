@@ -6,7 +6,10 @@ export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$VENV/bin/ruff" check . || exit 1
 "$VENV/bin/ruff" format --check . || exit 1
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=10 "$@"
+# Two test processes (pytest-xdist; tests/conftest.py groups the tests): the suite mostly waits on group joins,
+# brokers and child processes, and a second process fills those waits. JOBSCORE_TEST_PROCESSES=0 runs it in one.
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=10 \
+  -n "${JOBSCORE_TEST_PROCESSES:-2}" --dist loadgroup "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   # pytest's "no tests collected": for this suite that means a broken selection or import, not success.

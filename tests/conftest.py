@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -44,6 +45,56 @@ WAIT_S = 90.0
 # broker take ~session_timeout/2 (tansu); 4 s sessions saved ~1 s per join but made the revoke-with-work-in-flight
 # test miss its window once in a clean-clone run, so the suite stays at 6 s.
 SESSION_TIMEOUT_MS = 6_000
+
+
+# `make test` runs the suite in two pytest-xdist processes (scripts/test.sh). Each process has its own session
+# fixtures (broker, engines); every file is one xdist group, so a file's tests and module fixtures stay in one
+# process. Files that compile the same model in vLLM share a group: two processes compiling one model at once
+# would each pay the full compile (and write one cache directory together) instead of the second loading it.
+XDIST_GROUPS = {
+    "test_cli.py": "scorer",  # the demo test compiles the shipped scorer with the worker's defaults...
+    "test_promises.py": "scorer",  # ...as the scorer_vllm_engine fixture does
+    "test_scorer.py": "scorer",
+}
+# Longest first, so the last group to start is a short one (measured cold on 2 vCPUs, tests/README.md);
+# test_reliability_engine.py starts beside the scorer group because it compiles nothing (eager engines).
+HEAVY_FIRST = [
+    "scorer",
+    "test_reliability_engine.py",
+    "faults/test_worker_faults.py",
+    "test_summarizer_modes.py",
+    "faults/test_dependency_faults.py",
+    "test_worker_scale.py",
+    "test_worker.py",
+    "test_compress_prune.py",
+    "faults/test_poison.py",
+    "test_engine_cpu_defaults.py",
+    "test_score_backfill.py",
+    "faults/test_engine_faults.py",
+]
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    rel = item.path.relative_to(Path(__file__).parent).as_posix()
+    return XDIST_GROUPS.get(rel, rel)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {g: i for i, g in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda it: rank.get(_xdist_group(it), len(rank)))  # stable: files keep their own order
+    for it in items:
+        it.add_marker(pytest.mark.xdist_group(_xdist_group(it)))
+
+
+@contextlib.contextmanager
+def tiny_compile_lock() -> Iterator[None]:
+    """Held while a compiled vLLM engine on the tiny model starts: the test processes take turns, so the
+    second loads the first's compile from cache (see XDIST_GROUPS)."""
+    from filelock import FileLock
+
+    with FileLock(os.path.join(tempfile.gettempdir(), "jobscore-tests-tiny-compile.lock")):
+        yield
 
 
 def _docker_kafka() -> Any | None:
@@ -106,7 +157,8 @@ def vllm_engine(tiny_model: Path) -> Iterator[Any]:
     """The real vLLM engine on the tiny model, loaded once (float32: scores comparable to HF exactly)."""
     from engine.engines import VllmEngine
 
-    engine = VllmEngine(tiny_model, dtype="float32", max_model_len=1024, max_num_seqs=128)
+    with tiny_compile_lock():
+        engine = VllmEngine(tiny_model, dtype="float32", max_model_len=1024, max_num_seqs=128)
     yield engine
     engine.close()
 

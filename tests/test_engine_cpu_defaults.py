@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.engines import VllmEngine, apply_cpu_backend_defaults, cpu_backend_defaults
+from tests.conftest import tiny_compile_lock
 
 
 def test_defaults_by_host_size() -> None:
@@ -43,7 +44,8 @@ def test_second_compiled_start_loads_the_compile_from_cache_and_computes_on_ever
     monkeypatch.setenv("VLLM_LOGGING_LEVEL", "INFO")
     monkeypatch.setenv("TORCH_LOGS", "torch._inductor.codecache")
     capfd.readouterr()
-    engine = VllmEngine(tiny_model, dtype="float32", max_model_len=1024, max_num_seqs=128)
+    with tiny_compile_lock():
+        engine = VllmEngine(tiny_model, dtype="float32", max_model_len=1024, max_num_seqs=128)
     try:
         assert engine.score(["Query: electrician\nJob: Electrician.\nRelevant?"]) == pytest.approx(
             vllm_engine.score(["Query: electrician\nJob: Electrician.\nRelevant?"]), abs=1e-5
