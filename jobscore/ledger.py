@@ -17,12 +17,12 @@ Redis for one summarizer version: summarized (present, same content hash), stale
 content), dead-lettered by the summarizer, missing (none of these), and withdrawn postings whose
 summary is still there.
 
-Reading is bounded: every partition is read from its beginning to the end offset it had when the
-ledger started, plus whatever arrives before the partition has been idle for ``idle_s``. The idle
-grace is there for the embedded broker (tansu): its ListOffsets reports the high watermark of a batched
-produce as the batch's *base* offset + 1, so the "end" it gives can be short of the real end by most of
-a batch; reading on until idle picks those records up. On real Kafka the end offsets are exact and the
-grace only adds the few records produced meanwhile.
+Reading is bounded: every partition is read from its beginning to its end, plus whatever arrives before
+the partition has been idle for ``idle_s``. The end is the high watermark carried by a fetch response, not
+ListOffsets alone: the embedded broker (tansu) answers ListOffsets with the *base* offset of the last
+batched produce + 1, short of the real end by most of a batch, while the watermark in its fetch responses
+is right (as `jobscore status` reads it). On real Kafka the two agree; the idle grace then only adds the
+few records produced meanwhile.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ from schemas.summary import SummaryRecord, content_hash
 # How long a topic that does not exist yet is looked for before it counts as empty (metadata of a
 # just-created topic takes a moment to reach a fresh client).
 TOPIC_LOOKUP_S = 3.0
+# How long the broker may hold a fetch with nothing to return (the reader learns an empty partition's end
+# from such a response).
+FETCH_MAX_WAIT_MS = 20
 # Ids per Redis MGET when checking postings against the summary cache.
 MGET_CHUNK = 1000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -244,11 +247,23 @@ async def read_topic(
     idle_s: float = 1.0,
     timeout_s: float = 300.0,
 ) -> TopicRead:
-    """Feed every record of ``topic`` to ``on_record``, from the beginning to the end offsets at the
-    start, then on until each partition has been idle for ``idle_s`` (the tansu grace, see the module
-    docstring). Gives up after ``timeout_s`` with ``complete=False``. No consumer group: reading commits
-    nothing and does not disturb the services' groups."""
-    consumer = make_consumer(settings, None, client_id=f"{settings.client_id}-ledger")  # type: ignore[arg-type]
+    """Feed every record of ``topic`` to ``on_record``, from the beginning to each partition's end, then on
+    until each partition has been idle for ``idle_s`` (records produced meanwhile). Gives up after
+    ``timeout_s`` with ``complete=False``. No consumer group: reading commits nothing and does not disturb
+    the services' groups.
+
+    A partition's end is the high watermark of a fetch response, not ListOffsets alone: tansu's ListOffsets
+    can be short (module docstring), and a reader that trusted it and then waited only ``idle_s`` for the
+    rest reported a ranking the broker held as missing (a clean-clone CI run, 2026-11-26). A partition
+    counts as read only once a fetch response has given its watermark and the position has reached it."""
+    # A short broker-side wait: an empty partition's watermark comes with a response holding no records,
+    # which the broker would otherwise hold back 500 ms.
+    consumer = make_consumer(
+        settings,
+        None,  # type: ignore[arg-type]
+        client_id=f"{settings.client_id}-ledger",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
     await consumer.start()
     n = 0
     try:
@@ -257,29 +272,30 @@ async def read_topic(
             return TopicRead(topic, 0, 0, True)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        reached: dict[TopicPartition, float] = {}  # partition → when it last reached its end or got a record
-        pending = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
-        now = time.monotonic()
-        for tp in set(tps) - pending:
-            reached[tp] = now
-        deadline = now + timeout_s
+        ends = await consumer.end_offsets(tps)  # a floor: raised to each fetch's watermark below
+        at_end: dict[TopicPartition, float] = {}  # partition → when it last reached its end or got a record
+        deadline = time.monotonic() + timeout_s
         while True:
             now = time.monotonic()
-            if not pending and all(now - t >= idle_s for t in reached.values()):
+            if len(at_end) == len(tps) and all(now - t >= idle_s for t in at_end.values()):
                 return TopicRead(topic, len(tps), n, True)
             if now > deadline:
                 return TopicRead(topic, len(tps), n, False)
             batch = await consumer.getmany(timeout_ms=int(max(0.05, min(idle_s, 0.5)) * 1000))
             now = time.monotonic()
-            for tp, records in batch.items():
+            for records in batch.values():
                 for rec in records:
                     on_record(rec)
                     n += 1
-                if tp in pending and await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-                if tp not in pending:
-                    reached[tp] = now
+            for tp in tps:
+                hw = consumer.highwater(tp)
+                if hw is None:
+                    continue  # no fetch response for this partition yet: its end is not known
+                ends[tp] = max(ends[tp], hw)
+                if await consumer.position(tp) < ends[tp]:
+                    at_end.pop(tp, None)
+                elif tp in batch or tp not in at_end:
+                    at_end[tp] = now
     finally:
         await consumer.stop()
 

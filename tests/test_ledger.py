@@ -15,8 +15,9 @@ import pytest
 
 from engine.corpus import postings, queries
 from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests
+from jobscore.devstack import EmbeddedBroker
 from jobscore.kafka import make_producer
-from jobscore.ledger import Window, parse_time, postings_ledger, request_ledger
+from jobscore.ledger import Window, parse_time, postings_ledger, read_topic, request_ledger
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import RANKINGS, JobPosted
 from tests.conftest import WAIT_S
@@ -43,6 +44,68 @@ class TestParseTime:
         assert not w.admits(150_000, "other-1")
         assert not w.admits(99_000, "run-1") and not w.admits(201_000, "run-1")
         assert not w.admits(150_000, None)
+
+
+class TestReadTopic:
+    async def test_reads_every_record_to_the_fetch_watermark_where_list_offsets_is_short(self) -> None:
+        """The ledger's reader on an embedded broker of its own, whose ListOffsets is short after batched
+        produces and after a restart (writes to the missing topic are kept): every record the broker holds is
+        read, with no idle grace at all. (The reader that trusted ListOffsets plus a 0.5 s grace reported a
+        ranking as lost in a clean-clone CI run: tests/faults/test_dependency_faults.py TestBrokerRestart.)"""
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        own = EmbeddedBroker().start()
+        topic, parts = "ledger-read", 4
+        sent: list[bytes] = []
+
+        async def create() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=own.bootstrap)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(topic, parts, 1)])
+            finally:
+                await admin.close()
+
+        async def produce(tag: str, n: int) -> None:
+            # linger: the records of one wave go out as one batch per partition.
+            producer = AIOKafkaProducer(bootstrap_servers=own.bootstrap, linger_ms=50)
+            await producer.start()
+            try:
+                values = [f"{tag}{i}".encode() for i in range(n)]
+                await asyncio.gather(
+                    *[await producer.send(topic, v, partition=i % parts) for i, v in enumerate(values)]
+                )
+                sent.extend(values)
+            finally:
+                await producer.stop()
+
+        try:
+            await create()
+            for wave in range(3):
+                await produce(f"w{wave}-", 9 + 4 * wave)
+            own.restart()  # memory-only: the topic is gone; the next writes are acked and kept
+            sent.clear()
+            await produce("ghost-", parts)
+            await create()
+            await produce("after-", 12)
+
+            probe = AIOKafkaConsumer(bootstrap_servers=own.bootstrap, group_id=None)
+            await probe.start()
+            try:
+                listed = await probe.end_offsets([TopicPartition(topic, p) for p in range(parts)])
+            finally:
+                await probe.stop()
+            assert sum(listed.values()) < len(sent), "ListOffsets was exact: this broker no longer has the quirk"
+
+            got: list[bytes] = []
+            read = await read_topic(
+                CommonSettings(kafka_bootstrap=own.bootstrap), topic, lambda r: got.append(r.value), 0.0
+            )
+            assert read.complete and read.records == len(sent)
+            assert sorted(got) == sorted(sent)
+        finally:
+            own.stop()
 
 
 class TestRequestLedger:
