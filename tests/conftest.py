@@ -52,9 +52,8 @@ WAIT_S = 90.0
 SESSION_TIMEOUT_MS = 6_000
 
 
-# With JOBSCORE_TEST_PROCESSES=2, scripts/test.sh runs two pytest-xdist processes (opt-in: these groups were
-# found not applied, tests/README.md "Suite time"). Each process has its own session
-# fixtures (broker, engines); every file is one xdist group, so a file's tests and module fixtures stay in one
+# With JOBSCORE_TEST_PROCESSES=2, scripts/test.sh runs two pytest-xdist processes. Each process has its own session
+# fixtures (broker, engines); every file is one scheduling group, so a file's tests and module fixtures stay in one
 # process. Files that compile the same model in vLLM share a group: two processes compiling one model at once
 # would each pay the full compile (and write one cache directory together) instead of the second loading it.
 XDIST_GROUPS = {
@@ -78,19 +77,39 @@ HEAVY_FIRST = [
     "test_score_backfill.py",
     "faults/test_engine_faults.py",
 ]
+TESTS_DIR = Path(__file__).parent
 
 
-def _xdist_group(item: pytest.Item) -> str:
-    rel = item.path.relative_to(Path(__file__).parent).as_posix()
-    return XDIST_GROUPS.get(rel, rel)
+def group_of(path: str) -> str:
+    """The scheduling group of a test file (a path relative to tests/)."""
+    return XDIST_GROUPS.get(path, path)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {g: i for i, g in enumerate(HEAVY_FIRST)}
-    items.sort(key=lambda it: rank.get(_xdist_group(it), len(rank)))  # stable: files keep their own order
-    for it in items:
-        it.add_marker(pytest.mark.xdist_group(_xdist_group(it)))
+    # Stable: files keep their own order. The xdist scheduler below hands out groups in this order.
+    items.sort(key=lambda it: rank.get(group_of(it.path.relative_to(TESTS_DIR).as_posix()), len(rank)))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Schedule whole groups (XDIST_GROUPS, else one per file), heaviest first.
+
+    Not xdist's own ``--dist loadgroup`` with ``xdist_group`` marks: xdist 3.8 tags a grouped test by
+    rewriting ``item._nodeid``, which pytest 9.2 no longer reads (nodeids come from ``item._id``), so the
+    marks were silently ignored and one file's tests ran in both processes. A scope scheduler keyed by path
+    relies only on nodeids, which both versions agree on (tests/test_suite_scheduling.py checks it)."""
+    if config.getvalue("dist") not in ("loadgroup", "loadfile", "loadscope"):
+        return None  # --dist load/each/worksteal: xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return group_of(path.removeprefix(TESTS_DIR.name + "/"))
+
+    # xdist reorders scopes by test count by default; the collection order above is the one wanted.
+    config.option.loadscopereorder = False
+    return GroupScheduling(config, log)
 
 
 @contextlib.contextmanager
