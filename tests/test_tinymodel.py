@@ -19,7 +19,7 @@ def test_builds_started_together_on_one_cache_dir_all_succeed_with_one_model(tmp
         subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     paths = {Path(out.strip().splitlines()[-1]) for out, _ in outs}
     assert len(paths) == 1, paths
