@@ -6,10 +6,11 @@ export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$VENV/bin/ruff" check . || exit 1
 "$VENV/bin/ruff" format --check . || exit 1
-# One test process by default. JOBSCORE_TEST_PROCESSES=2 runs two (pytest-xdist): faster where it passes (the suite
-# mostly waits on group joins and child processes), but not yet green on a clean clone — tests/README.md.
+# Two test processes (pytest-xdist) by default: the suite mostly waits on group joins and child processes, so a
+# second process fills those waits (tests/README.md "Suite time"). JOBSCORE_TEST_PROCESSES=0 runs it in one.
+# --dist loadgroup hands whole files (and tests/conftest.py's XDIST_GROUPS) to one process each.
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=10 \
-  -n "${JOBSCORE_TEST_PROCESSES:-0}" --dist loadgroup "$@"
+  -n "${JOBSCORE_TEST_PROCESSES:-2}" --dist loadgroup "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   # pytest's "no tests collected": for this suite that means a broken selection or import, not success.

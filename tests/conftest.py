@@ -33,7 +33,7 @@ os.environ.setdefault("JOBSCORE_MODEL", "tiny")
 # the session engine fixtures below build `VllmEngine` compiled, and the demo test runs `make demo`'s defaults.
 os.environ.setdefault("JOBSCORE_ENFORCE_EAGER", "true")
 # OpenMP threads that sleep at barriers instead of spinning. Many tests run several torch/vLLM processes at once
-# on 2 cores (more with JOBSCORE_TEST_PROCESSES=2); libgomp's default spin-wait then burns
+# on 2 cores (more with two test processes); libgomp's default spin-wait then burns
 # the core another process needs: two 2-thread torch loops side by side took 11.1 s each spinning, 1.9 s
 # passive (0.98 s alone, 0.99 s alone and passive) on this project's 2-vCPU host.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -52,7 +52,7 @@ WAIT_S = 90.0
 SESSION_TIMEOUT_MS = 6_000
 
 
-# With JOBSCORE_TEST_PROCESSES=2, scripts/test.sh runs two pytest-xdist processes. Each process has its own session
+# scripts/test.sh runs two pytest-xdist processes (JOBSCORE_TEST_PROCESSES). Each process has its own session
 # fixtures (broker, engines); every file is one scheduling group, so a file's tests and module fixtures stay in one
 # process. Files that compile the same model in vLLM share a group: two processes compiling one model at once
 # would each pay the full compile (and write one cache directory together) instead of the second loading it.
