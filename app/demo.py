@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 WAIT_SUMMARIES_S = 120.0
 WAIT_RANKINGS_S = 300.0
 DLQ_IDLE_S = 3.0  # the dead letters were acknowledged before the rankings arrived: a short quiet period ends the read
+# Bad messages the demo publishes beside its requests, and the dead letter each must get. Two kinds, so the
+# printed count shows every dead letter of the run is read (a reader that stopped at the first would say 1).
+BAD_REQUESTS: tuple[tuple[bytes, str], ...] = (
+    (b'{"schema": "score_request.v1", "query": ', "malformed"),  # cut off mid-message
+    (b'{"schema": "score_request.v9", "query": "data engineer", "job_ids": ["j1"]}', "unknown_schema"),
+)
 
 
 def _items_scored() -> float:
@@ -95,7 +101,7 @@ async def _run(
             flush=True,
         )
 
-        # 2. requests → rankings (one asks for a job that was never posted; one message is garbage). Every
+        # 2. requests → rankings (one asks for a job that was never posted; BAD_REQUESTS are not requests). Every
         # request's candidates hold its right answers among others, so its ranking can be judged.
         rng = random.Random(11)
         reqs: list[ScoreRequest] = []
@@ -115,7 +121,8 @@ async def _run(
             await publish_requests(ws, reqs)
             producer = make_producer(ws)
             await producer.start()
-            await producer.send_and_wait(topic_name(ws, SCORE_REQUESTS), b'{"schema": "score_request.v1", "query": ')
+            for data, _ in BAD_REQUESTS:
+                await producer.send_and_wait(topic_name(ws, SCORE_REQUESTS), data)
             await producer.stop()
             rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_RANKINGS_S)
             wall = time.perf_counter() - t1
@@ -129,7 +136,8 @@ async def _run(
         lat = sorted(r.timings.total_ms for r in rankings.values())
         p50 = lat[len(lat) // 2]
         p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
-        ok = all(r.status == "ok" for r in rankings.values()) and len(dlq) == 1
+        kinds = sorted(m.error_type if isinstance(m, DeadLetter) else "undecodable" for m in dlq)
+        ok = all(r.status == "ok" for r in rankings.values()) and kinds == sorted(k for _, k in BAD_REQUESTS)
         ndcg = statistics.mean(
             ndcg_at([s.job_id for s in rankings[r.request_id].results], corpus.relevant[r.query]) for r in reqs
         )

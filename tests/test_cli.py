@@ -121,7 +121,7 @@ class TestDemo:
         summary = [line for line in r.stdout.splitlines() if line.startswith("[demo] requests=")]
         assert summary, r.stdout
         fields = dict(kv.split("=") for kv in summary[0].split()[1:])
-        assert fields["requests"] == "6" and fields["result"] == "OK" and fields["dead_letters"] == "1"
+        assert fields["requests"] == "6" and fields["result"] == "OK" and fields["dead_letters"] == "2"
         assert int(fields["candidates_scored"]) == 6 * 20
         assert "job-never-posted: missing_summary" in r.stdout
         # The default ranks by meaning: each demo query's right answers are among its 20 candidates, and the
