@@ -229,7 +229,8 @@ async def tail(
     limit: int | None = None,
     idle_exit_s: float | None = None,
 ) -> AsyncIterator[tuple[Any, Any]]:
-    """Yield ``(record, decoded message or SchemaError)`` from every partition of a topic."""
+    """Yield ``(record, decoded message or SchemaError)`` from every partition of a topic: at most ``limit``
+    records, and when ``idle_exit_s`` is given, until nothing has arrived for that long."""
     from schemas import SchemaError
 
     consumer = AIOKafkaConsumer(
@@ -254,10 +255,14 @@ async def tail(
             for records in batch.values():
                 for rec in records:
                     try:
-                        yield rec, spec.decode(rec.value)
+                        msg = spec.decode(rec.value)
                     except SchemaError as e:
-                        yield rec, e
+                        msg = e
+                    yield rec, msg
                     n += 1
+                    # Checked per record: one fetch can bring many (the loop's own check would let them all out).
+                    if limit is not None and n >= limit:
+                        return
     finally:
         await consumer.stop()
 

@@ -23,10 +23,11 @@ from jobscore.client import (
     ScoreTimeout,
     ScoringClient,
     new_request,
+    tail,
 )
 from jobscore.kafka import ensure_topics, make_producer
 from jobscore.settings import CommonSettings, WorkerSettings
-from schemas import RANKINGS, Ranking, ScoredJob, ScoreRequest
+from schemas import POSTINGS, RANKINGS, Ranking, ScoredJob, ScoreRequest
 from tests.conftest import WAIT_S, wait_until
 from tests.test_worker import running, seed
 from worker.loop import Worker
@@ -43,6 +44,14 @@ async def produce(settings: CommonSettings, topic: str, *values: bytes) -> None:
             await (await producer.send(topic, v, key=b"k"))
     finally:
         await producer.stop()
+
+
+async def test_tail_stops_at_its_limit_inside_one_fetch(topics: CommonSettings) -> None:
+    # Three records on one partition (one key), read back by one fetch: `tail --limit 2` gives two. (It gave all
+    # three — the limit was checked per fetch, not per record.)
+    await produce(topics, topics.topic_postings, b"a", b"b", b"c")
+    got = [rec.value async for rec, _ in tail(topics, POSTINGS, from_beginning=True, limit=2, idle_exit_s=WAIT_S)]
+    assert got == [b"a", b"b"]
 
 
 def ranking_bytes(request_id: str, score: float = 0.5) -> bytes:
