@@ -61,4 +61,6 @@ run parquet-drops-a-row summarizer/backfill.py "        for row in batch.to_pyli
   tests/test_summarizer_backfill.py -k "parquet and resumed"
 run expired-request-scored worker/loop.py "        if req.deadline is not None and now > req.deadline:" "        if False:" \
   tests/test_worker.py -k test_expired_deadline_answered_with_timeout_not_scored
+run expired-queued-request-scored worker/batching.py "                if st.timed_out or st.expired(now):" "                if st.timed_out:" \
+  tests/test_batching.py -k test_expired_request_is_dropped_not_scored
 run lanes-bulk-first worker/batching.py "        for lane in LANES:  # online first" "        for lane in reversed(LANES):  # online first" "tests/test_lanes.py::test_bulk_lane_saturated_online_request_scored_in_next_batch"

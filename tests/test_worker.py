@@ -212,6 +212,8 @@ class TestEndToEnd:
             await publish_requests(ws, [late])
             ranking = await waiter.wait(late.request_id, WAIT_S)
         assert ranking.status == "timeout" and ranking.results == [] and "deadline" in ranking.detail
+        # Answered at intake, before its summaries are fetched — not later, when it reaches a batch.
+        assert "before scoring started" in ranking.detail, ranking.detail
         # Not scored: the engine never saw it.
         assert worker.items_scored == 0 and worker.batches == 0 and worker.engine_seconds == 0.0
 
