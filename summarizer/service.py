@@ -2,8 +2,10 @@
 
 Data path, per poll: fetch a batch of postings → decode (bad ones to the dead-letter topic) → skip
 postings whose content hash is already cached → summarize off the event loop → one pipelined Redis
-write (puts and tombstone deletes) → wait for dead letters to be acked → commit offsets. A crash
-anywhere before the commit replays the batch; every write is idempotent (same key, same value).
+write (puts and tombstone deletes) → wait for dead letters to be acked → check the broker still has our
+topics → commit offsets. A crash anywhere before the commit replays the batch; every write is idempotent
+(same key, same value). A broker that lost our topics (one restarted empty acknowledges dead letters into a
+topic it no longer has) gets no commit: the service stops with `BrokerLost`, not ready, and the group replays.
 
 The mode (`summarizer_mode`: extractive, hybrid, abstractive; see `summarizer.modes`) is loaded once at
 start and recorded in every entry. A posting the summarizer fails on is dead-lettered with the error
@@ -23,7 +25,7 @@ from aiokafka.structs import ConsumerRecord
 from jobscore import metrics
 from jobscore.cache import CacheUnavailable, SummaryCache
 from jobscore.health import HEALTH, start_probes
-from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer, topic_name
+from jobscore.kafka import BrokerLost, TopicGuard, dead_letter, ensure_topics, make_consumer, make_producer, topic_name
 from jobscore.settings import SummarizerSettings
 from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
 from summarizer.modes import PostingSummarizer, make_summarizer
@@ -43,6 +45,7 @@ class Summarizer:
         self.producer: AIOKafkaProducer | None = None
         self.cache = SummaryCache.for_service(settings, settings.summarizer_version, settings.summary_ttl_s)
         self.writer: SummaryWriter | None = None
+        self.guard: TopicGuard | None = None  # set in start(): checks the broker still has our topics before a commit
         self._stop = asyncio.Event()
         self._probes: asyncio.Task[None] | None = None
         self.postings_done = 0
@@ -75,6 +78,8 @@ class Summarizer:
         await self.producer.start()
         self.consumer = make_consumer(s, s.group_id, topic_name(s, POSTINGS))
         await self.consumer.start()
+        self.guard = TopicGuard(self.producer.client, [topic_name(s, DEAD_LETTERS), topic_name(s, POSTINGS)])
+        await self.guard.start()
         HEALTH.set("summarizer", True)
         self._probes = start_probes(
             {"broker": self.consumer.topics, "redis": self.cache.client.ping}, s.health_probe_interval_s
@@ -164,7 +169,24 @@ class Summarizer:
         metrics.POSTINGS_PROCESSED.labels("failed").inc(len(result.failures))
         if dlq_sends:
             await asyncio.gather(*dlq_sends)
-        # Summaries (and dead letters) are durable: now the offsets may move past them.
+        # Summaries (and dead letters) are acknowledged; the offsets may move past them only if the broker
+        # that acknowledged the dead letters still has their topic (and the postings topic) now.
+        assert self.guard is not None
+        try:
+            await self.guard.check()
+        except BrokerLost as e:
+            HEALTH.set("broker", False, str(e))
+            log.error(
+                "the broker lost our topics: stopping without committing; the group replays", extra={"error": str(e)}
+            )
+            raise
+        except KafkaError as e:
+            metrics.KAFKA_ERRORS.labels("metadata").inc()
+            log.warning(
+                "broker check failed; this batch stays uncommitted (replayed if nothing later commits past it)",
+                extra={"error": repr(e)},
+            )
+            return
         try:
             await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
         except CommitFailedError as e:

@@ -1,4 +1,5 @@
-"""Issue 18 finding 4: a broker that restarts empty never gets offsets committed for answers it dropped.
+"""Issue 18 finding 4: a broker that restarts empty never gets offsets committed for answers it dropped —
+by the worker (rankings) or the summarizer (dead letters).
 
 The embedded broker (tansu, memory-only) restarted empty still acknowledges writes to the topics it lost
 and drops them. This test starts its own broker on a free port, holds requests inside the engine (a gate
@@ -9,6 +10,7 @@ acknowledged by a broker without the results topic, and the worker must stop wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -18,10 +20,11 @@ from aiokafka import TopicPartition
 
 from engine.corpus import postings
 from jobscore.cache import SummaryCache
-from jobscore.client import new_request, publish_requests
+from jobscore.client import new_request, publish_postings, publish_requests
 from jobscore.devstack import EmbeddedBroker
-from jobscore.kafka import BrokerLost, ensure_topics, make_consumer
-from jobscore.settings import WorkerSettings
+from jobscore.kafka import BrokerLost, ensure_topics, make_consumer, make_producer
+from jobscore.settings import SummarizerSettings, WorkerSettings
+from summarizer.service import Summarizer
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until
 from worker.loop import Worker
@@ -101,3 +104,59 @@ async def test_broker_restarted_empty_worker_commits_nothing_it_answered_into_th
     # The answers were acknowledged (by a broker that dropped them) but nothing was committed for them.
     assert worker.requests_done >= 1
     assert all(v is None for v in (await committed(ws)).values())
+
+
+class GatedSummarizer(Summarizer):
+    """The real summarizer service, its batch write held until the test opens the gate."""
+
+    def __init__(self, settings: SummarizerSettings) -> None:
+        super().__init__(settings)
+        self.gate = asyncio.Event()
+        self.writing = asyncio.Event()
+
+    async def _write(self, items: list[Any]) -> Any:
+        self.writing.set()
+        await self.gate.wait()
+        return await super()._write(items)
+
+
+async def test_broker_restarted_empty_summarizer_commits_nothing_after_dead_letters_into_the_void(
+    summarizer_settings: Callable[..., SummarizerSettings], own_broker: EmbeddedBroker
+) -> None:
+    # A batch with a bad posting: its dead letter is sent, the batch's write held; the broker restarts empty
+    # meanwhile, so the dead letter is acknowledged by a broker without the topic. No commit may follow.
+    ss = summarizer_settings(kafka_bootstrap=own_broker.bootstrap)
+    await ensure_topics(ss)
+    good = postings(2, seed=43, prefix=f"{ss.group_id}-job")
+    await publish_postings(ss, good)
+    producer = make_producer(ss)
+    await producer.start()
+    try:
+        await producer.send_and_wait(ss.topic_postings, b"\xff not a posting")
+    finally:
+        await producer.stop()
+    svc = GatedSummarizer(ss)
+    await svc.start()
+    task = asyncio.create_task(svc.run())
+    try:
+        await asyncio.wait_for(svc.writing.wait(), WAIT_S)
+        await asyncio.to_thread(own_broker.restart)  # empty: topics, offsets and groups are gone
+        svc.gate.set()
+        with pytest.raises(BrokerLost, match="no longer exists"):
+            await asyncio.wait_for(task, WAIT_S)
+    finally:
+        svc.gate.set()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await svc.close()
+    assert svc.postings_done == 0
+    consumer = make_consumer(ss, ss.group_id)
+    await consumer.start()
+    try:
+        offsets = {
+            p: await consumer.committed(TopicPartition(ss.topic_postings, p)) for p in range(ss.topic_partitions)
+        }
+    finally:
+        await consumer.stop()
+    assert all(v is None for v in offsets.values()), offsets
