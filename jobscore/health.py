@@ -57,8 +57,11 @@ class Health:
         else:
             log.warning("not ready: %s", check, extra={"check": check, "reason": reason})
 
-    def alive(self) -> bool:
-        return time.monotonic() - self._last_beat <= self.liveness_timeout_s
+    def alive(self, age: float | None = None) -> bool:
+        """The loop beat within ``liveness_timeout_s`` (``age``: seconds since the last beat, if already read)."""
+        if age is None:
+            age = time.monotonic() - self._last_beat
+        return age <= self.liveness_timeout_s
 
     def ready(self) -> bool:
         with self._lock:
@@ -67,10 +70,11 @@ class Health:
     def report(self) -> dict[str, object]:
         with self._lock:
             checks = {k: {"ok": c.ok, "reason": c.reason, "since": c.since} for k, c in self._checks.items()}
+        age = time.monotonic() - self._last_beat  # one reading: "alive" and the age it shows agree
         return {
-            "alive": self.alive(),
+            "alive": self.alive(age),
             "ready": self.ready(),
-            "last_beat_s_ago": round(time.monotonic() - self._last_beat, 3),
+            "last_beat_s_ago": round(age, 3),
             "checks": checks,
         }
 
@@ -122,14 +126,16 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/metrics"):
             self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
         elif self.path.startswith("/healthz"):
-            self._json(200 if self.health.alive() else 503)
+            report = self.health.report()  # the status code and the body from one reading
+            self._json(200 if report["alive"] else 503, report)
         elif self.path.startswith("/readyz"):
-            self._json(200 if self.health.ready() else 503)
+            report = self.health.report()
+            self._json(200 if report["ready"] else 503, report)
         else:
             self._send(404, b"not found: try /metrics, /healthz, /readyz\n", "text/plain")
 
-    def _json(self, code: int) -> None:
-        self._send(code, json.dumps(self.health.report()).encode() + b"\n", "application/json")
+    def _json(self, code: int, report: dict[str, object]) -> None:
+        self._send(code, json.dumps(report).encode() + b"\n", "application/json")
 
     def _send(self, code: int, body: bytes, ctype: str) -> None:
         self.send_response(code)
