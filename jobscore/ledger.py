@@ -42,15 +42,13 @@ from aiokafka.structs import ConsumerRecord
 
 from jobscore.kafka import make_consumer, topic_name
 from jobscore.settings import CommonSettings
+from jobscore.status import FETCH_MAX_WAIT_MS  # the broker's hold on an empty fetch, as `jobscore status` reads
 from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, DeadLetter, JobPosted, SchemaError
 from schemas.summary import SummaryRecord, content_hash
 
 # How long a topic that does not exist yet is looked for before it counts as empty (metadata of a
 # just-created topic takes a moment to reach a fresh client).
 TOPIC_LOOKUP_S = 3.0
-# How long the broker may hold a fetch with nothing to return (the reader learns an empty partition's end
-# from such a response).
-FETCH_MAX_WAIT_MS = 20
 # Ids per Redis MGET when checking postings against the summary cache.
 MGET_CHUNK = 1000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")

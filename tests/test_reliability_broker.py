@@ -23,7 +23,7 @@ from jobscore.cache import SummaryCache
 from jobscore.client import new_request, publish_postings, publish_requests
 from jobscore.devstack import EmbeddedBroker
 from jobscore.kafka import BrokerLost, ensure_topics, make_consumer, make_producer
-from jobscore.settings import SummarizerSettings, WorkerSettings
+from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from summarizer.service import Summarizer
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until
@@ -67,11 +67,12 @@ def own_broker() -> Iterator[EmbeddedBroker]:
         b.stop()
 
 
-async def committed(s: WorkerSettings) -> dict[int, int | None]:
-    consumer = make_consumer(s, s.group_id)
+async def committed(s: CommonSettings, group_id: str, topic: str) -> dict[int, int | None]:
+    """The group's committed offset per partition of ``topic`` (None: never committed)."""
+    consumer = make_consumer(s, group_id)
     await consumer.start()
     try:
-        return {p: await consumer.committed(TopicPartition(s.topic_requests, p)) for p in range(s.topic_partitions)}
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(s.topic_partitions)}
     finally:
         await consumer.stop()
 
@@ -103,7 +104,7 @@ async def test_broker_restarted_empty_worker_commits_nothing_it_answered_into_th
         await worker.close()
     # The answers were acknowledged (by a broker that dropped them) but nothing was committed for them.
     assert worker.requests_done >= 1
-    assert all(v is None for v in (await committed(ws)).values())
+    assert all(v is None for v in (await committed(ws, ws.group_id, ws.topic_requests)).values())
 
 
 class GatedSummarizer(Summarizer):
@@ -151,12 +152,5 @@ async def test_broker_restarted_empty_summarizer_commits_nothing_after_dead_lett
             await task
         await svc.close()
     assert svc.postings_done == 0
-    consumer = make_consumer(ss, ss.group_id)
-    await consumer.start()
-    try:
-        offsets = {
-            p: await consumer.committed(TopicPartition(ss.topic_postings, p)) for p in range(ss.topic_partitions)
-        }
-    finally:
-        await consumer.stop()
+    offsets = await committed(ss, ss.group_id, ss.topic_postings)
     assert all(v is None for v in offsets.values()), offsets
