@@ -56,7 +56,8 @@ class Lines:
     def __init__(self, stream: object) -> None:
         self.q: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._pump_thread.start()
 
     def _pump(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
@@ -73,6 +74,13 @@ class Lines:
             if text in line:
                 return line
         raise AssertionError(f"no line with {text!r} after {timeout:.0f}s; got:\n{''.join(self.seen[-30:])}")
+
+    def all(self, timeout: float) -> str:
+        """Everything the child printed, once its output has ended (it exited)."""
+        self._pump_thread.join(timeout)
+        while not self.q.empty():
+            self.seen.append(self.q.get_nowait())
+        return "".join(self.seen)
 
 
 def descendants(pid: int) -> list[psutil.Process]:

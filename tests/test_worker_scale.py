@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -10,21 +11,26 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import psutil
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from engine.corpus import postings, queries
 from engine.engines import ModelCapabilityError, inspect_model
 from engine.prompt import PromptBuilder, PromptTemplate
 from jobscore.client import RankingWaiter, new_request, publish_requests
+from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, WorkerSettings
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until
+from tests.test_reliability_engine import Lines, descendants
 from tests.test_worker import committed_offsets, next_offsets, running, seed
 from worker.loop import Worker
 
@@ -190,12 +196,26 @@ class TestFlowControl:
 STARTUP_S = 420
 
 
+def queued_items(port: int) -> float:
+    """The worker's ``jobscore_worker_queue_items`` gauge, scraped from its metrics port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "jobscore_worker_queue_items"
+    )
+
+
 class TestSigterm:
     @pytest.mark.timeout(STARTUP_S + 300)
     async def test_sigterm_mid_stream_loses_nothing(
         self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
     ) -> None:
-        ws = worker_settings(max_records=2, max_batch_items=8, max_queued_items=16)
+        # Its metrics port: the test sees the worker's queue there while the engine is frozen.
+        port = free_port()
+        ws = worker_settings(max_records=2, max_batch_items=8, max_queued_items=16, metrics_port=port)
         items = postings(8, seed=25, prefix=f"{ws.group_id}-job")
         await seed(ws, items)
         reqs = [new_request(q, [p.job_id for p in items], top_k=2) for q in queries(60, seed=25)]
@@ -216,6 +236,8 @@ class TestSigterm:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        lines = Lines(proc.stdout)
+        frozen: list[psutil.Process] = []
         try:
             async with RankingWaiter(ws) as waiter:
                 await publish_requests(ws, reqs)
@@ -225,11 +247,24 @@ class TestSigterm:
                     )
                 except AssertionError:
                     proc.kill()
-                    raise AssertionError((proc.stdout.read() if proc.stdout else "")[-3000:]) from None
+                    raise AssertionError(lines.all(WAIT_S)[-3000:]) from None
+                # The signal must land with work in flight, whatever the host's speed: a fast engine empties
+                # the queue between polls, and a signal sent then tests nothing (a clean-clone run saw it).
+                # Freeze vLLM's engine processes, wait until the worker has queued work for them, signal,
+                # and let the engine go on only once the worker has taken the signal in.
+                frozen = [c for c in descendants(proc.pid) if "VLLM" in c.name()]
+                assert frozen, "the worker process started no vLLM engine process"
+                for c in frozen:
+                    c.suspend()
+                await wait_until(lambda: queued_items(port) > 0, what="the worker to queue work for its frozen engine")
                 signalled_at = time.time()
                 proc.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(lines.wait_for, "signal received", WAIT_S)
+                for c in frozen:
+                    c.resume()
+                frozen = []
                 rc = await asyncio.to_thread(proc.wait, WAIT_S)
-                out = proc.stdout.read() if proc.stdout else ""
+                out = lines.all(WAIT_S)
                 stopped = re.search(r"worker stopped.*\brequests=(\d+)", out)
                 assert rc == 0 and stopped, out[-3000:]
                 done_by_process = int(stopped.group(1))
@@ -241,6 +276,9 @@ class TestSigterm:
                 async with running(Worker(ws, vllm_engine)):
                     rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
         finally:
+            for c in frozen:
+                with contextlib.suppress(psutil.Error):
+                    c.resume()
             if proc.poll() is None:
                 proc.kill()
         assert "signal received" in out
@@ -248,7 +286,7 @@ class TestSigterm:
         assert "drain timed out" not in out, out[-3000:]
         # The signal arrived mid-stream: work was in flight, and the process finished it after the signal...
         assert len(by_process) == done_by_process < len(reqs)
-        assert any(r.produced_at > signalled_at for r in by_process.values()), "nothing was in flight"
+        assert any(r.produced_at > signalled_at for r in by_process.values()), "nothing was finished after the signal"
         # ...and committed everything it answered, so the next worker answered only the rest.
         assert sum(v or 0 for v in committed.values()) == done_by_process
         assert set(rankings) == {r.request_id for r in reqs} and waiter.duplicates == 0
