@@ -41,11 +41,24 @@ class GatedEngine:
         self.max_model_len = engine.max_model_len
         self.tokenizer = engine.tokenizer
         self.gate = threading.Event()
-        self.waiting = threading.Event()
+        self.waiting = threading.Event()  # set once a call waits at the closed gate
+        self._lock = threading.Lock()
+
+    def shut(self) -> None:
+        """Close the gate again: calls from now on wait there (``waiting`` says when one does)."""
+        with self._lock:
+            self.waiting.clear()
+            self.gate.clear()
 
     def score_tokens(self, prompts: Sequence[Sequence[int]]) -> list[float]:
-        self.waiting.set()
-        assert self.gate.wait(WAIT_S), "the test never opened the gate"
+        # Decided under the lock: a call that found the gate open goes on even if it shuts right after, so
+        # `waiting` is never missing for a call that waits.
+        with self._lock:
+            closed = not self.gate.is_set()
+            if closed:
+                self.waiting.set()
+        if closed:
+            assert self.gate.wait(WAIT_S), "the test never opened the gate"
         return list(self.engine.score_tokens(prompts))
 
     def score(self, prompts: Sequence[str]) -> list[float]:

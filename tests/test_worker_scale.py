@@ -30,6 +30,7 @@ from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, WorkerSettings
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until
+from tests.test_reliability_broker import GatedEngine
 from tests.test_reliability_engine import Lines, descendants
 from tests.test_worker import committed_offsets, next_offsets, running, seed
 from worker.loop import Worker
@@ -58,6 +59,7 @@ class _Recording(Worker):
         self.backpressure_steps: list[_Step] = []
         self.revoked_in_flight: list[int] = []
         self.answered_during_revoke: list[int] = []
+        self.before_revoke: Callable[[], object] | None = None  # called once a revoke's in-flight is counted
 
     def _backpressure(self) -> None:
         queued, before = len(self.batcher), self._paused
@@ -70,6 +72,8 @@ class _Recording(Worker):
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         in_flight, done_before = self.offsets.in_flight(revoked), self.requests_done
+        if revoked and self.before_revoke is not None:
+            self.before_revoke()
         await super()._on_revoked(revoked)
         if revoked:  # the first join calls the listener with nothing revoked
             self.revoked_in_flight.append(in_flight)
@@ -168,16 +172,22 @@ class TestFlowControl:
         ws = worker_settings(max_records=2, max_batch_items=4, max_queued_items=8)
         items = postings(6, seed=26, prefix=f"{ws.group_id}-job")
         await seed(ws, items)
-        # Enough work that a is still busy when the group finishes rebalancing (tansu holds a join for
-        # ~session_timeout/2, and a keeps scoring meanwhile): 40 requests were sometimes all done by then.
-        reqs = [new_request(q, [p.job_id for p in items], top_k=2) for q in queries(240, seed=26)]
-        a, b = _Recording(ws, vllm_engine), _Recording(ws, vllm_engine)
+        reqs = [new_request(q, [p.job_id for p in items], top_k=2) for q in queries(60, seed=26)]
+        # a's engine behind a gate: shut while b joins, so the revoke finds work in flight whatever the host's
+        # speed (a fast engine used to finish everything during tansu's ~session_timeout/2 join hold), and
+        # opened by the revoke, so a's drain scores it before handing the partitions over.
+        gated = GatedEngine(vllm_engine)
+        gated.gate.set()
+        a, b = _Recording(ws, gated), _Recording(ws, vllm_engine)
+        a.before_revoke = gated.gate.set
         async with RankingWaiter(ws) as waiter:
             await publish_requests(ws, reqs)
             async with running(a):
+                await wait_until(lambda: a.requests_done >= 2, what="the first worker to answer")
+                gated.shut()
                 await wait_until(
-                    lambda: a.requests_done >= 2 and a.offsets.in_flight() > 0,
-                    what="the first worker to be busy with queued requests",
+                    lambda: gated.waiting.is_set() and a.offsets.in_flight() > 0,
+                    what="the first worker to hold queued requests at its shut engine",
                 )
                 async with running(b):  # b joins: a's partitions are revoked while its work is in flight
                     rankings = await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
