@@ -37,6 +37,7 @@ run swap-yes-no-llama engine/engines.py '            "classifier_from_token": li
             "method"' "tests/test_promises.py::TestAnswerTokens::test_llama_path_vllm_p_yes_equals_hf_and_full_logit_reference"
 # 3. Graceful stop, revoke and signals really drain.
 run drop-queued-on-stop worker/loop.py "                await self._answered.wait_for(lambda: self.offsets.in_flight() == 0 or self._failed is not None)" "                pass" "tests/test_worker.py::TestDelivery::test_stop_with_queued_work_answers_and_commits_all_of_it"
+run drop-queued-on-sigterm worker/loop.py "                await self._answered.wait_for(lambda: self.offsets.in_flight() == 0 or self._failed is not None)" "                pass" tests/test_worker_scale.py -k test_sigterm_mid_stream_loses_nothing
 run revoke-without-drain worker/loop.py "                await self._answered.wait_for(lambda: self.offsets.in_flight(revoked) == 0 or self._failed is not None)" \
   "                pass" tests/test_worker_scale.py -k test_second_worker_joining_while_work_is_in_flight_loses_and_repeats_nothing
 run second-signal-ignored app/commands.py "                task.cancel()
