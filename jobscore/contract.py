@@ -13,7 +13,9 @@ differ from what this module renders (the contract drifted from the code).
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,9 +58,30 @@ def message_types() -> list[type[Message]]:
     return out
 
 
+def _schema_components(
+    types: Sequence[type[Message]], ref_template: str
+) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """msgspec's schema components with every docstring-born description cleaned like ``inspect.cleandoc``:
+    msgspec 0.23 dedents docstrings and older releases keep their indentation, so without this the committed
+    contract would depend on which msgspec a machine installed (a clean clone's CI failed on exactly that)."""
+    roots, components = msgspec.json.schema_components(types, ref_template=ref_template)
+    return roots, _clean_descriptions(components)
+
+
+def _clean_descriptions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _clean_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
+
+
 def json_schema(t: type[Message]) -> dict[str, Any]:
     """One message's JSON Schema document (self-contained: referenced structs under ``$defs``)."""
-    (root,), defs = msgspec.json.schema_components([t], ref_template="#/$defs/{name}")
+    (root,), defs = _schema_components([t], ref_template="#/$defs/{name}")
     name = root["$ref"].rsplit("/", 1)[1]
     body = defs.pop(name)
     doc: dict[str, Any] = {
@@ -160,7 +183,7 @@ def asyncapi(settings: CommonSettings | None = None) -> dict[str, Any]:
         RANKINGS.role: s.topic_results,
         DEAD_LETTERS.role: s.topic_dead_letters,
     }
-    _, components = msgspec.json.schema_components(message_types(), ref_template="#/components/schemas/{name}")
+    _, components = _schema_components(message_types(), ref_template="#/components/schemas/{name}")
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
@@ -260,10 +283,21 @@ def render() -> dict[str, str]:
     files = {
         f"{_tag(t)}.json": json.dumps(json_schema(t), indent=2, ensure_ascii=False) + "\n" for t in message_types()
     }
-    files["asyncapi.yaml"] = f"# {GENERATED_NOTE}\n" + yaml.safe_dump(
-        asyncapi(), sort_keys=False, allow_unicode=True, width=120
+    files["asyncapi.yaml"] = f"# {GENERATED_NOTE}\n" + yaml.dump(
+        asyncapi(), Dumper=_ContractDumper, sort_keys=False, allow_unicode=True, width=120
     )
     return files
+
+
+class _ContractDumper(yaml.SafeDumper):
+    """Multi-line strings (docstrings) as literal blocks: read as written, and diffed line by line."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
+_ContractDumper.add_representer(str, _represent_str)
 
 
 def drift(directory: Path = CONTRACT_DIR) -> list[str]:

@@ -57,6 +57,32 @@ def test_committed_contract_matches_code() -> None:
     assert problems == [], "contract drifted from schemas/: run `jobscore contract --write`\n" + "\n".join(problems)
 
 
+def test_contract_is_the_same_whichever_way_msgspec_renders_docstrings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """msgspec 0.23 dedents a struct's docstring for its description; older releases kept it as written
+    (indented continuation lines). A clean clone that installed the other one saw the contract "drift"."""
+    import schemas.messages
+
+    real = msgspec.json.schema_components
+
+    def as_written(types: Any, ref_template: str) -> Any:
+        roots, components = real(types, ref_template=ref_template)
+        for name, comp in components.items():
+            cls = getattr(schemas.messages, name, None)
+            if "description" in comp and cls is not None and cls.__doc__:
+                comp["description"] = cls.__doc__.strip()
+        return roots, components
+
+    monkeypatch.setattr(msgspec.json, "schema_components", as_written)
+    indented = [t.__name__ for t in message_types() if t.__doc__ and "\n    " in t.__doc__.strip()]
+    assert indented, "no message has a multi-line docstring: this test checks nothing"
+    assert drift() == []
+
+
+def test_asyncapi_yaml_reads_back_as_the_document() -> None:
+    # Multi-line descriptions are written as literal blocks: the file must still load as the same document.
+    assert yaml.safe_load(render()["asyncapi.yaml"]) == json.loads(json.dumps(asyncapi()))
+
+
 def test_contract_has_a_schema_per_message_and_asyncapi_refs_resolve() -> None:
     files = render()
     tags = [t.__struct_config__.tag for t in message_types()]  # type: ignore[attr-defined]
