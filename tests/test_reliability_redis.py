@@ -10,13 +10,8 @@ summaries arriving. Requests published during the outage are answered after reco
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,70 +19,16 @@ import pytest
 from engine.corpus import postings
 from jobscore.cache import REDIS_OUTAGE, SummaryCache
 from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests
-from jobscore.devstack import free_port, wait_for_port
 from jobscore.health import HEALTH
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import ScoreRequest
 from summarizer.service import Summarizer
 from summarizer.writer import build_records
-from tests.conftest import WAIT_S, running_through_faults, wait_until
+from tests.conftest import WAIT_S, RedisServer, running_through_faults, wait_until
 from worker.loop import Worker
 
 # Short timeouts so an outage is noticed in about a second on this 2-core machine.
 FAST_REDIS = {"redis_timeout_s": 1.0, "redis_retry_attempts": 2, "redis_retry_max_s": 0.2}
-
-
-class RedisProcess:
-    """A redis-server this test owns: stall, resume, stop and start again on the same port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._dir = tempfile.TemporaryDirectory(prefix="jobscore-test-redis-")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisProcess:
-        binary = shutil.which("redis-server")
-        assert binary, "these tests need the redis-server binary"
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(
-            [binary, *args, "--dir", self._dir.name],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port("127.0.0.1", self.port, proc=self.proc)
-        return self
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        self._dir.cleanup()
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisProcess]:
-    r = RedisProcess().start()
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 async def outage_seen() -> None:
@@ -108,7 +49,7 @@ async def test_worker_redis_stall_and_restart_requests_answered_task_survives(
     vllm_engine: Any,
     worker_settings: Callable[..., WorkerSettings],
     topics: CommonSettings,
-    own_redis: RedisProcess,
+    own_redis: RedisServer,
 ) -> None:
     ws = worker_settings(redis_url=own_redis.url, **FAST_REDIS)
     items = postings(3, seed=31, prefix=f"{ws.group_id}-job")
@@ -127,7 +68,7 @@ async def test_worker_redis_stall_and_restart_requests_answered_task_survives(
 
         # 1. Stall: the MGET hangs until the socket timeout, then is retried while Redis stays stopped. A
         # request whose deadline passes meanwhile is answered "timeout"; one without waits for Redis.
-        own_redis.pause()
+        own_redis.freeze()
         hurried = _req(ws, ids, "stall-deadline", deadline_s=3.0)
         await publish_requests(ws, [hurried])
         await outage_seen()
@@ -138,7 +79,7 @@ async def test_worker_redis_stall_and_restart_requests_answered_task_survives(
         tries = REDIS_OUTAGE.failures
         await wait_until(lambda: REDIS_OUTAGE.failures >= tries + 2, what="the worker retrying the patient request")
         assert not task.done(), "the worker keeps running through a Redis stall"
-        own_redis.resume()
+        own_redis.thaw()
         assert (await waiter.wait(patient.request_id, WAIT_S)).status == "ok"
         await recovered()
 
@@ -156,7 +97,7 @@ async def test_worker_redis_stall_and_restart_requests_answered_task_survives(
 
 
 async def test_summarizer_redis_stall_and_restart_postings_written_task_survives(
-    summarizer_settings: Callable[..., SummarizerSettings], topics: CommonSettings, own_redis: RedisProcess
+    summarizer_settings: Callable[..., SummarizerSettings], topics: CommonSettings, own_redis: RedisServer
 ) -> None:
     s = summarizer_settings(redis_url=own_redis.url, extractive_embeddings=False, **FAST_REDIS)
     cache = SummaryCache.from_url(own_redis.url, s.summarizer_version)
@@ -172,12 +113,12 @@ async def test_summarizer_redis_stall_and_restart_postings_written_task_survives
             await publish_postings(s, wave1)
             await wait_until(lambda: all_written([p.job_id for p in wave1]), what="first wave summaries")
 
-            own_redis.pause()
+            own_redis.freeze()
             wave2 = postings(5, seed=33, prefix=f"{s.group_id}-b")
             await publish_postings(s, wave2)
             await outage_seen()
             assert not task.done(), "the summarizer keeps running through a Redis stall"
-            own_redis.resume()
+            own_redis.thaw()
             await wait_until(lambda: all_written([p.job_id for p in wave2]), what="summaries after the stall")
 
             own_redis.stop()

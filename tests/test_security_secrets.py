@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from jobscore.devstack import free_port, wait_for_port
 from jobscore.settings import CommonSettings, SecretUrl, SummarizerSettings, WorkerSettings, setup_logging
 from schemas.summary import SummaryRecord
 from summarizer.service import Summarizer
-from tests.conftest import WAIT_S, wait_until
+from tests.conftest import WAIT_S, RedisServer, wait_until
 from tests.security_certs import Pki, make_pki
 
 PASSWORD = "s3cret/p@ss:word"  # needs URL-encoding: the URL form must round-trip
@@ -56,23 +55,14 @@ class SecureRedis:
 
 @pytest.fixture(scope="module")
 def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRedis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (AUTH and TLS need a real server)")
-    d = tmp_path_factory.mktemp("redis")
-    pki = make_pki(d / "pki")
-    r = SecureRedis(free_port(), free_port(), pki)
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(r.port),
-            "--bind",
-            "127.0.0.1",
+    pki = make_pki(tmp_path_factory.mktemp("redis") / "pki")
+    tls_port = free_port()
+    server = RedisServer(
+        args=[
             "--requirepass",
             PASSWORD,
             "--tls-port",
-            str(r.tls_port),
+            str(tls_port),
             "--tls-cert-file",
             str(pki.server_cert),
             "--tls-key-file",
@@ -81,24 +71,15 @@ def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRed
             str(pki.ca),
             "--tls-auth-clients",
             "yes",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(d),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
+        ]
     )
     try:
-        wait_for_port("127.0.0.1", r.port, proc=proc)
-        wait_for_port("127.0.0.1", r.tls_port, proc=proc)
-        yield r
+        server.start()
+        assert server.proc is not None
+        wait_for_port("127.0.0.1", tls_port, proc=server.proc)
+        yield SecureRedis(server.port, tls_port, pki)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.close()
 
 
 def _record(job_id: str) -> SummaryRecord:

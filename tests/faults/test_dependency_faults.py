@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from engine.corpus import postings, queries
@@ -31,11 +30,12 @@ from jobscore.cache import SummaryCache
 from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests
 from jobscore.devstack import EmbeddedBroker, wait_for_port
 from jobscore.health import HEALTH
-from jobscore.kafka import ensure_topics, make_consumer
+from jobscore.kafka import ensure_topics
 from jobscore.settings import SummarizerSettings, WorkerSettings
 from summarizer.service import Summarizer
-from tests.conftest import WAIT_S, wait_until
-from tests.faults.conftest import RedisServer, print_ledger, print_postings_ledger, running
+from tests.conftest import WAIT_S, RedisServer, wait_until
+from tests.faults.conftest import print_ledger, print_postings_ledger, running
+from tests.test_reliability_broker import committed
 from tests.test_worker import committed_offsets, next_offsets, seed
 from worker.loop import Worker
 
@@ -138,16 +138,6 @@ class TestRedis:
         assert pled.lost == 0 and pled.summarized == len(ids)
 
 
-async def _committed_on(s: WorkerSettings, partitions: int) -> dict[int, int | None]:
-    """The group's committed offsets, asked by partition number: the topic may not exist any more."""
-    consumer = make_consumer(s, s.group_id)
-    await consumer.start()
-    try:
-        return {p: await consumer.committed(TopicPartition(s.topic_requests, p)) for p in range(partitions)}
-    finally:
-        await consumer.stop()
-
-
 _TOPIC_FIELDS = ("topic_postings", "topic_requests", "topic_requests_bulk", "topic_results", "topic_dead_letters")
 
 
@@ -173,14 +163,14 @@ class TestBrokerRestart:
                 )
             # Stopped (drained or failed): nothing more can be committed from here on.
             answered_total = worker.requests_done
-        committed = await _committed_on(ws, ws.topic_partitions)
+        on_restarted = await committed(ws, ws.group_id, ws.topic_requests)
         print(
             f"\nbroker restart: {answered_before} answered before it, {answered_total} by the worker in all; "
             f"worker {'exited: ' + repr(task.exception()) if task.done() and task.exception() else 'stopped'}; "
-            f"committed on the restarted broker: {committed}"
+            f"committed on the restarted broker: {on_restarted}"
         )
         # The restarted broker never saw an answer: any offset committed there was committed into the void.
-        assert all(v is None for v in committed.values()), committed
+        assert all(v is None for v in on_restarted.values()), on_restarted
 
         # Recovery: a worker on the restarted broker answers new requests; their ledger balances. On topics
         # of their own: the rankings the old worker wrote between the restart and noticing it were acked into
