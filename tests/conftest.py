@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -407,3 +409,16 @@ def own_redis() -> Iterator[RedisServer]:
         yield r
     finally:
         r.close()
+
+
+def queued_items(port: int) -> float:
+    """A worker's ``jobscore_worker_queue_items`` gauge, scraped from its metrics port (a worker process's
+    state, seen from outside)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "jobscore_worker_queue_items"
+    )

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,7 +18,6 @@ from typing import Any, NamedTuple
 import psutil
 import pytest
 from aiokafka import TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from engine.corpus import postings, queries
@@ -29,7 +27,7 @@ from jobscore.client import RankingWaiter, new_request, publish_requests
 from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, WorkerSettings
 from summarizer.writer import build_records
-from tests.conftest import WAIT_S, wait_until
+from tests.conftest import WAIT_S, queued_items, wait_until
 from tests.test_reliability_broker import GatedEngine
 from tests.test_reliability_engine import Lines, descendants
 from tests.test_worker import committed_offsets, next_offsets, running, seed
@@ -204,18 +202,6 @@ class TestFlowControl:
 
 # A worker process loads its own engine: ~30 s on an idle 2-core host, minutes when the host is shared.
 STARTUP_S = 420
-
-
-def queued_items(port: int) -> float:
-    """The worker's ``jobscore_worker_queue_items`` gauge, scraped from its metrics port."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return sum(
-        s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-        if s.name == "jobscore_worker_queue_items"
-    )
 
 
 class TestSigterm:

@@ -15,8 +15,9 @@ from aiokafka import TopicPartition
 
 from engine.corpus import postings, queries
 from jobscore.client import RankingWaiter, new_request, publish_requests
+from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, WorkerSettings
-from tests.conftest import SESSION_TIMEOUT_MS, WAIT_S, wait_until
+from tests.conftest import SESSION_TIMEOUT_MS, WAIT_S, queued_items, wait_until
 from tests.faults.conftest import PROCESS_START_S, DelegatingEngine, WorkerProcess, print_ledger, running
 from tests.test_worker import committed_ids, committed_offsets, next_offsets, request_positions, seed
 from worker.loop import Worker
@@ -37,7 +38,8 @@ class TestWorkerKilled:
         self, vllm_engine: Any, worker_settings: Callable[..., WorkerSettings], topics: CommonSettings
     ) -> None:
         # Small polls and batches: the kill lands with requests queued, in the engine and being published.
-        ws = worker_settings(max_records=2, max_batch_items=8, max_queued_items=16)
+        port = free_port()  # its metrics: the test sees the worker's queue there
+        ws = worker_settings(max_records=2, max_batch_items=8, max_queued_items=16, metrics_port=port)
         items = postings(6, seed=43, prefix=f"{ws.group_id}-job")
         await seed(ws, items)
         reqs = [
@@ -47,7 +49,7 @@ class TestWorkerKilled:
         proc = WorkerProcess.start(ws)
         try:
             async with RankingWaiter(ws) as waiter:
-                await publish_requests(ws, reqs)
+                await publish_requests(ws, reqs[:10])
                 await wait_until(
                     lambda: len(waiter.rankings) >= 5 or proc.proc.poll() is not None,
                     timeout=PROCESS_START_S,
@@ -55,6 +57,17 @@ class TestWorkerKilled:
                 )
                 assert proc.proc.poll() is None, proc.output()[-3000:]
                 children = proc.descendants()
+                # Mid-stream on any host: freeze its vLLM engine processes, then publish the rest — the worker
+                # takes them in but cannot answer them before the kill (a fast engine could finish them all
+                # between the waiter's 5th ranking and the kill). SIGKILL ends stopped processes too.
+                engines = [c for c in children if "VLLM" in c.name()]
+                assert engines, "the worker process started no vLLM engine process"
+                for c in engines:
+                    c.suspend()
+                await publish_requests(ws, reqs[10:])
+                await wait_until(
+                    lambda: queued_items(port) > 0, what="the worker to take in work its frozen engine cannot score"
+                )
                 proc.proc.send_signal(signal.SIGKILL)
                 await asyncio.to_thread(proc.proc.wait, WAIT_S)
                 by_killed = len(waiter.rankings)
