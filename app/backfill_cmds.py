@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import hashlib
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,49 +21,19 @@ from jobscore.settings import WorkerSettings, setup_logging
 
 async def direct_units(settings: WorkerSettings, engine: Any, units: list[Any]) -> AsyncIterator[Any]:
     """Score units in this process through ``engine`` with the worker's own prompt building, summary
-    lookup and ranking (no broker): for a machine without a cluster."""
+    lookup and ranking (`Worker.rank_now`, no broker): for a machine without a cluster."""
     from jobscore.backfill import JournalLine, chunks, rows_of
     from schemas import ScoreRequest
-    from schemas.messages import Timings
-    from worker.batching import RecordKey, RequestState
     from worker.loop import Worker
-    from worker.rank import ranking_of_scores
 
     worker = Worker(settings, engine)  # not started: only its prompt/cache/engine path is used
     try:
         for group in chunks(units, max(1, settings.max_batch_items // 64)):
-            now = time.time()
-            states = [
-                RequestState(
-                    ScoreRequest(
-                        request_id=f"direct-{u.index}", query=u.query, candidates=u.job_ids, top_k=len(u.job_ids)
-                    ),
-                    RecordKey("direct", 0, u.index),
-                    now,
-                )
+            requests = [
+                ScoreRequest(request_id=f"direct-{u.index}", query=u.query, candidates=u.job_ids, top_k=len(u.job_ids))
                 for u in group
             ]
-            unique = list(dict.fromkeys(j for u in group for j in u.job_ids))
-            found = dict(zip(unique, await worker.cache.get_many(unique), strict=True))
-            raws = await worker._raw_fallbacks(found)
-            items = await asyncio.to_thread(worker._prepare, states, found, raws)
-            for start in range(0, len(items), settings.max_batch_items):
-                part = items[start : start + settings.max_batch_items]
-                scores = await asyncio.to_thread(worker._score, [it.tokens for it in part])
-                for it, sc in zip(part, scores, strict=True):
-                    it.state.finish_item(it.index, sc)
-            for st, u in zip(states, group, strict=True):
-                ranking = ranking_of_scores(
-                    st.req,
-                    st.job_ids,
-                    st.scores,
-                    errors=st.errors,
-                    raw_fallback=st.raw_fallback,
-                    candidates_total=st.candidates_total,
-                    timings=Timings(),
-                    produced_at=time.time(),
-                    made_by=worker.made_by,
-                )
+            for u, ranking in zip(group, await worker.rank_now(requests), strict=True):
                 yield JournalLine(u.index, rows_of(u, ranking))
     finally:
         await worker.cache.close()

@@ -825,6 +825,40 @@ class Worker:
             self._uncommitted.pop(tp, None)
         log.info("partitions revoked", extra={"partitions": _names(revoked)})
 
+    # --- in-process scoring, no broker (score-backfill --direct) --------------------------------------
+
+    async def rank_now(self, requests: Sequence[ScoreRequest]) -> list[Ranking]:
+        """Rank ``requests`` in this process, in order: the data path's summary lookup, raw fallback, prompt
+        building, engine batches (``max_batch_items``) and ranking, without consuming, publishing or
+        committing anything. The worker need not be started."""
+        now = time.time()
+        states = [RequestState(r, RecordKey("direct", 0, i), now) for i, r in enumerate(requests)]
+        unique = list(dict.fromkeys(j for r in requests for j in r.candidates))
+        found: Found = dict(zip(unique, await self.cache.get_many(unique), strict=True))
+        raws = await self._raw_fallbacks(found)
+        items = await asyncio.to_thread(self._prepare, states, found, raws)
+        size = self.settings.max_batch_items
+        for start in range(0, len(items), size):
+            part = items[start : start + size]
+            scores = await asyncio.to_thread(self._score, [it.tokens for it in part])
+            for it, sc in zip(part, scores, strict=True):
+                it.state.finish_item(it.index, sc)
+        done = time.time()
+        return [
+            ranking_of_scores(
+                st.req,
+                st.job_ids,
+                st.scores,
+                errors=st.errors,
+                raw_fallback=st.raw_fallback,
+                candidates_total=st.candidates_total,
+                timings=Timings(total_ms=(done - now) * 1e3),
+                produced_at=done,
+                made_by=self.made_by,
+            )
+            for st in states
+        ]
+
 
 async def run_worker(settings: WorkerSettings, engine: ScoringEngine, stop: asyncio.Event | None = None) -> Worker:
     worker = Worker(settings, engine)
