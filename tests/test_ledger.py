@@ -20,7 +20,7 @@ from jobscore.kafka import make_producer
 from jobscore.ledger import Window, parse_time, postings_ledger, read_topic, request_ledger
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import RANKINGS, JobPosted
-from tests.conftest import WAIT_S
+from tests.conftest import WAIT_S, plain
 from tests.test_worker import running, seed
 from worker.loop import Worker
 
@@ -156,7 +156,7 @@ class TestRequestLedger:
         env = {
             **os.environ,
             "JOBSCORE_KAFKA_BOOTSTRAP": ws.kafka_bootstrap,
-            "JOBSCORE_REDIS_URL": _plain(ws.redis_url),
+            "JOBSCORE_REDIS_URL": plain(ws.redis_url),
             "JOBSCORE_TOPIC_REQUESTS": ws.topic_requests,
             "JOBSCORE_TOPIC_RESULTS": ws.topic_results,
             "JOBSCORE_TOPIC_DEAD_LETTERS": ws.topic_dead_letters,
@@ -197,11 +197,6 @@ class TestPostingsLedger:
         assert led.summarized == 1 and led.stale == 1  # items[2] current; items[0] changed after its summary
         assert led.missing == 2 and sorted(led.missing_ids) == sorted(p.job_id for p in items[3:])
         assert led.withdrawn_still_cached == 1
-
-
-def _plain(v: Any) -> str:
-    """A setting's real value (a Redis URL is a secret in settings)."""
-    return str(v.get_secret_value() if hasattr(v, "get_secret_value") else v)
 
 
 def _fields(p: JobPosted) -> dict[str, Any]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import re
 import signal
 import subprocess
@@ -18,7 +16,6 @@ from typing import Any, NamedTuple
 import psutil
 import pytest
 from aiokafka import TopicPartition
-from pydantic import SecretStr
 
 from engine.corpus import postings, queries
 from engine.engines import ModelCapabilityError, inspect_model
@@ -27,7 +24,7 @@ from jobscore.client import RankingWaiter, new_request, publish_requests
 from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, WorkerSettings
 from summarizer.writer import build_records
-from tests.conftest import WAIT_S, queued_items, wait_until
+from tests.conftest import WAIT_S, queued_items, settings_env, wait_until
 from tests.test_reliability_broker import GatedEngine
 from tests.test_reliability_engine import Lines, descendants
 from tests.test_worker import committed_offsets, next_offsets, running, seed
@@ -215,15 +212,9 @@ class TestSigterm:
         items = postings(8, seed=25, prefix=f"{ws.group_id}-job")
         await seed(ws, items)
         reqs = [new_request(q, [p.job_id for p in items], top_k=2) for q in queries(60, seed=25)]
-        env = {
-            **os.environ,
-            **{f"JOBSCORE_{k.upper()}": str(v) for k, v in json.loads(ws.model_dump_json()).items() if v is not None},
-        }
-        # model_dump_json masks secrets (the Redis URL is one): hand the process their real values.
-        env.update({f"JOBSCORE_{k.upper()}": v.get_secret_value() for k, v in ws if isinstance(v, SecretStr)})
         # The tiny model, as the in-process engine: the default (the shipped scorer) is for users, not plumbing.
-        env.update(
-            {"JOBSCORE_MODEL": vllm_engine.info.path, "JOBSCORE_DTYPE": "float32", "JOBSCORE_MAX_MODEL_LEN": "1024"}
+        env = settings_env(
+            ws, JOBSCORE_MODEL=vllm_engine.info.path, JOBSCORE_DTYPE="float32", JOBSCORE_MAX_MODEL_LEN="1024"
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker"],

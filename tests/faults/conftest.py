@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -30,34 +29,13 @@ from jobscore.devstack import EmbeddedBroker
 from jobscore.ledger import PostingsLedger, RequestLedger, Window, postings_ledger, request_ledger
 from jobscore.settings import CommonSettings, WorkerSettings
 from summarizer.service import Summarizer
+from tests.conftest import settings_env
 from worker.loop import Worker
 
 # After its end offset, a partition counts as read once idle this long (the ledger's tansu grace).
 LEDGER_IDLE_S = 0.5
 # A worker process on the tiny model: vLLM start-up on two shared cores takes most of this.
 PROCESS_START_S = 240.0
-
-
-def plain(v: Any) -> str:
-    """A setting's real value: secrets (a Redis URL may carry a password) are unwrapped."""
-    return str(v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-
-
-def settings_env(s: CommonSettings, **extra: str) -> dict[str, str]:
-    """The environment that makes a `jobscore` process use exactly these settings."""
-    env = dict(os.environ)
-    for name in type(s).model_fields:
-        v = getattr(s, name)
-        if v is None:
-            continue
-        if isinstance(v, bool):
-            env[f"JOBSCORE_{name.upper()}"] = "true" if v else "false"
-        elif isinstance(v, list | dict):
-            env[f"JOBSCORE_{name.upper()}"] = json.dumps(v)
-        else:
-            env[f"JOBSCORE_{name.upper()}"] = plain(v)
-    env.update(extra)
-    return env
 
 
 async def print_ledger(s: CommonSettings, title: str, window: Window | None = None) -> RequestLedger:
