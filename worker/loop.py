@@ -27,6 +27,9 @@ order. A revoked partition's in-flight requests are drained (bounded) before it 
 cannot finish is dropped uncommitted for the next owner. An engine or broker failure commits nothing
 more and raises: the process exits and the group replays. Rankings are keyed by request id; replays
 republish the same ranking and consumers deduplicate.
+
+`Worker.rank_now` runs fetch → tokenize → score → rank in-process for requests given directly (no broker,
+nothing committed): `jobscore score-backfill --direct`.
 """
 
 from __future__ import annotations
