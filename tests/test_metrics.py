@@ -168,6 +168,11 @@ async def test_metrics_after_real_traffic_every_documented_series_sane(
             return any(s.labels.get("group") == ws.group_id for s in scrape(http_port).get("jobscore_consumer_lag", []))
 
         await wait_until(lag_seen, what="the worker's consumer lag gauge")
+        # As for the summarizer: the raw bad request may be read after both rankings are out.
+        await wait_until(
+            lambda: value(scrape(http_port), "jobscore_dead_letters_total", stage="worker", kind="malformed") >= 1,
+            what="the worker's dead letter for the undecodable request",
+        )
         fams = scrape(http_port)
 
     # Every documented series is exported (families with labels appear once they have a child).
