@@ -646,17 +646,7 @@ class Worker:
                 score_ms=st.score_ms,
                 total_ms=max(0.0, (done - created) * 1e3),
             )
-            ranking = ranking_of_scores(
-                st.req,
-                st.job_ids,
-                st.scores,
-                errors=st.errors,
-                raw_fallback=st.raw_fallback,
-                candidates_total=st.candidates_total,
-                timings=timings,
-                produced_at=done,
-                made_by=self.made_by,
-            )
+            ranking = self._ranking(st, timings, done)
             for e in ranking.errors:
                 metrics.CANDIDATE_ERRORS.labels(e.reason).inc()
             metrics.REQUESTS.labels("ok").inc()
@@ -847,20 +837,21 @@ class Worker:
             for it, sc in zip(part, scores, strict=True):
                 it.state.finish_item(it.index, sc)
         done = time.time()
-        return [
-            ranking_of_scores(
-                st.req,
-                st.job_ids,
-                st.scores,
-                errors=st.errors,
-                raw_fallback=st.raw_fallback,
-                candidates_total=st.candidates_total,
-                timings=Timings(total_ms=(done - now) * 1e3),
-                produced_at=done,
-                made_by=self.made_by,
-            )
-            for st in states
-        ]
+        return [self._ranking(st, Timings(total_ms=(done - now) * 1e3), done) for st in states]
+
+    def _ranking(self, st: RequestState, timings: Timings, done: float) -> Ranking:
+        """A fully scored request's ranking (sorted, cut to top_k, with its errors and provenance)."""
+        return ranking_of_scores(
+            st.req,
+            st.job_ids,
+            st.scores,
+            errors=st.errors,
+            raw_fallback=st.raw_fallback,
+            candidates_total=st.candidates_total,
+            timings=timings,
+            produced_at=done,
+            made_by=self.made_by,
+        )
 
 
 async def run_worker(settings: WorkerSettings, engine: ScoringEngine, stop: asyncio.Event | None = None) -> Worker:
