@@ -40,7 +40,7 @@ from jobscore.cache import SummaryCache
 from jobscore.client import new_request
 from jobscore.kafka import ensure_topics, make_consumer, make_producer
 from jobscore.ledger import RequestLedger, Window, request_ledger
-from jobscore.settings import WorkerSettings
+from jobscore.settings import WorkerSettings, settings_env
 from schemas import RANKINGS, SCORE_REQUESTS
 from summarizer.writer import build_records
 
@@ -126,20 +126,6 @@ def _pct(xs: list[float], q: float) -> float:
 
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
-
-
-def settings_env(s: WorkerSettings, **extra: str) -> dict[str, str]:
-    """The environment that makes a `jobscore worker` process use exactly these settings."""
-    env = dict(os.environ)
-    for name in type(s).model_fields:
-        v = getattr(s, name)
-        if v is None:
-            continue
-        if hasattr(v, "get_secret_value"):
-            v = v.get_secret_value()
-        env[f"JOBSCORE_{name.upper()}"] = ("true" if v else "false") if isinstance(v, bool) else str(v)
-    env.update(extra)
-    return env
 
 
 class _Answers:

@@ -4,7 +4,9 @@ environment; command-line flags override it. Docstrings state the trade-off a de
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Self
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -486,6 +488,27 @@ class WorkerSettings(CommonSettings):
     @classmethod
     def _empty_model_is_none(cls, v: object) -> object:
         return None if v in ("", None) else v
+
+
+def settings_env(s: ToolSettings, **extra: str) -> dict[str, str]:
+    """This process's environment plus the ``JOBSCORE_*`` variables that make a `jobscore` child process use
+    exactly these settings: secrets unwrapped, booleans as true/false, lists and dicts as JSON (what
+    pydantic-settings parses back), unset (None) values left out. ``extra`` variables win."""
+    env = dict(os.environ)
+    for name in type(s).model_fields:
+        v = getattr(s, name)
+        if v is None:
+            continue
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        if isinstance(v, bool):
+            env[f"JOBSCORE_{name.upper()}"] = "true" if v else "false"
+        elif isinstance(v, list | dict):
+            env[f"JOBSCORE_{name.upper()}"] = json.dumps(v)
+        else:
+            env[f"JOBSCORE_{name.upper()}"] = str(v)
+    env.update(extra)
+    return env
 
 
 class RepeatFilter(logging.Filter):

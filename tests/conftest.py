@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -428,20 +427,3 @@ def queued_items(port: int) -> float:
 def plain(v: Any) -> str:
     """A setting's real value: secrets (a Redis URL may carry a password) are unwrapped."""
     return str(v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-
-
-def settings_env(s: CommonSettings, **extra: str) -> dict[str, str]:
-    """The environment that makes a `jobscore` process use exactly these settings."""
-    env = dict(os.environ)
-    for name in type(s).model_fields:
-        v = getattr(s, name)
-        if v is None:
-            continue
-        if isinstance(v, bool):
-            env[f"JOBSCORE_{name.upper()}"] = "true" if v else "false"
-        elif isinstance(v, list | dict):
-            env[f"JOBSCORE_{name.upper()}"] = json.dumps(v)
-        else:
-            env[f"JOBSCORE_{name.upper()}"] = plain(v)
-    env.update(extra)
-    return env

@@ -26,7 +26,14 @@ from engine.corpus import postings
 from jobscore.cache import CacheAuthFailed, CacheUnavailable, SummaryCache
 from jobscore.client import publish_postings
 from jobscore.devstack import free_port, wait_for_port
-from jobscore.settings import CommonSettings, SecretUrl, SummarizerSettings, WorkerSettings, setup_logging
+from jobscore.settings import (
+    CommonSettings,
+    SecretUrl,
+    SummarizerSettings,
+    WorkerSettings,
+    settings_env,
+    setup_logging,
+)
 from schemas.summary import SummaryRecord
 from summarizer.service import Summarizer
 from tests.conftest import WAIT_S, RedisServer, wait_until
@@ -197,6 +204,22 @@ class TestRedisAuthAndTls:
 
 
 class TestSecretsNeverShown:
+    def test_settings_env_hands_a_child_process_the_real_settings(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # What tests and `jobscore bench-soak` give the `jobscore` processes they start: the real secret (not
+        # the mask), booleans, and every other value read back equal by the child's own settings class.
+        s = WorkerSettings(
+            redis_url=f"redis://:{quote(PASSWORD, safe='')}@127.0.0.1:6379/0", max_records=3, enforce_eager=True
+        )
+        env = settings_env(s, JOBSCORE_MAX_BATCH_ITEMS="7")
+        assert MASK not in env["JOBSCORE_REDIS_URL"] and env["JOBSCORE_ENFORCE_EAGER"] == "true"
+        for k in [k for k in os.environ if k.startswith("JOBSCORE_")]:
+            monkeypatch.delenv(k)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        child = WorkerSettings()
+        assert child.redis_url.get_secret_value() == s.redis_url.get_secret_value()
+        assert child.model_dump() == {**s.model_dump(), "max_batch_items": 7}
+
     def test_non_defaults_repr_and_json_mask_every_secret(self, tmp_path: Path) -> None:
         s = CommonSettings(
             redis_url=f"rediss://app:{quote(PASSWORD, safe='')}@cache.internal:6380/0?ssl_keyfile_password=kp",

@@ -22,9 +22,9 @@ from engine.engines import ModelCapabilityError, inspect_model
 from engine.prompt import PromptBuilder, PromptTemplate
 from jobscore.client import RankingWaiter, new_request, publish_requests
 from jobscore.devstack import free_port
-from jobscore.settings import CommonSettings, WorkerSettings
+from jobscore.settings import CommonSettings, WorkerSettings, settings_env
 from summarizer.writer import build_records
-from tests.conftest import WAIT_S, queued_items, settings_env, wait_until
+from tests.conftest import WAIT_S, queued_items, wait_until
 from tests.test_reliability_broker import GatedEngine
 from tests.test_reliability_engine import Lines, descendants
 from tests.test_worker import committed_offsets, next_offsets, running, seed

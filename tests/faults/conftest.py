@@ -27,9 +27,8 @@ import pytest
 from engine.tinymodel import build_tiny_model
 from jobscore.devstack import EmbeddedBroker
 from jobscore.ledger import PostingsLedger, RequestLedger, Window, postings_ledger, request_ledger
-from jobscore.settings import CommonSettings, WorkerSettings
+from jobscore.settings import CommonSettings, WorkerSettings, settings_env
 from summarizer.service import Summarizer
-from tests.conftest import settings_env
 from worker.loop import Worker
 
 # After its end offset, a partition counts as read once idle this long (the ledger's tansu grace).
