@@ -226,6 +226,35 @@ def apply_cpu_backend_defaults() -> None:
             log.debug("vLLM CPU default", extra={"env": key, "value": value})
 
 
+# vLLM's CPU backend sets the KV block size to 128 tokens when none is given (vllm/platforms/cpu.py), and prefix
+# caching reuses whole blocks only: the worker's shared [system + instruction + query] part (~74 tokens of a
+# ~134-token summary prompt) never fills one, so nothing was ever reused. 32 is the smallest size the CPU
+# backend starts with (16 fails at start-up; multiples of 32 work). Measured on the shipped scorer, 2 vCPUs,
+# 256 prompts = 8 queries x 32 ESCO texts, 74 of 134 tokens shared: block 128 3.74 items/s (caching off: 3.74),
+# block 32 7.20 (1.93x); bench/RESULTS.md "Prefix reuse and the KV block size".
+CPU_KV_BLOCK_SIZE = 32
+CPU_KV_BLOCK_MULTIPLE = 32
+
+
+def kv_block_size_for(requested: int | None, *, is_cpu: bool | None = None) -> int | None:
+    """The KV block size to give vLLM: ``requested`` if set (checked against what the platform accepts), else
+    `CPU_KV_BLOCK_SIZE` on the CPU backend and vLLM's own default (``None``) on GPUs."""
+    if is_cpu is None:
+        from vllm.platforms import current_platform
+
+        is_cpu = current_platform.is_cpu()
+    if requested is None:
+        return CPU_KV_BLOCK_SIZE if is_cpu else None
+    if requested <= 0:
+        raise ValueError(f"kv_block_size must be positive, got {requested}")
+    if is_cpu and requested % CPU_KV_BLOCK_MULTIPLE:
+        raise ValueError(
+            f"kv_block_size={requested}: vLLM's CPU backend needs a multiple of {CPU_KV_BLOCK_MULTIPLE} (16 fails at "
+            f"start-up); use {CPU_KV_BLOCK_SIZE}, or leave it unset for the measured default"
+        )
+    return requested
+
+
 class VllmEngine:
     """vLLM pooling runner; ``classify`` returns P(yes) from the two answer-token rows of the LM head."""
 
@@ -241,6 +270,7 @@ class VllmEngine:
         max_num_batched_tokens: int | None = None,
         gpu_memory_utilization: float = 0.85,
         seed: int = 0,
+        kv_block_size: int | None = None,
     ) -> None:
         from vllm import LLM
 
@@ -250,6 +280,10 @@ class VllmEngine:
         kwargs: dict[str, object] = {}
         if max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max_num_batched_tokens
+        # None = the platform's measured default (kv_block_size_for); what vLLM got is kept for reports.
+        self.kv_block_size = kv_block_size_for(kv_block_size)
+        if self.kv_block_size is not None:
+            kwargs["block_size"] = self.kv_block_size
         before = ChildReaper.children_now()
         self.reaper: ChildReaper | None = ChildReaper()  # before vLLM starts its processes
         try:
@@ -277,6 +311,8 @@ class VllmEngine:
         self.tokenizer = self._llm.get_tokenizer()
         # `LLM` is not thread-safe; workers call it from a thread, and tests/benchmarks may share one.
         self._lock = threading.Lock()
+        self.prompt_tokens = 0  # prompt tokens scored by score_tokens/score, all calls
+        self.cached_tokens = 0  # of those, served from the prefix cache
 
     def score(self, prompts: Sequence[str]) -> list[float]:
         if not prompts:
@@ -292,6 +328,9 @@ class VllmEngine:
 
         with self._lock:
             outs = self._llm.classify([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], use_tqdm=False)
+            # What the prefix cache saved: tokens of these prompts whose KV blocks were reused, not computed.
+            self.prompt_tokens += sum(len(p) for p in prompts)
+            self.cached_tokens += sum(int(getattr(o, "num_cached_tokens", 0) or 0) for o in outs)
         return [float(o.outputs.probs[0]) for o in outs]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:

@@ -35,23 +35,33 @@ class EngineOptions:
     max_model_len: int = 2048
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
+    kv_block_size: int | None = None
     model: Path | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
 
 
-# Model names the settings accept besides a directory.
-SCORER, TINY = "scorer", "tiny"
+# Model names the settings accept besides a directory. ``scorer`` is the default scorer: DEFAULT_SCORER names it.
+SCORER, SCORER_FULL, SCORER_PRUNED, TINY = "scorer", "scorer-full", "scorer-pruned", "tiny"
+MODEL_NAMES = (SCORER, SCORER_FULL, SCORER_PRUNED, TINY)
+DEFAULT_SCORER = SCORER_FULL
 
 
 def resolve_model(model: str | Path | None, cache_dir: Path) -> Path:
-    """A model directory for ``model``: a directory as is; ``scorer`` or nothing → the shipped scorer (its LoRA
-    adapter merged into the packaged SmolLM2 on first use, engine/scorer.py); ``tiny`` → the random-weight
-    test model (plumbing tests only: its scores mean nothing)."""
+    """A model directory for ``model``: a directory as is; ``scorer-full`` → the shipped scorer (its LoRA adapter
+    merged into the packaged SmolLM2 on first use, engine/scorer.py); ``scorer-pruned`` → its OSSCAR-pruned cut,
+    rebuilt from engine/scorer_pruned (engine/pruned_scorer.py); ``scorer`` or nothing → `DEFAULT_SCORER`;
+    ``tiny`` → the random-weight test model (plumbing tests only: its scores mean nothing)."""
     name = str(model) if model is not None else SCORER
     if name == SCORER:
+        name = DEFAULT_SCORER
+    if name == SCORER_FULL:
         from engine.scorer import build_scorer
 
         return build_scorer(cache_dir)
+    if name == SCORER_PRUNED:
+        from engine.pruned_scorer import build_pruned_scorer
+
+        return build_pruned_scorer(cache_dir)
     if name == TINY:
         return build_tiny_model(cache_dir)
     return Path(model)  # type: ignore[arg-type]
@@ -89,5 +99,6 @@ def engine_from_settings(
         max_model_len=s.max_model_len,
         enable_prefix_caching=getattr(s, "enable_prefix_caching", True),
         enforce_eager=getattr(s, "enforce_eager", False),
+        kv_block_size=getattr(s, "kv_block_size", None),
         **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),
     )

