@@ -20,7 +20,7 @@ def test_default_is_32_on_cpu_and_vllms_own_on_gpu() -> None:
 
 
 def test_a_size_the_cpu_backend_cannot_start_with_is_refused_with_what_to_use() -> None:
-    with pytest.raises(ValueError, match="multiple of 32.*use 32"):
+    with pytest.raises(ValueError, match=r"multiple of 32.*use 32"):
         kv_block_size_for(16, is_cpu=True)
     with pytest.raises(ValueError, match="positive"):
         kv_block_size_for(0, is_cpu=False)
