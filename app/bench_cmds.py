@@ -8,7 +8,13 @@ import os
 from typing import Any
 
 from app.commands import AddCommand, settings_from
+from compress.postings import CORPORA
 from jobscore.settings import ToolSettings, WorkerSettings, setup_logging
+
+CORPUS_HELP = (
+    "job texts: 'postings' (realistic-length postings around real ESCO text, ~900 tokens) or 'esco-short' (bare "
+    "ESCO descriptions, ~80 words)"
+)
 
 
 def _quiet(s: ToolSettings, kvcache_gb: int) -> None:
@@ -82,17 +88,22 @@ def cmd_bench_headline(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bench.headline import print_headline, run_headline
-    from engine.scorer import build_scorer
+    from engine.factory import resolve_model
 
     s: ToolSettings = settings_from(ns, ToolSettings)
     _quiet(s, 2)
-    scorer = Path(ns.scorer) if ns.scorer else build_scorer(s.cache_dir)
+    scorer = resolve_model(ns.scorer, s.cache_dir)
+    pruned = None if ns.pruned == "none" else resolve_model(ns.pruned, s.cache_dir)
     r = run_headline(
         scorer,
-        pruned=Path(ns.pruned) if ns.pruned else None,
+        pruned=Path(pruned) if pruned else None,
+        corpus=ns.corpus,
         queries=ns.queries,
+        rounds=ns.rounds,
         hf_batch_size=ns.hf_batch_size,
+        max_raw_tokens=ns.max_raw_tokens,
         dtype=ns.dtype,
+        kv_block_size=ns.kv_block_size,
     )
     print_headline(r)
     _write_json(ns.json, r)
@@ -143,10 +154,31 @@ def register(sub: Any, add: AddCommand) -> None:
         "all-together speedup.",
         ToolSettings,
     )
-    p.add_argument("--scorer", default=None, help="scorer directory (default: the shipped scorer, built on first use)")
-    p.add_argument("--pruned", default=None, help="a pruned scorer directory for the last step")
+    p.add_argument(
+        "--scorer", default="scorer-full", help="the unpruned scorer: a directory or name (default: scorer-full)"
+    )
+    p.add_argument(
+        "--pruned",
+        default="scorer-pruned",
+        help="the pruned scorer for the last step: a directory or name (default: the shipped scorer-pruned; "
+        "'none' skips the step)",
+    )
+    p.add_argument("--corpus", choices=CORPORA, default="postings", help=CORPUS_HELP)
     p.add_argument("--queries", type=int, default=40, help="reserved-occupation queries (~6 pairs each)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of every step, the order reversed every other round")
     p.add_argument("--hf-batch-size", type=int, default=16)
+    p.add_argument(
+        "--max-raw-tokens",
+        type=int,
+        default=None,
+        help="cut raw postings to this many tokens for the naive step (default: not cut; the report says which)",
+    )
+    p.add_argument(
+        "--kv-block-size",
+        type=int,
+        default=None,
+        help="vLLM KV block size for the vLLM steps (default: the platform's, as the worker: 32 on CPU)",
+    )
     p.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="both engines' dtype (bfloat16 on a GPU)"
     )
@@ -200,6 +232,13 @@ def register(sub: Any, add: AddCommand) -> None:
         WorkerSettings,
     )
     p.add_argument("--config", choices=["small", "qwen3-0.6b"], default="small", help="Random-weight Qwen3 size.")
+    p.add_argument(
+        "--corpus",
+        choices=("generated", *CORPORA),
+        default="generated",
+        help="job texts: 'generated' (synthetic, cut to --summary-tokens/--raw-tokens exactly), or real ESCO text: "
+        + CORPUS_HELP.removeprefix("job texts: "),
+    )
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--candidates", type=int, default=64, help="Candidates per request.")
     p.add_argument(

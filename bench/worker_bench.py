@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -87,10 +87,50 @@ class Workload:
     candidates: list[list[str]]  # per query
 
 
-def make_workload(
-    tokenizer: Any, n_requests: int, n_candidates: int, n_jobs: int, summary_tokens: int, raw_tokens: int, seed: int = 0
+def corpus_workload(
+    corpus: str, n_requests: int, n_candidates: int, n_jobs: int, summary_tokens: int, seed: int = 0
 ) -> Workload:
+    """A workload on real job text: ESCO occupations (every one: a throughput run trains nothing) as bare
+    descriptions (``esco-short``) or realistic-length postings (``postings``), their extractive summaries at
+    ``summary_tokens``, and ESCO-style queries. Raw texts are whole (no cut)."""
+    from compress.data import generate, load_occupations, make_postings
+    from compress.evaluate import render_doc
+    from compress.postings import lengthen
+
+    rng = random.Random(seed)
+    occs = load_occupations("all")
+    every = make_postings(occs, seed=seed)
+    ids = sorted(every)
+    chosen = {j: every[j] for j in rng.sample(ids, min(n_jobs, len(ids)))}
+    posts = lengthen(chosen, occs, seed) if corpus == "postings" else chosen
+    _, pairs = generate(occs, n_requests * 2, seed=seed)
+    qs = list(dict.fromkeys(p.query for p in pairs))[:n_requests]
+    job_ids = sorted(posts)
+    return Workload(
+        queries=qs,
+        job_ids=job_ids,
+        summaries={j: render_doc(p, "summary", budget_tokens=summary_tokens) for j, p in posts.items()},
+        raws={j: render_doc(p, "raw", max_doc_chars=10**9) for j, p in posts.items()},
+        candidates=[rng.sample(job_ids, min(n_candidates, len(job_ids))) for _ in qs],
+    )
+
+
+def make_workload(
+    tokenizer: Any,
+    n_requests: int,
+    n_candidates: int,
+    n_jobs: int,
+    summary_tokens: int,
+    raw_tokens: int,
+    seed: int = 0,
+    corpus: str = "generated",
+) -> Workload:
+    """``generated``: synthetic texts cut to exactly ~``summary_tokens``/~``raw_tokens`` tokens; ``esco-short`` /
+    ``postings``: real job text (`corpus_workload`)."""
     from engine.corpus import postings, queries
+
+    if corpus != "generated":
+        return corpus_workload(corpus, n_requests, n_candidates, n_jobs, summary_tokens, seed)
 
     rng = random.Random(seed)
     posts = postings(n_jobs, seed=seed, paragraphs=12)
@@ -240,6 +280,7 @@ async def _pipeline(
 def run(args: Any, settings: Any) -> dict[str, Any]:
     import torch
 
+    from bench.machine import describe_machine
     from engine.engines import HfEngine, VllmEngine
     from engine.prompt import PromptBuilder, PromptTemplate
     from jobscore.devstack import dev_stack
@@ -252,10 +293,14 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
     dtype = settings.dtype
     results: dict[str, Any] = {
         "config": args.config if not settings.model else str(model),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.platform()}"
-        + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),
-        "workload": f"{args.requests} requests x {args.candidates} candidates; query ~16 tok, "
-        f"summary ~{args.summary_tokens} tok, raw ~{args.raw_tokens} tok",
+        "machine": describe_machine(),
+        "corpus": args.corpus,
+        "workload": f"{args.requests} requests x {args.candidates} candidates ({args.corpus}); "
+        + (
+            f"query ~16 tok, summary ~{args.summary_tokens} tok, raw ~{args.raw_tokens} tok"
+            if args.corpus == "generated"
+            else f"ESCO queries, extractive summaries at {args.summary_tokens} tok, whole raw texts"
+        ),
         "dtype": dtype,
     }
     max_len = max(1024, args.raw_tokens + 256)
@@ -268,13 +313,17 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
             enable_prefix_caching=prefix,
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
+            kv_block_size=settings.kv_block_size,
         )
 
     tmpl = PromptTemplate.qwen3_reranker()
     eng = engine(True)
+    results["kv_block_size"] = eng.kv_block_size  # None: vLLM's default for the platform
     tok = eng.tokenizer
     n_jobs = args.jobs or args.requests * args.candidates
-    wl = make_workload(tok, args.requests, args.candidates, n_jobs, args.summary_tokens, args.raw_tokens)
+    wl = make_workload(
+        tok, args.requests, args.candidates, n_jobs, args.summary_tokens, args.raw_tokens, corpus=args.corpus
+    )
     # A separate warm-up workload (other seed): the measured prompts must not be in the prefix cache yet.
     warm_requests = max(1, min(args.requests, -(-settings.max_batch_items // args.candidates)))
     wl_warm = make_workload(
@@ -303,11 +352,22 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
     # Two rounds, alternating, so an order effect (the first run after warm-up being slower) would show in
     # the per-run figures; each layout reports its better run.
     runs: dict[str, list[float]] = {"query_first": [], "doc_first": []}
+    computed_s: list[float] = []  # query-first: tokens actually computed (not from the prefix cache) per second
     for _ in range(2):
         for layout, prompts in (("query_first", summary_prompts), ("doc_first", doc_first)):
             eng.reset_prefix_cache()
-            runs[layout].append(_rate(n, lambda p=prompts: score_all(eng, p))[0])
-            print(f"raw engine (prefix on, {layout}): {runs[layout][-1]:.1f} items/s", flush=True)
+            tok0, cached0 = eng.prompt_tokens, eng.cached_tokens
+            rate, dt = _rate(n, lambda p=prompts: score_all(eng, p))
+            runs[layout].append(rate)
+            cached = eng.cached_tokens - cached0
+            if layout == "query_first":
+                computed_s.append((eng.prompt_tokens - tok0 - cached) / dt)
+                results["raw_engine_cached_token_share"] = round(cached / max(1, eng.prompt_tokens - tok0), 3)
+            print(
+                f"raw engine (prefix on, {layout}): {rate:.1f} items/s, "
+                f"{cached / max(1, eng.prompt_tokens - tok0):.0%} of prompt tokens from the prefix cache",
+                flush=True,
+            )
     results["raw_engine_runs_items_s"] = {k: [round(x, 1) for x in v] for k, v in runs.items()}
     results["raw_engine_items_s"] = max(runs["query_first"])
     results["raw_engine_doc_first_items_s"] = max(runs["doc_first"])
@@ -361,6 +421,35 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
     off.close()
     gc.collect()
 
+    # How close to the machine's limit: achieved model FLOP/s against the dense GEMM rate at the model's shapes.
+    from bench.flops import ModelShape, gemm_rate, mfu
+
+    shape = ModelShape.from_config(json.loads((Path(model) / "config.json").read_text()))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gemm_dtype = (
+        "bfloat16" if device == "cuda" and dtype in ("auto", "bfloat16") else ("float32" if dtype == "auto" else dtype)
+    )
+    gemm = gemm_rate(shape, dtype=gemm_dtype, device=device)
+    ctx = results["mean_prompt_tokens_summary"]
+    results["gemm"] = gemm.row()
+    results["mfu"] = {
+        "raw_engine_prefix_off": mfu(results["raw_engine_prefix_off_items_s"] * ctx, shape, ctx, gemm),
+        "raw_engine": mfu(max(computed_s), shape, ctx, gemm),
+    }
+    if "pipeline_engine" in results:
+        # Inside the worker's engine calls (prefix on): the share of the GEMM rate the pipeline keeps.
+        e = results["pipeline_engine"]
+        share = 1 - results.get("raw_engine_cached_token_share", 0.0)
+        results["mfu"]["pipeline"] = mfu(results["pipeline_items_s"] * ctx * share, shape, ctx, gemm) | {
+            "engine_utilisation": e["engine_utilisation"]
+        }
+    for k, v in results["mfu"].items():
+        print(
+            f"MFU {k}: {v['achieved_gflop_s']} GFLOP/s of {v['gemm_gflop_s']} ({v['mfu']:.0%}; "
+            f"{v['tokens_s']} computed tokens/s x {v['gflop_per_token']} GFLOP)",
+            flush=True,
+        )
+
     if not args.skip_hf:
         hf = HfEngine(
             model, dtype="bfloat16" if dtype in ("auto", "bfloat16") else "float32", batch_size=args.hf_batch_size
@@ -388,7 +477,10 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
 def print_report(r: dict[str, Any]) -> None:
     print()
     print(f"# worker benchmark — {r['config']} ({r['dtype']})")
-    print(f"machine:  {r['machine']}")
+    m = r["machine"]
+    flags = " ".join(m["cpu_flags"])
+    print(f"machine:  {m['cpu']} ({flags}), {m['cpus']} CPUs, {m['gpu'] or 'no GPU'}; {m['versions']}")
+    print(f"KV block size: {r.get('kv_block_size') or 'vLLM default'}")
     print(
         f"workload: {r['workload']}; mean prompt tokens {r['mean_prompt_tokens_summary']} "
         f"(raw-description prompts {r['mean_prompt_tokens_raw']})"
@@ -421,3 +513,13 @@ def print_report(r: dict[str, Any]) -> None:
     print("|---|---:|")
     for k, v in r["ratios"].items():
         print(f"| {k} | {v:.2f}x |")
+    if "mfu" in r:
+        g = r["gemm"]
+        print(
+            f"\nmodel FLOPs utilisation against the measured dense GEMM rate ({g['flops_s'] / 1e9:.1f} GFLOP/s, "
+            f"{g['dtype']}, {g['device']}, {g['threads']} threads, the model's shapes):"
+        )
+        print("| path | computed tokens/s | GFLOP/s | MFU |")
+        print("|---|---:|---:|---:|")
+        for k, v in r["mfu"].items():
+            print(f"| {k.replace('_', ' ')} | {v['tokens_s']} | {v['achieved_gflop_s']} | {v['mfu']:.0%} |")
