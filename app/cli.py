@@ -207,17 +207,24 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
     )
     return demo(
-        s, postings=ns.postings, requests=ns.requests, candidates=ns.candidates, use_given_broker=explicit_broker
+        s,
+        postings=ns.postings,
+        requests=ns.requests,
+        candidates=ns.candidates,
+        use_given_broker=explicit_broker,
+        long_postings=ns.corpus == "postings",
     )
 
 
 def cmd_build_scorer(ns: argparse.Namespace) -> int:
+    from engine.pruned_scorer import build_pruned_scorer
     from engine.scorer import ScorerBuildError, build_scorer
 
     s: ToolSettings = settings_from(ns, ToolSettings)
     setup_logging(s.log_level, s.log_format)
     try:
-        print(build_scorer(s.cache_dir, force=ns.force))
+        full = build_scorer(s.cache_dir, force=ns.force)
+        print(build_pruned_scorer(s.cache_dir, force=ns.force) if ns.pruned else full)
     except ScorerBuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -248,9 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         cmd_demo,
         "Run the whole pipeline end to end on the embedded stack: real ESCO job postings, queries with known "
-        "answers, rankings printed with their quality (ndcg@10, hit@3). The default model is the tiny random "
-        "one (scores mean nothing); --model serves a trained one. Starts what is missing, cleans up after.",
+        "answers, rankings printed with their quality (ndcg@10, hit@3), served by the shipped scorer (--model "
+        "names another; 'tiny' is the random test model, its scores mean nothing). --corpus postings posts them as "
+        "realistic-length postings (~900 tokens) so the summaries' compression shows. Starts what is missing, "
+        "cleans up after.",
         WorkerSettings,
+    )
+    p.add_argument(
+        "--corpus",
+        choices=["esco-short", "postings"],
+        default="esco-short",
+        help="esco-short: ESCO's own descriptions (~80 words); postings: realistic-length postings around them.",
     )
     p.add_argument("--postings", type=int, default=120, help="ESCO postings to publish (answers + distractors).")
     p.add_argument("--requests", type=int, default=10, help="Scoring requests to send (one per demo query, <= 10).")
@@ -295,10 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         "build-scorer",
         cmd_build_scorer,
         "Build (or find) the shipped scorer: merge the LoRA adapter in engine/scorer into the packaged "
-        "SmolLM2-135M-Instruct after checking the base's hash; print its directory (serve it with --model).",
+        "SmolLM2-135M-Instruct after checking the base's hash; with --pruned, then cut it to the OSSCAR-pruned "
+        "scorer from engine/scorer_pruned (kept neurons + re-fitted projections) and check its scores; print the "
+        "directory (serve it with --model).",
         ToolSettings,
     )
-    p.add_argument("--force", action="store_true", help="rebuild even if the merged directory exists")
+    p.add_argument("--force", action="store_true", help="rebuild even if the built directory exists")
+    p.add_argument("--pruned", action="store_true", help="build the pruned scorer (scorer-pruned)")
     p = add(
         "build-tiny-model",
         cmd_build_tiny_model,

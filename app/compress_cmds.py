@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,16 +24,35 @@ def _s(ns: argparse.Namespace) -> CompressSettings:
 
 
 def _model_arg(value: str) -> Path:
-    """A model directory, or ``smollm2`` / ``tiny`` for the packaged models."""
+    """A model directory, ``smollm2`` / ``tiny`` for the packaged models, or a shipped scorer's name
+    (``scorer-full``, ``scorer-pruned``, ``scorer``)."""
     if value == "smollm2":
         from engine.models import smollm2_dir
 
         return smollm2_dir(dtype="float32")
-    if value == "tiny":
-        from engine.tinymodel import build_tiny_model
+    from engine.factory import MODEL_NAMES, resolve_model
 
-        return build_tiny_model()
+    if value in MODEL_NAMES:
+        return resolve_model(value, CompressSettings().cache_dir)
     return Path(value)
+
+
+def cmd_pack_pruned(ns: argparse.Namespace) -> int:
+    from compress.ship import pack_pruned
+
+    _s(ns)
+    unpruned = _model_arg(ns.unpruned)
+    identity = json.loads((unpruned / "jobscore_model.json").read_text())
+    m = pack_pruned(
+        unpruned,
+        Path(ns.pruned),
+        Path(ns.out),
+        version=ns.version,
+        parent_adapter=ns.parent_adapter or str(identity.get("revision")),
+        extra={"command": shlex.split(ns.prune_command)} if ns.prune_command else None,
+    )
+    print(json.dumps({k: v for k, v in m.items() if k != "check"}, indent=2))
+    return 0
 
 
 def cmd_data(ns: argparse.Namespace) -> int:
@@ -344,6 +364,25 @@ def register(sub: Any, add: AddCommand) -> None:
         "--calibration-prompts", type=int, default=DEFAULT_CALIBRATION_PROMPTS, help="prompts from the train split"
     )
     p.add_argument("--multiple-of", type=int, default=1, help="round the kept width up to a multiple of this")
+
+    p = add(
+        "compress-pack-pruned",
+        cmd_pack_pruned,
+        "Pack a pruned model (compress-prune output) as the files a pruned scorer ships as (engine/scorer_pruned): "
+        "kept MLP neurons + re-fitted down projections in float16, a manifest with check scores of the model as "
+        "rebuilt from those files.",
+        CompressSettings,
+    )
+    p.add_argument("unpruned", help="the model it was pruned from: a dir or scorer-full")
+    p.add_argument("pruned", help="the compress-prune output dir")
+    p.add_argument("out", help="output dir (engine/scorer_pruned to ship it)")
+    p.add_argument("--version", required=True, help="the pruned scorer's version, e.g. scorer-pruned-v1")
+    p.add_argument("--parent-adapter", default=None, help="default: the unpruned model's revision")
+    p.add_argument(
+        "--prune-command",
+        default=None,
+        help="the compress-prune command line (one quoted string), kept in the manifest",
+    )
 
     p = add(
         "compress-sft",

@@ -331,19 +331,7 @@ def prune_model(
 
 
 def _shrink(mlp: Any, keep: Any, down_new: Any | None) -> None:
-    """Replace the three projections by their kept rows/columns (new Linear modules, same dtype)."""
-    torch = _t()
+    """Replace the three projections by their kept rows/columns (the one slicing the shipped build uses too)."""
+    from engine.pruned_scorer import shrink_mlp
 
-    def linear(w: Any, bias: Any | None) -> Any:
-        lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=bias is not None, dtype=w.dtype)
-        lin.weight.data.copy_(w)
-        if bias is not None:
-            lin.bias.data.copy_(bias)
-        return lin
-
-    g, u, d = mlp.gate_proj, mlp.up_proj, mlp.down_proj
-    mlp.gate_proj = linear(g.weight[keep], None if g.bias is None else g.bias[keep])
-    mlp.up_proj = linear(u.weight[keep], None if u.bias is None else u.bias[keep])
-    mlp.down_proj = linear(down_new if down_new is not None else d.weight[:, keep], d.bias)
-    if hasattr(mlp, "intermediate_size"):
-        mlp.intermediate_size = len(keep)
+    shrink_mlp(mlp, keep, down_new)
