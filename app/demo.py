@@ -45,7 +45,15 @@ def _items_scored() -> float:
     return REGISTRY.get_sample_value("jobscore_worker_items_scored_total") or 0.0
 
 
-def demo(settings: WorkerSettings, *, postings: int, requests: int, candidates: int, use_given_broker: bool) -> int:
+def demo(
+    settings: WorkerSettings,
+    *,
+    postings: int,
+    requests: int,
+    candidates: int,
+    use_given_broker: bool,
+    long_postings: bool = False,
+) -> int:
     run = uuid.uuid4().hex[:8]
     with dev_stack(settings.kafka_bootstrap if use_given_broker else None, settings.redis_url) as (bootstrap, url):
         common = {
@@ -63,13 +71,19 @@ def demo(settings: WorkerSettings, *, postings: int, requests: int, candidates: 
         print(f"[demo] broker {bootstrap}, redis {url}; loading the scoring model ({ws.engine})...", flush=True)
         engine = engine_from_settings(ws)
         try:
-            return asyncio.run(_run(ws, ss, engine, postings, requests, candidates))
+            return asyncio.run(_run(ws, ss, engine, postings, requests, candidates, long_postings))
         finally:
             engine.close()
 
 
 async def _run(
-    ws: WorkerSettings, ss: SummarizerSettings, engine: object, n_postings: int, n_requests: int, n_candidates: int
+    ws: WorkerSettings,
+    ss: SummarizerSettings,
+    engine: object,
+    n_postings: int,
+    n_requests: int,
+    n_candidates: int,
+    long_postings: bool = False,
 ) -> int:
     await ensure_topics(ws)
     summarizer = Summarizer(ss)
@@ -79,7 +93,7 @@ async def _run(
     cache = SummaryCache.from_url(ws.redis_url, ws.summarizer_version)
     try:
         # 1. postings → summaries
-        corpus = demo_corpus(n_postings, prefix=f"demo-{ws.group_id[-15:-7]}")
+        corpus = demo_corpus(n_postings, prefix=f"demo-{ws.group_id[-15:-7]}", long=long_postings)
         posted = corpus.postings
         t0 = time.perf_counter()
         await publish_postings(ss, posted)

@@ -73,8 +73,13 @@ def _title(occ: Occupation) -> str:
     return TITLES.get(occ.id[:8]) or occ.preferred.title()
 
 
-def demo_corpus(n_postings: int, prefix: str, *, per_occupation: int = 2, seed: int = 7) -> DemoCorpus:
-    """``n_postings`` postings (at least the answers and hard distractors), job ids ``<prefix>-<occ>.<k>``."""
+def demo_corpus(
+    n_postings: int, prefix: str, *, per_occupation: int = 2, seed: int = 7, long: bool = False
+) -> DemoCorpus:
+    """``n_postings`` postings (at least the answers and hard distractors), job ids ``<prefix>-<occ>.<k>``;
+    ``long``: each as a realistic-length posting around its ESCO text (`compress.postings.long_posting`)."""
+    from compress.postings import long_posting
+
     rng = random.Random(seed)
     occs = [o for o in load_occupations("all") if not o.id.startswith("C")]  # "C…" rows are ISCO groups
     by_prefix = {o.id[:8]: o for o in occs}
@@ -89,11 +94,10 @@ def demo_corpus(n_postings: int, prefix: str, *, per_occupation: int = 2, seed: 
         for k, city in enumerate(rng.sample(CITIES, per_occupation)):
             jid = f"{prefix}-{occ.id[:8]}.{k}"
             title = _title(occ)
-            corpus.postings.append(
-                JobPosted(
-                    job_id=jid, title=title, company=rng.choice(COMPANIES), location=city, description=occ.description
-                )
+            posting = JobPosted(
+                job_id=jid, title=title, company=rng.choice(COMPANIES), location=city, description=occ.description
             )
+            corpus.postings.append(long_posting(posting, occ, seed) if long else posting)
             corpus.titles[jid] = f"{title} ({city})"
     for q in DEMO_QUERIES:
         corpus.relevant[q.text] = {p.job_id for p in corpus.postings if p.job_id.rsplit("-", 1)[1][:8] in q.answers}
