@@ -17,7 +17,8 @@ from jobscore.settings import CommonSettings, setup_logging
 
 
 def _filter(ns: argparse.Namespace) -> Any:
-    from jobscore.dlq import DeadLetterFilter, parse_time
+    from jobscore.dlq import DeadLetterFilter
+    from jobscore.times import parse_time
 
     return DeadLetterFilter(
         stage=ns.stage,
@@ -126,7 +127,7 @@ def _filter_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("filters (all given must match)")
     g.add_argument("--stage", choices=["worker", "summarizer"], help="Which stage dead-lettered it.")
     g.add_argument("--error-type", help="malformed, invalid, unknown_schema, oversized, summarize_failed, …")
-    g.add_argument("--since", help="-15m, -2h, -1d, a unix time or an ISO time (2026-11-26T08:00).")
+    g.add_argument("--since", help="A time ago (15m, -2h, 1d), a unix time (@1764140400) or ISO 8601 (no zone = UTC).")
     g.add_argument("--until", help="Same forms as --since.")
     g.add_argument("--request-id", help="The original request's request_id (or its key).")
     g.add_argument("--job-id", help="The original posting's job_id, or a candidate of the original request.")

@@ -33,7 +33,8 @@ are answered there; the ledger reads the deployment's rankings topic only.
 
 
 def cmd_ledger(ns: argparse.Namespace) -> int:
-    from jobscore.ledger import Window, parse_time, postings_ledger, request_ledger
+    from jobscore.ledger import Window, postings_ledger, request_ledger
+    from jobscore.times import parse_time
 
     s: CommonSettings = settings_from(ns, CommonSettings)
     setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
@@ -71,7 +72,12 @@ def register(sub: Any, add: AddCommand) -> None:
     p = add("ledger", cmd_ledger, HELP, CommonSettings)
     p.epilog = EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--since", default=None, help="Count requests produced at or after this: ISO time or time ago.")
+    p.add_argument(
+        "--since",
+        default=None,
+        help="Count requests produced at or after this: a time ago (2h), a unix time (@1764140400) or ISO 8601 "
+        "(no zone = UTC).",
+    )
     p.add_argument("--until", default=None, help="Count requests produced at or before this: ISO time or time ago.")
     p.add_argument(
         "--run-id-prefix",

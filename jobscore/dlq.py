@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -305,21 +304,3 @@ async def redrive(
         await producer.stop()
     report.sent = todo
     return report
-
-
-def parse_time(value: str) -> float:
-    """``-15m``/``-2h``/``-1d`` (ago), a unix timestamp, or ISO 8601 (``2026-11-26T08:00``, local time)."""
-    import datetime as dt
-
-    v = value.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if v.startswith("-") and v[-1:] in units:
-        return time.time() - float(v[1:-1]) * units[v[-1]]
-    try:
-        return float(v)
-    except ValueError:
-        pass
-    try:
-        return dt.datetime.fromisoformat(v).timestamp()
-    except ValueError:
-        raise ValueError(f"{value!r}: give -15m/-2h/-1d, a unix timestamp or an ISO time (2026-11-26T08:00)") from None

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -51,8 +50,6 @@ from schemas.summary import SummaryRecord, content_hash
 TOPIC_LOOKUP_S = 3.0
 # Ids per Redis MGET when checking postings against the summary cache.
 MGET_CHUNK = 1000
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class RecordRef(NamedTuple):
@@ -64,24 +61,6 @@ class RecordRef(NamedTuple):
 
     def label(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
-
-
-def parse_time(text: str, now: float | None = None) -> float:
-    """Unix seconds from an ISO 8601 time (``2026-11-26T07:40:00Z``; no zone = UTC) or a time ago
-    (``600`` or ``600s``, ``10m``, ``2h``, ``1d``). Raises ValueError saying what it accepts."""
-    now = time.time() if now is None else now
-    m = _DURATION.match(text)
-    if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
-    try:
-        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither an ISO 8601 time (2026-11-26T07:40:00Z) nor a time ago (600, 10m, 2h, 1d)"
-        ) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from engine.corpus import postings, queries
 from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests
 from jobscore.devstack import EmbeddedBroker
 from jobscore.kafka import make_producer
-from jobscore.ledger import Window, parse_time, postings_ledger, read_topic, request_ledger
+from jobscore.ledger import Window, postings_ledger, read_topic, request_ledger
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import RANKINGS, JobPosted
 from tests.conftest import WAIT_S, plain
@@ -27,17 +27,7 @@ from worker.loop import Worker
 pytestmark = pytest.mark.engine
 
 
-class TestParseTime:
-    def test_parse_time_seconds_ago_and_iso_give_unix_seconds(self) -> None:
-        now = 1_800_000_000.0
-        assert parse_time("600", now) == now - 600
-        assert parse_time("10m", now) == now - 600
-        assert parse_time("2h", now) == now - 7200
-        assert parse_time("2027-01-15T08:00:00Z") == 1_800_000_000.0
-        assert parse_time("2027-01-15T08:00:00") == 1_800_000_000.0  # no zone = UTC
-        with pytest.raises(ValueError, match="ISO 8601"):
-            parse_time("yesterday")
-
+class TestWindow:
     def test_window_admits_by_time_and_prefix(self) -> None:
         w = Window(since=100.0, until=200.0, id_prefix="run-")
         assert w.admits(150_000, "run-1")
