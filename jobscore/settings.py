@@ -260,13 +260,19 @@ class CommonSettings(ToolSettings):
         "(README 'Faults and recovery'); neither service exits.",
     )
     redis_retry_max_s: float = Field(
-        2.0, gt=0, description="Longest backoff between two tries of a Redis or Kafka call (the cap of 2^n growth)."
+        2.0, gt=0, description="Longest backoff between two tries of a Redis call (the cap of 2^n growth)."
     )
     kafka_send_attempts: int = Field(
         5,
         ge=1,
         description="Tries of one produce (rankings, dead letters) before the worker checks the topics, goes "
         "not ready and stops without committing the record (the group replays it).",
+    )
+    kafka_send_retry_max_s: float = Field(
+        2.0,
+        gt=0,
+        description="Longest backoff between two tries of one produce (the cap of 2^n growth). Its own setting: a "
+        "partition leader election takes seconds, a Redis restart may take less or more.",
     )
 
     def drain_budget_s(self) -> float:
@@ -401,9 +407,10 @@ class WorkerSettings(CommonSettings):
     group_id: str = Field("jobscore-worker", description="Consumer group of the scoring workers.")
     model: Path | None = Field(
         None,
-        description="What scores: an HF model directory (a compress-sft output, a merged adapter), or 'scorer' "
-        "(the default): the shipped relevance scorer, SmolLM2-135M-Instruct + the LoRA adapter in engine/scorer, "
-        "merged on first use under cache_dir (README 'Models'); 'tiny': the random-weight test model (plumbing "
+        description="What scores: an HF model directory (a compress-sft output, a merged adapter), or a shipped "
+        "scorer: 'scorer-pruned' (the default, also 'scorer'): the OSSCAR-pruned relevance scorer rebuilt from "
+        "engine/scorer_pruned; 'scorer-full': SmolLM2-135M-Instruct + the LoRA adapter in engine/scorer, unpruned; "
+        "both built on first use under cache_dir (README 'Models'); 'tiny': the random-weight test model (plumbing "
         "tests only, its scores mean nothing).",
     )
     engine: Literal["vllm", "hf"] = Field("vllm", description="vllm (production) or hf (naive baseline).")

@@ -337,3 +337,23 @@ class TestEngines:
         got = vllm_engine.score(prompts)
         assert got == pytest.approx(want, abs=1e-4)
         assert max(want) - min(want) > 0.1, "scores should spread on the tiny model"
+
+
+async def test_produce_retries_back_off_by_the_kafka_setting_not_the_redis_one(
+    hf_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's produce retries were capped by redis_retry_max_s (a broker's leader election and a Redis
+    # restart take different times): they have their own cap now.
+    import worker.loop
+
+    seen: dict[str, Any] = {}
+
+    async def recording_retry(fn: Any, **kw: Any) -> None:
+        seen.update(kw)
+
+    monkeypatch.setattr(worker.loop, "retry", recording_retry)
+    w = Worker(WorkerSettings(kafka_send_retry_max_s=0.25, redis_retry_max_s=7.0, kafka_send_attempts=3), hf_engine)
+    w.producer = object()  # type: ignore[assignment]
+    await w._send("topic", b"value", None)
+    assert seen["op"] == "produce" and seen["attempts"] == 3
+    assert seen["backoff"].max_s == 0.25

@@ -712,7 +712,7 @@ class Worker:
             op="produce",
             retry_on=(KafkaError,),
             attempts=s.kafka_send_attempts,
-            backoff=Backoff(max_s=s.redis_retry_max_s),
+            backoff=Backoff(max_s=s.kafka_send_retry_max_s),
             outage=BROKER_OUTAGE,
         )
 
