@@ -205,16 +205,18 @@ def hf_engine(tiny_model: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def scorer_dir() -> Path:
-    """The shipped scorer: SmolLM2-135M-Instruct (a Llama) + the engine/scorer LoRA adapter, merged into a
-    float32 HF directory on first use (~20 s) and cached — what `jobscore worker` serves by default."""
-    from engine.scorer import build_scorer
+    """The default scorer, what `jobscore worker` serves: the OSSCAR-pruned scorer (a Llama), rebuilt on first use
+    from engine/scorer_pruned on top of the unpruned one (SmolLM2-135M-Instruct + the engine/scorer LoRA adapter,
+    merged), ~40 s, and cached."""
+    from engine.factory import resolve_model
+    from engine.tinymodel import default_cache_dir
 
-    return build_scorer()
+    return resolve_model("scorer", default_cache_dir())
 
 
 @pytest.fixture(scope="session")
 def scorer_vllm_engine(scorer_dir: Path) -> Iterator[Any]:
-    """The shipped scorer served by vLLM through the two-way softmax conversion (the Llama path), loaded once
+    """The default scorer served by vLLM through the two-way softmax conversion (the Llama path), loaded once
     per session: ~1.5 GB on the CPU. Built with the worker's own defaults (`max_model_len`, `max_num_seqs` are
     in vLLM's config hash), so it and the demo test's worker share one torch.compile: whichever starts second
     takes it from torch inductor's cache (~40 s less on 2 CPUs; README "CPU")."""
@@ -228,7 +230,7 @@ def scorer_vllm_engine(scorer_dir: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def scorer_hf_engine(scorer_dir: Path) -> Iterator[Any]:
-    """The shipped scorer through plain transformers (float32): the reference for the Llama path."""
+    """The default scorer through plain transformers (float32): the reference for the Llama path."""
     from engine.engines import HfEngine
 
     engine = HfEngine(scorer_dir, dtype="float32", batch_size=8)

@@ -5,6 +5,7 @@ prompt change fails here (README "Models", bench/RESULTS.md §4d)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,10 @@ def test_a_base_with_another_hash_is_refused(tmp_path: Path) -> None:
     assert not any(tmp_path.rglob("config.json")), "nothing is built for a refused base"
 
 
-def test_the_scorer_is_the_default_model(scorer_dir: Path) -> None:
+def test_the_pruned_scorer_is_the_default_model_and_the_full_one_a_name_away(scorer_dir: Path) -> None:
     import engine.scorer
     from engine.factory import resolve_model
+    from engine.pruned_scorer import SHIPPED_PRUNED, PrunedManifest, pruned_scorer_dir
     from engine.tinymodel import default_cache_dir
     from jobscore.settings import WorkerSettings
 
@@ -57,8 +59,14 @@ def test_the_scorer_is_the_default_model(scorer_dir: Path) -> None:
     # the session fixture build into on a new machine).
     cache = default_cache_dir()
     assert WorkerSettings(model=None).model is None  # unset: the factory's default
-    assert resolve_model(None, cache) == resolve_model("scorer", cache) == engine.scorer.scorer_dir(cache) == scorer_dir
-    assert scorer_dir.name == AdapterManifest.read(SHIPPED_ADAPTER).version
+    assert resolve_model(None, cache) == resolve_model("scorer", cache) == resolve_model("scorer-pruned", cache)
+    assert resolve_model(None, cache) == pruned_scorer_dir(cache) == scorer_dir
+    assert scorer_dir.name == PrunedManifest.read(SHIPPED_PRUNED).version
+    assert resolve_model("scorer-full", cache) == engine.scorer.scorer_dir(cache)
+    assert engine.scorer.scorer_dir(cache).name == AdapterManifest.read(SHIPPED_ADAPTER).version
+    full = json.loads((engine.scorer.scorer_dir(cache) / "config.json").read_text())
+    pruned = json.loads((scorer_dir / "config.json").read_text())
+    assert pruned["intermediate_size"] == full["intermediate_size"] // 2
 
 
 # Held-out quality through the worker's engine: reserved occupations only (never in training), 12 queries of
@@ -72,7 +80,7 @@ QUALITY_FLOOR = {"auc": 0.85, "ndcg@10": 0.85}
 
 
 @pytest.mark.engine
-def test_shipped_scorer_ranks_held_out_occupations_through_the_worker_engine(scorer_vllm_engine: object) -> None:
+def test_default_scorer_ranks_held_out_occupations_through_the_worker_engine(scorer_vllm_engine: object) -> None:
     from compress.data import generate_split, occupation_of, reserved_ids
     from compress.evaluate import evaluate_model
 
@@ -87,7 +95,25 @@ def test_shipped_scorer_ranks_held_out_occupations_through_the_worker_engine(sco
         engine=scorer_vllm_engine,
     )
     m = result.metrics
-    print(f"shipped scorer, held-out summary context: {m}")
+    print(f"default (pruned) scorer, held-out summary context: {m}")
+    assert m["auc"] >= QUALITY_FLOOR["auc"] and m["ndcg@10"] >= QUALITY_FLOOR["ndcg@10"], m
+
+
+def test_unpruned_scorer_ranks_held_out_occupations_through_hf() -> None:
+    # scorer-full is one name away from the default: the same floor, through plain transformers (its vLLM path is
+    # the pruned scorer's, tested above; a second vLLM engine would cost the suite a compile).
+    from compress.data import generate_split
+    from compress.evaluate import evaluate_model
+    from engine.engines import HfEngine
+
+    postings, pairs = generate_split("heldout", HELDOUT_QUERIES, seed=HELDOUT_SEED)
+    engine = HfEngine(build_scorer(), dtype="float32", batch_size=16)
+    try:
+        (result,) = evaluate_model(Path("scorer-full"), pairs, postings, modes=("summary",), engine=engine)
+    finally:
+        engine.close()
+    m = result.metrics
+    print(f"unpruned scorer, held-out summary context: {m}")
     assert m["auc"] >= QUALITY_FLOOR["auc"] and m["ndcg@10"] >= QUALITY_FLOOR["ndcg@10"], m
 
 
