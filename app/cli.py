@@ -101,7 +101,7 @@ def cmd_post(ns: argparse.Namespace) -> int:
 
     from engine.corpus import postings
     from jobscore.client import publish_postings
-    from jobscore.kafka import ensure_topics
+    from jobscore.topics import ensure_topics
     from schemas import posting_from_row
 
     s: CommonSettings = settings_from(ns, CommonSettings)
@@ -133,7 +133,7 @@ def cmd_post(ns: argparse.Namespace) -> int:
 
 def cmd_request(ns: argparse.Namespace) -> int:
     from jobscore.client import RankingWaiter, new_request, publish_requests
-    from jobscore.kafka import ensure_topics
+    from jobscore.topics import ensure_topics
     from schemas import RANKINGS
 
     s: CommonSettings = settings_from(ns, CommonSettings)

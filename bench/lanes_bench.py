@@ -62,8 +62,8 @@ async def _run(settings: Any, engine: Any, args: Any) -> list[Phase]:
     from engine.corpus import postings, queries
     from jobscore.cache import SummaryCache
     from jobscore.client import ScoringClient, new_request
-    from jobscore.kafka import ensure_topics
     from jobscore.metrics import LANE_ITEMS
+    from jobscore.topics import ensure_topics
     from summarizer.writer import build_records
     from worker.loop import Worker
 

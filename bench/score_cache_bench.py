@@ -74,7 +74,7 @@ async def _phase(name: str, settings: Any, engine: Any, stream: list[tuple[str, 
 async def _run(settings: Any, engine: Any, args: Any, run_id: str) -> list[CachePhase]:
     from engine.corpus import postings, queries
     from jobscore.cache import SummaryCache
-    from jobscore.kafka import ensure_topics
+    from jobscore.topics import ensure_topics
     from summarizer.writer import build_records
 
     jobs = postings(max(args.candidates * 4, 64), seed=11, prefix="scorecache-job")

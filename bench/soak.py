@@ -38,9 +38,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from engine.corpus import postings, queries
 from jobscore.cache import SummaryCache
 from jobscore.client import new_request
-from jobscore.kafka import ensure_topics, make_consumer, make_producer
+from jobscore.kafka import make_consumer, make_producer
 from jobscore.ledger import RequestLedger, Window, request_ledger
 from jobscore.settings import WorkerSettings, settings_env
+from jobscore.topics import ensure_topics
 from schemas import RANKINGS, SCORE_REQUESTS
 from summarizer.writer import build_records
 

@@ -201,7 +201,7 @@ async def _pipeline(
     the same path differed by up to 15% here); the ratio reported is the median of the paired ratios."""
     from jobscore.cache import SummaryCache
     from jobscore.client import RankingWaiter, new_request, publish_requests
-    from jobscore.kafka import ensure_topics
+    from jobscore.topics import ensure_topics
     from schemas.summary import SummaryRecord
     from worker.loop import Worker
 

@@ -54,10 +54,6 @@ def client_security_kwargs(settings: CommonSettings) -> dict[str, Any]:
     return kwargs
 
 
-# The name jobscore/topics.py looks up for its admin client.
-security_kwargs = client_security_kwargs
-
-
 def unreachable_message(settings: CommonSettings) -> str:
     """What to check when no broker answers: the usual cause is a transport-security mismatch."""
     proto = settings.kafka_security_protocol
@@ -79,28 +75,6 @@ def topic_name(settings: CommonSettings, spec: TopicSpec[Any]) -> str:
         RANKINGS.role: settings.topic_results,
         DEAD_LETTERS.role: settings.topic_dead_letters,
     }[spec.role]
-
-
-async def ensure_topics(settings: CommonSettings, names: Iterable[str] | None = None) -> None:
-    """Create the deployment's missing topics from the topic plan (jobscore/topics.py: partitions,
-    replicas, min.insync.replicas, retention, max.message.bytes). Idempotent; existing topics are left
-    as they are, so real clusters may pre-provision (`jobscore topics --strimzi`) instead."""
-    from jobscore.topics import PlannedTopic, TopicPlan, apply_plan, plan_topics
-
-    plan = plan_topics(settings)
-    if names is not None:
-        wanted = list(names)
-        extra = [
-            PlannedTopic("other", n, settings.topic_partitions, settings.topic_replication_factor)
-            for n in wanted
-            if plan.by_name(n) is None
-        ]
-        plan = TopicPlan(plan.only(wanted).topics + tuple(extra))
-    try:
-        await apply_plan(settings, plan, inspect_existing=False)
-    except KafkaConnectionError as e:
-        # Services call this first, so a security mismatch is reported here, once, with what to set.
-        raise KafkaUnreachable(unreachable_message(settings)) from e
 
 
 def make_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer:
@@ -144,6 +118,19 @@ def make_consumer(settings: CommonSettings, group_id: str, *topics: str, **overr
     }
     kwargs.update(overrides)
     return AIOKafkaConsumer(*topics, **kwargs)
+
+
+def make_admin(settings: CommonSettings, **overrides: Any) -> Any:
+    """The admin client (topic plan, `jobscore topics`, status and ledger look-ups), security settings applied."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "client_id": f"{settings.client_id}-admin",
+        **client_security_kwargs(settings),
+    }
+    kwargs.update(overrides)
+    return AIOKafkaAdminClient(**kwargs)
 
 
 def dead_letter(

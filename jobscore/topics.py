@@ -1,7 +1,7 @@
 """Topics as configuration: one plan (partitions, replicas, min.insync.replicas, retention, compaction,
 max.message.bytes) built from settings and the schemas' size limits, then applied to a cluster or
 rendered as Strimzi ``KafkaTopic`` resources. `jobscore topics` prints, applies or renders it;
-`jobscore.kafka.ensure_topics` creates missing topics from the same plan.
+`ensure_topics` (below) creates missing topics from the same plan.
 
 Why each topic is configured the way it is:
 - postings are keyed by job id and the latest version of a posting is the state (a new summarizer
@@ -24,6 +24,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aiokafka.errors import KafkaConnectionError
+
+from jobscore.kafka import KafkaUnreachable, make_admin, unreachable_message
 from jobscore.settings import CommonSettings
 from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, TopicSpec
 
@@ -184,19 +187,6 @@ def render_strimzi(plan: TopicPlan, cluster: str, namespace: str | None = None) 
     return header + yaml.safe_dump_all(strimzi_resources(plan, cluster, namespace), sort_keys=False)
 
 
-def _admin(settings: CommonSettings) -> Any:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    kwargs: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap, "client_id": f"{settings.client_id}-admin"}
-    try:  # security settings (TLS/SASL), where the client-settings helper exists
-        from jobscore.kafka import security_kwargs  # type: ignore[attr-defined]
-
-        kwargs.update(security_kwargs(settings))
-    except ImportError:
-        pass
-    return AIOKafkaAdminClient(**kwargs)
-
-
 async def apply_plan(
     settings: CommonSettings,
     plan: TopicPlan,
@@ -215,7 +205,7 @@ async def apply_plan(
     from aiokafka.admin import NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = _admin(settings)
+    admin = make_admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -266,3 +256,23 @@ async def apply_plan(
         return [o for t in plan.topics for o in outcomes if o.name == t.name]
     finally:
         await admin.close()
+
+
+async def ensure_topics(settings: CommonSettings, names: Iterable[str] | None = None) -> None:
+    """Create the deployment's missing topics from the topic plan (jobscore/topics.py: partitions,
+    replicas, min.insync.replicas, retention, max.message.bytes). Idempotent; existing topics are left
+    as they are, so real clusters may pre-provision (`jobscore topics --strimzi`) instead."""
+    plan = plan_topics(settings)
+    if names is not None:
+        wanted = list(names)
+        extra = [
+            PlannedTopic("other", n, settings.topic_partitions, settings.topic_replication_factor)
+            for n in wanted
+            if plan.by_name(n) is None
+        ]
+        plan = TopicPlan(plan.only(wanted).topics + tuple(extra))
+    try:
+        await apply_plan(settings, plan, inspect_existing=False)
+    except KafkaConnectionError as e:
+        # Services call this first, so a security mismatch is reported here, once, with what to set.
+        raise KafkaUnreachable(unreachable_message(settings)) from e

@@ -25,8 +25,9 @@ from aiokafka.structs import ConsumerRecord
 from jobscore import metrics
 from jobscore.cache import CacheUnavailable, SummaryCache
 from jobscore.health import HEALTH, start_probes
-from jobscore.kafka import BrokerLost, TopicGuard, dead_letter, ensure_topics, make_consumer, make_producer, topic_name
+from jobscore.kafka import BrokerLost, TopicGuard, dead_letter, make_consumer, make_producer, topic_name
 from jobscore.settings import SummarizerSettings
+from jobscore.topics import ensure_topics
 from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
 from summarizer.modes import PostingSummarizer, make_summarizer
 from summarizer.writer import SummaryWriter, WriteResult

@@ -44,8 +44,8 @@ os.environ.setdefault("JOBSCORE_ENFORCE_EAGER", "true")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from jobscore.devstack import EmbeddedBroker, EmbeddedRedis, free_port, wait_for_port
-from jobscore.kafka import ensure_topics
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
+from jobscore.topics import ensure_topics
 
 # How long a test waits for the system to do something (a ranking to arrive, a summary to land) before
 # failing. Generous: consumer-group joins take ~session_timeout/2 on the embedded broker and the

@@ -25,8 +25,9 @@ from jobscore.client import (
     new_request,
     tail,
 )
-from jobscore.kafka import ensure_topics, make_producer
+from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, WorkerSettings
+from jobscore.topics import ensure_topics
 from schemas import POSTINGS, RANKINGS, Ranking, ScoredJob, ScoreRequest
 from tests.conftest import WAIT_S, wait_until
 from tests.test_worker import running, seed

@@ -96,3 +96,49 @@ def test_no_path_hacks_or_private_imports_across_packages() -> None:
                     if top in OURS and top != pkg:
                         private = [a.name for a in node.names if a.name.startswith("_")]
                         assert not private, f"{f.relative_to(ROOT)}:{node.lineno} imports private {private}"
+
+
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def module_graph() -> dict[str, set[str]]:
+    """module → the modules of ours it imports (anywhere in the file, function bodies included)."""
+    files = {_module_of(f): f for pkg in OURS for f in (ROOT / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for mod, f in files.items():
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # `from pkg import mod` names a module too when pkg/mod.py exists.
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for n in names:
+                if n in files and n != mod and not mod.startswith(f"{n}."):
+                    graph[mod].add(n)
+    return graph
+
+
+def test_no_import_cycle_between_modules() -> None:
+    # jobscore/kafka.py ⇄ jobscore/topics.py was one (issue 27): kafka's ensure_topics imported the plan, the
+    # plan's admin client imported kafka back through an alias inside try/except ImportError.
+    graph = module_graph()
+    state: dict[str, int] = {}
+    cycles: list[str] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" → ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles between modules:\n" + "\n".join(cycles)

@@ -22,8 +22,9 @@ from engine.corpus import postings
 from jobscore.cache import SummaryCache
 from jobscore.client import new_request, publish_postings, publish_requests
 from jobscore.devstack import EmbeddedBroker
-from jobscore.kafka import BrokerLost, ensure_topics, make_consumer, make_producer
+from jobscore.kafka import BrokerLost, make_consumer, make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
+from jobscore.topics import ensure_topics
 from summarizer.service import Summarizer
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until

@@ -37,8 +37,9 @@ import pytest
 from jobscore.cache import SummaryCache
 from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
 from jobscore.devstack import free_port, tansu_binary, wait_for_port
-from jobscore.kafka import KafkaUnreachable, client_security_kwargs, ensure_topics, make_consumer, make_producer
+from jobscore.kafka import KafkaUnreachable, client_security_kwargs, make_consumer, make_producer
 from jobscore.settings import CommonSettings, WorkerSettings
+from jobscore.topics import ensure_topics
 from schemas import POSTINGS, JobPosted
 from tests.conftest import WAIT_S
 from tests.security_certs import Pki, make_pki

@@ -20,12 +20,13 @@ from aiokafka.structs import ConsumerRecord
 
 from app.cli import main as cli_main
 from jobscore.devstack import free_port
-from jobscore.kafka import dead_letter, ensure_topics, make_consumer, make_producer
+from jobscore.kafka import dead_letter, make_consumer, make_producer
 from jobscore.settings import CommonSettings
 from jobscore.topics import (
     TopicPlanError,
     apply_plan,
     check_against_cluster,
+    ensure_topics,
     plan_topics,
     render_strimzi,
 )

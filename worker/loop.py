@@ -56,7 +56,6 @@ from jobscore.kafka import (
     BrokerLost,
     TopicGuard,
     dead_letter,
-    ensure_topics,
     make_consumer,
     make_producer,
     topic_name,
@@ -64,6 +63,7 @@ from jobscore.kafka import (
 from jobscore.retry import Backoff, Outage, retry
 from jobscore.scorecache import ScoreCache, model_tag
 from jobscore.settings import WorkerSettings
+from jobscore.topics import ensure_topics
 from schemas import (
     DEAD_LETTERS,
     RANKINGS,
