@@ -47,13 +47,15 @@ def cmd_bench(ns: argparse.Namespace) -> int:
 
 
 def cmd_bench_models(ns: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from bench.models_bench import run_models
 
     _quiet(settings_from(ns, ToolSettings), 2)
+    from engine.factory import resolve_model
+
+    cache = settings_from(ns, ToolSettings).cache_dir
     r = run_models(
-        [Path(m) for m in ns.models],
+        [resolve_model(m, cache) for m in ns.models],
         n_prompts=ns.prompts,
         rounds=ns.rounds,
         summary_tokens=ns.summary_tokens,
@@ -61,6 +63,7 @@ def cmd_bench_models(ns: argparse.Namespace) -> int:
         max_model_len=ns.max_model_len,
         batch_items=ns.batch_items,
         batch_tokens=ns.batch_tokens,
+        corpus=ns.corpus,
     )
     print(f"\n{r.prompts} prompts, mean {r.mean_prompt_tokens} tokens, {len(r.rounds)} rounds\n")
     print(r.table())
@@ -203,7 +206,15 @@ def register(sub: Any, add: AddCommand) -> None:
         "the worker's engine, in alternating rounds; prints each model's rate and its paired ratio to the first.",
         ToolSettings,
     )
-    p.add_argument("models", nargs="+", help="model directories; ratios are against the first")
+    p.add_argument(
+        "models", nargs="+", help="model dirs or names (scorer-full, scorer-pruned); ratios are against the first"
+    )
+    p.add_argument(
+        "--corpus",
+        choices=("generated", *CORPORA),
+        default="generated",
+        help="the summaries scored: of 'generated' texts, or of real ESCO text (" + CORPUS_HELP + ")",
+    )
     p.add_argument("--dtype", default="float32", help="engine dtype (float32 on CPUs without bf16 support)")
     p.add_argument("--max-model-len", type=int, default=1024)
     worker = WorkerSettings.model_fields

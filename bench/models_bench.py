@@ -58,6 +58,7 @@ def run_models(
     max_model_len: int = 1024,
     batch_items: int = 512,
     batch_tokens: int = 16_384,
+    corpus: str = "generated",
 ) -> ModelsResult:
     from bench.worker_bench import _prompts, batch_cuts, make_workload
     from engine.engines import VllmEngine
@@ -68,7 +69,7 @@ def run_models(
         tok = engines[0].tokenizer
         candidates = 16
         requests = max(1, -(-n_prompts // candidates))
-        wl = make_workload(tok, requests, candidates, requests * candidates, summary_tokens, 0)
+        wl = make_workload(tok, requests, candidates, requests * candidates, summary_tokens, 0, corpus=corpus)
         builder = PromptBuilder(
             tok, PromptTemplate.qwen3_reranker(), max_model_len=max_model_len, max_doc_tokens=summary_tokens + 64
         )
