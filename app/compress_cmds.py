@@ -11,7 +11,7 @@ from typing import Any
 
 from app.commands import AddCommand, settings_from
 from compress.lora import ADAPTER_VERSION, DEFAULT_TARGETS
-from compress.prune import DEFAULT_CALIBRATION_PROMPTS
+from compress.prune import DEFAULT_CALIBRATION_PROMPTS, METHODS
 from compress.settings import CompressSettings
 
 
@@ -359,7 +359,7 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument("model", help="model dir, 'smollm2' or 'tiny'")
     p.add_argument("out", help="output model directory")
     p.add_argument("--keep-ratio", type=float, default=0.75, help="fraction of MLP neurons kept per layer")
-    p.add_argument("--method", choices=["osscar", "magnitude", "activation"], default="osscar")
+    p.add_argument("--method", choices=METHODS, default="osscar")
     p.add_argument(
         "--calibration-prompts", type=int, default=DEFAULT_CALIBRATION_PROMPTS, help="prompts from the train split"
     )
@@ -433,7 +433,11 @@ def register(sub: Any, add: AddCommand) -> None:
         help="decoder layers that get LoRA: 'all', 'topN' (the last N), '22-29' or '0,5,7'. Only the top layers: "
         "backward stops at the lowest adapted one (cheap steps, little activation memory)",
     )
-    p.add_argument("--adapter-version", default=ADAPTER_VERSION, help="recorded in manifest.json and on merge")
+    p.add_argument(
+        "--adapter-version",
+        default=ADAPTER_VERSION,
+        help="recorded in manifest.json, in the merged model's cache path and in every ranking: name each adapter",
+    )
 
     p = add(
         "compress-eval",
@@ -488,7 +492,11 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument("--base", default="smollm2", help="base model dir, or 'smollm2' (the float32 conversion)")
     p.add_argument("--rank", type=int, default=16, help="LoRA rank (float16: ~0.6 MB per rank for SmolLM2-135M)")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default: the rank, scaling 1)")
-    p.add_argument("--adapter-version", default="scorer-lora-v3", help="recorded in manifest.json and on merge")
+    p.add_argument(
+        "--adapter-version",
+        default=ADAPTER_VERSION,
+        help="recorded in manifest.json, in the merged model's cache path and in every ranking: name each adapter",
+    )
 
     p = add(
         "compress-pipeline",
@@ -501,13 +509,11 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument("out", help="working directory (data, models, eval.json, report.md)")
     p.add_argument("--teacher", default=None, help="an already fine-tuned model to prune and distil from")
     p.add_argument("--keep-ratio", type=float, default=0.75)
-    p.add_argument(
-        "--methods", nargs="+", choices=["osscar", "magnitude", "activation"], default=["osscar", "magnitude"]
-    )
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=["osscar", "magnitude"])
     p.add_argument(
         "--distil-methods",
         nargs="+",
-        choices=["osscar", "magnitude", "activation"],
+        choices=METHODS,
         default=None,
         help="pruned students to distil (default: every --methods); the others are compared before fine-tuning",
     )

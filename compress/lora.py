@@ -26,7 +26,9 @@ from engine.models import SMOLLM2_GGUF, package_dir
 from engine.scorer import merge_lora, sha256_file
 
 BASE_MODEL = "SmolLM2-135M-Instruct"
-ADAPTER_VERSION = "scorer-lora-v1"
+# A new adapter's version unless named: never a shipped one's (the merged scorer is cached by version, and every
+# ranking names it), so a retrained adapter cannot be mistaken for engine/scorer's.
+ADAPTER_VERSION = "scorer-lora-custom"
 SCORER_MODEL_ID = "SmolLM2-135M-Instruct-scorer"
 # Every linear layer of attention and MLP in the Llama/Qwen3 blocks.
 DEFAULT_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
