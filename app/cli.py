@@ -49,14 +49,14 @@ def cmd_summarizer(ns: argparse.Namespace) -> int:
 
 
 def cmd_worker(ns: argparse.Namespace) -> int:
-    from engine.factory import engine_from_settings
+    from engine.factory import DEFAULT_SCORER, engine_from_settings
     from jobscore import metrics
     from worker.loop import run_worker
 
     s: WorkerSettings = settings_from(ns, WorkerSettings)
     setup_logging(s.log_level, s.log_format)
     metrics.serve(s.metrics_port)
-    log.info("start-up: loading the engine", extra={"engine": s.engine, "model": str(s.model or "scorer")})
+    log.info("start-up: loading the engine", extra={"engine": s.engine, "model": str(s.model or DEFAULT_SCORER)})
     try:
         engine = build_obeying_signals(lambda: engine_from_settings(s))
     except StartupInterrupted as e:
