@@ -7,6 +7,7 @@ import io
 import json
 import math
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,59 @@ class TestCli:
         assert rc == 1  # budget not met
         doc = json.loads(out)
         assert doc["plan"]["within_budget"] is False and doc["growth"]["load"]["rate"] == 50
+
+    def test_capacity_sizes_with_the_newest_measured_figure_and_says_which(self) -> None:
+        from bench.throughput import newest
+        from engine.factory import DEFAULT_SCORER
+
+        m = newest(DEFAULT_SCORER, "cpu")
+        assert m is not None, "the default scorer's CPU figure is recorded (bench/results/throughput.json)"
+        rc, out = _cli("capacity", "--rate", "0.1", "--candidates", "20", "--platform", "cpu", "--latency-budget", "60")
+        assert rc == 0, out
+        assert f"engine speed: measured: {DEFAULT_SCORER} on cpu, {m.items_per_s:g} items/s at {m.tokens}" in out
+        assert f"{m.tokens} tokens/pair, {m.items_per_s:,.0f} pairs/s per worker" in out
+
+    def test_capacity_refuses_to_guess_a_speed_nobody_measured(self, capsys: pytest.CaptureFixture[str]) -> None:
+        rc, _ = _cli("capacity", "--rate", "50", "--candidates", "200", "--model", "no-such-model")
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert "no measured items/s for no-such-model on gpu" in err and "pass --items-per-s" in err
+
+
+def test_newest_measured_figure_per_model_and_platform(tmp_path: Path) -> None:
+    from bench.throughput import newest
+
+    rows = [
+        {
+            "model": "m",
+            "platform": "cpu",
+            "machine": "a",
+            "items_per_s": 5.0,
+            "tokens": 150,
+            "date": "2026-12-01",
+            "source": "s",
+        },
+        {
+            "model": "m",
+            "platform": "cpu",
+            "machine": "b",
+            "items_per_s": 7.0,
+            "tokens": 150,
+            "date": "2026-12-07",
+            "source": "s",
+        },
+        {
+            "model": "m",
+            "platform": "gpu",
+            "machine": "h100",
+            "items_per_s": 3000.0,
+            "tokens": 150,
+            "date": "2026-11-01",
+            "source": "s",
+        },
+    ]
+    reg = tmp_path / "throughput.json"
+    reg.write_text(json.dumps({"figures": rows}))
+    assert newest("m", "cpu", reg).items_per_s == 7.0  # type: ignore[union-attr]
+    assert newest("m", "gpu", reg).items_per_s == 3000.0  # type: ignore[union-attr]
+    assert newest("other", "cpu", reg) is None
