@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from app.commands import AddCommand, settings_from
+from bench.corpora import CORPUS_HELP as ALL_CORPORA_HELP
 from compress.postings import CORPORA
 from jobscore.settings import ToolSettings, WorkerSettings, setup_logging
 
@@ -80,7 +81,7 @@ def cmd_bench_cpu_engine(ns: argparse.Namespace) -> int:
     s = settings_from(ns, ToolSettings)
     _quiet(s, 2)
     model = Path(resolve_model(ns.model, s.cache_dir))
-    r = run(model, n_prompts=ns.prompts, rounds=ns.rounds, max_model_len=ns.max_model_len)
+    r = run(model, n_prompts=ns.prompts, rounds=ns.rounds, max_model_len=ns.max_model_len, corpus=ns.corpus)
     print(f"\n{model.name}: {r.prompts} prompts, {r.cpus} CPUs\n")
     print(r.table())
     _write_json(ns.json, r.row())
@@ -124,7 +125,7 @@ def cmd_bench_soak(ns: argparse.Namespace) -> int:
     if s.model is None and s.dtype == "auto":
         s = s.model_copy(update={"dtype": "float32"})  # the tiny model on a CPU without bf16 kernels
     rate = None if ns.rate == "auto" else float(ns.rate)
-    rep = run_soak(s, rate, ns.minutes, ns.candidates, ns.workers, ns.sample_s, given, ns.json)
+    rep = run_soak(s, rate, ns.minutes, ns.candidates, ns.workers, ns.sample_s, given, ns.json, corpus=ns.corpus)
     return 1 if rep.ledger.get("lost", 0) else 0
 
 
@@ -147,6 +148,7 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument("--candidates", type=int, default=20, help="Candidates per request.")
     p.add_argument("--workers", type=int, default=1, help="Worker processes.")
     p.add_argument("--sample-s", type=float, default=15.0, help="Seconds between samples of rate, latency and RSS.")
+    p.add_argument("--corpus", choices=("generated", *CORPORA), default="generated", help=ALL_CORPORA_HELP)
     p.add_argument("--json", default=None, help="Also write the report (with the time series) here.")
     p = add(
         "bench-headline",
@@ -197,6 +199,7 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument("--model", default=None, help="model directory or name (default: the shipped scorer)")
     p.add_argument("--prompts", type=int, default=120)
     p.add_argument("--rounds", type=int, default=2, help="starts of each configuration")
+    p.add_argument("--corpus", choices=("generated", *CORPORA), default="generated", help=ALL_CORPORA_HELP)
     p.add_argument("--max-model-len", type=int, default=WorkerSettings.model_fields["max_model_len"].default)
     p.add_argument("--json", default=None, help="Also write the results here.")
     p = add(

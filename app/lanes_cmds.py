@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.commands import AddCommand, settings_from
+from bench.corpora import CORPUS_CHOICES, CORPUS_HELP
 from jobscore.settings import WorkerSettings, setup_logging
 
 
@@ -60,6 +61,7 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:  # type:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--bulk-requests", type=int, default=400, help="Bulk requests queued before phase 2.")
     p.add_argument("--bulk-candidates", type=int, default=50, help="Candidates per bulk request.")
+    p.add_argument("--corpus", choices=CORPUS_CHOICES, default="generated", help=CORPUS_HELP)
     p.add_argument("--json", default=None, help="Also write the result here.")
 
     p = add(
@@ -76,4 +78,5 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:  # type:
     p.add_argument("--wave", type=int, default=50, help="Requests sent at once; each wave answered before the next.")
     p.add_argument("--candidates", type=int, default=20, help="Candidates per request.")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corpus", choices=CORPUS_CHOICES, default="generated", help=CORPUS_HELP)
     p.add_argument("--json", default=None, help="Also write the result here.")

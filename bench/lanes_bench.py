@@ -34,11 +34,11 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 async def _online_phase(
-    client: Any, ids: list[str], rate: float, seconds: float, candidates: int, top_k: int
+    client: Any, ids: list[str], rate: float, seconds: float, candidates: int, top_k: int, corpus: str = "generated"
 ) -> tuple[list[float], int]:
-    from engine.corpus import queries
+    from bench.corpora import search_queries
 
-    qs = queries(int(rate * seconds) + 1, seed=int(time.time()))
+    qs = search_queries(corpus, int(rate * seconds) + 1, seed=int(time.time()))
     lat: list[float] = []
 
     async def one(q: str) -> None:
@@ -59,7 +59,7 @@ async def _online_phase(
 
 
 async def _run(settings: Any, engine: Any, args: Any) -> list[Phase]:
-    from engine.corpus import postings, queries
+    from bench.corpora import job_postings, search_queries
     from jobscore.cache import SummaryCache
     from jobscore.client import ScoringClient, new_request
     from jobscore.metrics import LANE_ITEMS
@@ -68,7 +68,7 @@ async def _run(settings: Any, engine: Any, args: Any) -> list[Phase]:
     from worker.loop import Worker
 
     await ensure_topics(settings)
-    jobs = postings(max(args.candidates, 64), seed=7, prefix="lanes-job")
+    jobs = job_postings(args.corpus, max(args.candidates, 64), seed=7, prefix="lanes-job")
     cache = SummaryCache.from_url(settings.redis_url, settings.summarizer_version)
     await cache.write(build_records(jobs, settings.summarizer_version, 128))
     await cache.close()
@@ -88,14 +88,17 @@ async def _run(settings: Any, engine: Any, args: Any) -> list[Phase]:
                 if name == "with bulk":
                     n_bulk = args.bulk_requests
                     bulk_before = bulk_items()
-                    reqs = [new_request(q, ids[: args.bulk_candidates]) for q in queries(n_bulk, seed=99)]
+                    reqs = [
+                        new_request(q, ids[: args.bulk_candidates])
+                        for q in search_queries(args.corpus, n_bulk, seed=99)
+                    ]
                     await asyncio.gather(*(bulk.submit(r) for r in reqs))
                     # Saturated: bulk work queued and being scored before the online load starts.
                     while worker.batcher.queued("bulk") == 0:
                         await asyncio.sleep(0.05)
                 b0, t0 = bulk_items(), time.perf_counter()
                 lat, online_pairs = await _online_phase(
-                    online, ids, args.rate, args.seconds, args.candidates, args.top_k
+                    online, ids, args.rate, args.seconds, args.candidates, args.top_k, args.corpus
                 )
                 dt = time.perf_counter() - t0
                 phases.append(

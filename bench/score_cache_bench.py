@@ -72,18 +72,21 @@ async def _phase(name: str, settings: Any, engine: Any, stream: list[tuple[str, 
 
 
 async def _run(settings: Any, engine: Any, args: Any, run_id: str) -> list[CachePhase]:
-    from engine.corpus import postings, queries
+    from bench.corpora import job_postings, search_queries
     from jobscore.cache import SummaryCache
     from jobscore.topics import ensure_topics
     from summarizer.writer import build_records
 
-    jobs = postings(max(args.candidates * 4, 64), seed=11, prefix="scorecache-job")
+    jobs = job_postings(args.corpus, max(args.candidates * 4, 64), seed=11, prefix="scorecache-job")
     cache = SummaryCache.from_url(settings.redis_url, settings.summarizer_version)
     await cache.write(build_records(jobs, settings.summarizer_version, 128))
     await cache.close()
     ids = [p.job_id for p in jobs]
     rng = random.Random(args.seed)
-    distinct = [(f"{q} ({run_id})", rng.sample(ids, args.candidates)) for q in queries(args.distinct, seed=args.seed)]
+    distinct = [
+        (f"{q} ({run_id})", rng.sample(ids, args.candidates))
+        for q in search_queries(args.corpus, args.distinct, seed=args.seed)
+    ]
     # Repeats come after their first occurrence was answered (a user paging back, a re-run backfill, the same
     # popular query minutes later): the distinct requests first, then the repeats, sent in waves of --wave
     # requests, each wave answered before the next. (Duplicates sent at the same instant are all scored: none

@@ -35,7 +35,7 @@ from typing import Any
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.corpus import postings, queries
+from bench.corpora import job_postings, search_queries
 from jobscore.cache import SummaryCache
 from jobscore.client import new_request
 from jobscore.kafka import make_consumer, make_producer
@@ -208,11 +208,12 @@ async def _send_steady(
     seconds: float,
     candidates: int,
     on_tick: Any = None,
+    corpus: str = "generated",
 ) -> int:
     """Send ``rate`` requests/s for ``seconds`` (a schedule, not a loop with sleeps that drift)."""
     producer = make_producer(s)
     await producer.start()
-    qs = queries(512, seed=7)
+    qs = search_queries(corpus, 512, seed=7)
     sent = 0
     t0 = time.monotonic()
     try:
@@ -246,11 +247,12 @@ async def soak(
     sample_s: float = 15.0,
     warmup_s: float = 60.0,
     jobs: int = 2000,
+    corpus: str = "generated",
 ) -> SoakReport:
     """Run the soak against the broker/Redis in ``s``; ``rate=None`` measures capacity first (70% of it)."""
     run = f"soak-{uuid.uuid4().hex[:8]}-"
     await ensure_topics(s)
-    items = postings(jobs, seed=11, paragraphs=2, prefix=f"{run}job")
+    items = job_postings(corpus, jobs, seed=11, paragraphs=2, prefix=f"{run}job")
     cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
     recs = build_records(items, s.summarizer_version, 128)
     for i in range(0, len(recs), 500):
@@ -277,7 +279,7 @@ async def soak(
         await answers.start()
         # Warm: the workers are up once a first request is answered.
         print(f"[soak] starting {workers} worker process(es) (logs in {logdir})", file=sys.stderr, flush=True)
-        await _send_steady(s, answers, job_ids, run + "warm-", 1.0, 1.0, candidates)
+        await _send_steady(s, answers, job_ids, run + "warm-", 1.0, 1.0, candidates, corpus=corpus)
         deadline = time.monotonic() + WORKER_START_S
         while not answers.latency_ms:
             if any(p.poll() is not None for p in procs):
@@ -287,7 +289,7 @@ async def soak(
             await asyncio.sleep(0.5)  # waiting on a child process's start-up: nothing to await on
         capacity = None
         if rate is None:
-            capacity = await _measure_capacity(s, answers, job_ids, run + "cap-", candidates)
+            capacity = await _measure_capacity(s, answers, job_ids, run + "cap-", candidates, corpus)
             rate = CAPACITY_SHARE * capacity
             print(f"[soak] capacity {capacity:.2f} requests/s; running at {rate:.2f}", file=sys.stderr, flush=True)
         rep = SoakReport(machine(), rate, minutes, candidates, workers, capacity)
@@ -320,7 +322,9 @@ async def soak(
             last.update(t=now, n=done)
             print(f"[soak] {rep.samples[-1]}", file=sys.stderr, flush=True)
 
-        rep.sent = await _send_steady(s, answers, job_ids, main_run, rate, minutes * 60, candidates, sample)
+        rep.sent = await _send_steady(
+            s, answers, job_ids, main_run, rate, minutes * 60, candidates, sample, corpus=corpus
+        )
         send_s = time.monotonic() - t0
         main_ids = [f"{main_run}{i}" for i in range(rep.sent)]
         deadline = time.monotonic() + DRAIN_S
@@ -364,13 +368,13 @@ async def soak(
 
 
 async def _measure_capacity(
-    s: WorkerSettings, answers: _Answers, job_ids: list[str], run: str, candidates: int
+    s: WorkerSettings, answers: _Answers, job_ids: list[str], run: str, candidates: int, corpus: str = "generated"
 ) -> float:
     """Requests/s the workers sustain: a burst of requests, answered as fast as they can be."""
     n = 200
     producer = make_producer(s)
     await producer.start()
-    qs = queries(n, seed=9)
+    qs = search_queries(corpus, n, seed=9)
     try:
         for i in range(n):
             req = new_request(qs[i], job_ids[i : i + candidates], request_id=f"{run}{i}")
@@ -400,6 +404,7 @@ def run(
     sample_s: float,
     use_given_broker: bool,
     json_out: str | None,
+    corpus: str = "generated",
 ) -> SoakReport:
     from jobscore.devstack import dev_stack
 
@@ -418,7 +423,7 @@ def run(
                 "group_id": f"soak-{tag}",
             }
         )
-        rep = asyncio.run(soak(s, rate, minutes, candidates, workers, sample_s))
+        rep = asyncio.run(soak(s, rate, minutes, candidates, workers, sample_s, corpus=corpus))
     print(rep.render())
     if json_out:
         Path(json_out).write_text(json.dumps(asdict(rep), indent=2))

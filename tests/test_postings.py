@@ -51,3 +51,27 @@ def test_heldout_postings_are_reserved_occupations_only_and_train_ones_never() -
     train, _ = corpus_split("postings", "train", 6, seed=0)
     assert all(occupation_of(j) in reserved for j in held)
     assert not any(occupation_of(j) in reserved for j in train)
+
+
+def test_every_bench_command_takes_the_corpus_and_gets_those_texts() -> None:
+    from app.cli import build_parser
+    from bench.corpora import job_postings, search_queries
+
+    parser = build_parser()
+    for cmd in (
+        "bench",
+        "bench-headline",
+        "bench-models",
+        "bench-cpu-engine",
+        "bench-soak",
+        "bench-lanes",
+        "bench-score-cache",
+    ):
+        extra = ["scorer-full"] if cmd == "bench-models" else []
+        assert parser.parse_args([cmd, *extra, "--corpus", "postings"]).corpus == "postings", cmd
+    short = job_postings("esco-short", 6, seed=4, prefix="b")
+    long = job_postings("postings", 6, seed=4, prefix="b")
+    assert [p.job_id for p in short] == [f"b-{i:06d}" for i in range(6)] == [p.job_id for p in long]
+    assert all(s.description.rstrip(".") in lp.description for s, lp in zip(short, long, strict=True))
+    assert min(len(p.description.split()) for p in long) >= 300 > max(len(p.description.split()) for p in short)
+    assert len(job_postings("generated", 3, prefix="g")) == 3 and len(search_queries("esco-short", 5, seed=1)) == 5
