@@ -70,3 +70,21 @@ def test_headline_runs_every_step_each_round_and_reverses_the_order() -> None:
     run_rounds(runners, 3)
     assert calls == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
     assert all(len(x.rates) == 3 and x.scores == [0.5] * 10 for x in runners)
+
+
+def test_gpu_check_script_parses_and_refuses_a_host_without_a_gpu(tmp_path: object) -> None:
+    """scripts/gpu-check.sh (README "GPU"): valid bash; on a host without nvidia-smi it installs nothing and says
+    where to run it."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu-check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU host: the script would run for real")
+    p = subprocess.run(["bash", str(script), str(tmp_path)], capture_output=True, text=True, check=False)
+    assert p.returncode == 2 and "run this on a CUDA host" in p.stderr
+    text = script.read_text()
+    for step in ("vllm==0.32.0", "bench --config qwen3-0.6b --dtype bfloat16", "bench-headline --dtype bfloat16"):
+        assert step in text
