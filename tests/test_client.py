@@ -30,7 +30,7 @@ from jobscore.settings import CommonSettings, WorkerSettings
 from jobscore.topics import ensure_topics
 from schemas import POSTINGS, RANKINGS, Ranking, ScoredJob, ScoreRequest
 from tests.conftest import WAIT_S, wait_until
-from tests.test_worker import running, seed
+from tests.helpers import running, seed
 from worker.loop import Worker
 
 README = Path(__file__).resolve().parent.parent / "README.md"

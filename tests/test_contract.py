@@ -23,7 +23,7 @@ from jobscore.contract import CONTRACT_DIR, asyncapi, drift, message_types, rend
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import RANKINGS, SCORE_REQUESTS
 from tests.conftest import WAIT_S
-from tests.test_worker import running, seed
+from tests.helpers import running, seed
 from worker.loop import Worker
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -15,8 +15,7 @@ from jobscore.client import RankingWaiter, ScoringClient, new_request
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import ScoreRequest
 from tests.conftest import WAIT_S, wait_until
-from tests.test_reliability_broker import GatedEngine
-from tests.test_worker import running, seed
+from tests.helpers import GatedEngine, running, seed
 from worker.batching import Lane, RecordKey, RequestState, TokenBudgetBatcher, WorkItem
 from worker.loop import Worker
 

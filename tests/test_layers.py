@@ -142,3 +142,16 @@ def test_no_import_cycle_between_modules() -> None:
         if m not in state:
             visit(m, [m])
     assert not cycles, "import cycles between modules:\n" + "\n".join(cycles)
+
+
+def test_no_test_module_imports_another_test_modules_helpers() -> None:
+    # Shared helpers live in tests/helpers.py (and fixtures in conftest.py): a test module importing another one
+    # runs that module's import side effects and ties the two files' scheduling together.
+    wrong = []
+    for f in sorted((ROOT / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                last = node.module.rsplit(".", 1)[-1]
+                if node.module.startswith("tests.") and last.startswith("test_"):
+                    wrong.append(f"{f.relative_to(ROOT)}:{node.lineno} imports {node.module}")
+    assert not wrong, "\n".join(wrong)

@@ -21,7 +21,7 @@ from jobscore.ledger import Window, postings_ledger, read_topic, request_ledger
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import RANKINGS, JobPosted
 from tests.conftest import WAIT_S, plain
-from tests.test_worker import running, seed
+from tests.helpers import running, seed
 from worker.loop import Worker
 
 pytestmark = pytest.mark.engine

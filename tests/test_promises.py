@@ -33,7 +33,7 @@ from schemas import JobPosted, Ranking, ScoreRequest
 from schemas.summary import SummaryRecord
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S
-from tests.test_worker import running, seed
+from tests.helpers import running, seed
 from worker.loop import Worker
 
 # The first test to use the scorer pays its vLLM load (~30-40 s idle, minutes on a busy host) inside its time.

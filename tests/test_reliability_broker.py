@@ -11,65 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
 
 from engine.corpus import postings
 from jobscore.cache import SummaryCache
 from jobscore.client import new_request, publish_postings, publish_requests
 from jobscore.devstack import EmbeddedBroker
-from jobscore.kafka import BrokerLost, make_consumer, make_producer
-from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
+from jobscore.kafka import BrokerLost, make_producer
+from jobscore.settings import SummarizerSettings, WorkerSettings
 from jobscore.topics import ensure_topics
 from summarizer.service import Summarizer
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until
+from tests.helpers import GatedEngine, committed
 from worker.loop import Worker
 
 pytestmark = pytest.mark.engine
-
-
-class GatedEngine:
-    """The real engine behind a gate: scoring waits until the test opens it (the worker is not mocked)."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.info = engine.info
-        self.max_model_len = engine.max_model_len
-        self.tokenizer = engine.tokenizer
-        self.gate = threading.Event()
-        self.waiting = threading.Event()  # set once a call waits at the closed gate
-        self._lock = threading.Lock()
-
-    def shut(self) -> None:
-        """Close the gate again: calls from now on wait there (``waiting`` says when one does)."""
-        with self._lock:
-            self.waiting.clear()
-            self.gate.clear()
-
-    def score_tokens(self, prompts: Sequence[Sequence[int]]) -> list[float]:
-        # Decided under the lock: a call that found the gate open goes on even if it shuts right after, so
-        # `waiting` is never missing for a call that waits.
-        with self._lock:
-            closed = not self.gate.is_set()
-            if closed:
-                self.waiting.set()
-        if closed:
-            assert self.gate.wait(WAIT_S), "the test never opened the gate"
-        return list(self.engine.score_tokens(prompts))
-
-    def score(self, prompts: Sequence[str]) -> list[float]:
-        return list(self.engine.score(prompts))
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return list(self.engine.count_tokens(texts))
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -79,16 +39,6 @@ def own_broker() -> Iterator[EmbeddedBroker]:
         yield b
     finally:
         b.stop()
-
-
-async def committed(s: CommonSettings, group_id: str, topic: str) -> dict[int, int | None]:
-    """The group's committed offset per partition of ``topic`` (None: never committed)."""
-    consumer = make_consumer(s, group_id)
-    await consumer.start()
-    try:
-        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(s.topic_partitions)}
-    finally:
-        await consumer.stop()
 
 
 async def test_broker_restarted_empty_worker_commits_nothing_it_answered_into_the_void(

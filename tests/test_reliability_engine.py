@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 
 from engine.engines import REAPER_POLL_S
 from tests.conftest import WAIT_S
+from tests.helpers import Lines, descendants
 
 # Each test starts vLLM up to twice in a child process: minutes on two shared cores.
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
@@ -48,46 +47,6 @@ if __name__ == "__main__":  # vLLM spawns its engine process: the main module mu
     print("ENGINE-PIDS", json.dumps(engine.pids), flush=True)
     time.sleep(3600)
 """
-
-
-class Lines:
-    """A child's output lines, read in a thread so the test can wait on one with a timeout."""
-
-    def __init__(self, stream: object) -> None:
-        self.q: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        self._pump_thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self._pump_thread.start()
-
-    def _pump(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self.q.put(line)
-
-    def wait_for(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.q.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"no line with {text!r} after {timeout:.0f}s; got:\n{''.join(self.seen[-30:])}")
-
-    def all(self, timeout: float) -> str:
-        """Everything the child printed, once its output has ended (it exited)."""
-        self._pump_thread.join(timeout)
-        while not self.q.empty():
-            self.seen.append(self.q.get_nowait())
-        return "".join(self.seen)
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
 
 
 def assert_all_exit(procs: list[psutil.Process], what: str) -> None:

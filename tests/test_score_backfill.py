@@ -21,7 +21,7 @@ from engine.corpus import postings, queries
 from jobscore.backfill import Journal, JournalHead, run_backfill, units_of
 from jobscore.settings import CommonSettings, WorkerSettings
 from tests.conftest import WAIT_S, wait_until
-from tests.test_worker import running, seed
+from tests.helpers import running, seed
 from worker.loop import Worker
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from jobscore.scorecache import ScoreCache, model_tag, prompt_digest
 from jobscore.settings import CommonSettings, WorkerSettings
 from tests.conftest import WAIT_S, wait_until
 from tests.faults.conftest import DelegatingEngine
-from tests.test_worker import running, seed
+from tests.helpers import running, seed
 from worker.loop import Worker
 
 

@@ -42,8 +42,8 @@ from jobscore.settings import CommonSettings, WorkerSettings
 from jobscore.topics import ensure_topics
 from schemas import POSTINGS, JobPosted
 from tests.conftest import WAIT_S
+from tests.helpers import running
 from tests.security_certs import Pki, make_pki
-from tests.test_worker import running
 
 SASL_HANDSHAKE, SASL_AUTHENTICATE, API_VERSIONS = 17, 36, 18
 SASL_AUTHENTICATION_FAILED = 58

@@ -3,18 +3,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from aiokafka import TopicPartition
-
 from engine.corpus import postings
 from jobscore.cache import SummaryCache
 from jobscore.client import publish_postings, tail
-from jobscore.kafka import make_consumer, make_producer
+from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings
 from schemas import DEAD_LETTERS, DeadLetter, JobPosted
 from schemas.summary import SummaryRecord, content_hash
 from summarizer.extractive import approx_tokens, summarize
 from summarizer.service import Summarizer
 from tests.conftest import WAIT_S, wait_until
+from tests.helpers import all_present, committed_total
 
 
 class TestExtractive:
@@ -76,7 +75,7 @@ class TestSummarizerService:
         try:
             await publish_postings(s, items)
             ids = [p.job_id for p in items]
-            await wait_until(lambda: _all_present(cache, ids), what="all summaries in Redis")
+            await wait_until(lambda: all_present(cache, ids), what="all summaries in Redis")
             recs = await cache.get_many(ids)
             for p, r in zip(items, recs, strict=True):
                 assert isinstance(r, SummaryRecord)
@@ -88,7 +87,7 @@ class TestSummarizerService:
         finally:
             await _stop(svc, task)
         # Broker state: the group's committed offsets cover every posting.
-        assert await _committed_total(s) == len(items)
+        assert await committed_total(s) == len(items)
         await cache.close()
 
     async def test_tombstone_deletes_and_update_replaces_summary(
@@ -102,7 +101,7 @@ class TestSummarizerService:
             a = JobPosted(job_id=f"{s.group_id}-a", title="Electrician", description="Wiring and conduit work.")
             b = JobPosted(job_id=f"{s.group_id}-b", title="Nurse", description="Patient care on a ward.")
             await publish_postings(s, [a, b])
-            await wait_until(lambda: _all_present(cache, [a.job_id, b.job_id]), what="summaries")
+            await wait_until(lambda: all_present(cache, [a.job_id, b.job_id]), what="summaries")
             a2 = JobPosted(job_id=a.job_id, title="Senior Electrician", description="Industrial wiring.")
             await publish_postings(s, [a2, JobPosted(job_id=b.job_id, deleted=True)])
 
@@ -132,7 +131,7 @@ class TestSummarizerService:
             await producer.stop()
             good = JobPosted(job_id=f"{s.group_id}-good", title="Teacher", description="Lesson planning.")
             await publish_postings(s, [good])
-            await wait_until(lambda: _all_present(cache, [good.job_id]), what="the valid posting's summary")
+            await wait_until(lambda: all_present(cache, [good.job_id]), what="the valid posting's summary")
             letters = [m async for _, m in tail(s, DEAD_LETTERS, from_beginning=True, limit=2, idle_exit_s=WAIT_S)]
             assert all(isinstance(m, DeadLetter) for m in letters)
             kinds = sorted(m.error_type for m in letters)  # type: ignore[union-attr]
@@ -143,23 +142,3 @@ class TestSummarizerService:
         finally:
             await _stop(svc, task)
             await cache.close()
-
-
-async def _all_present(cache: SummaryCache, ids: list[str]) -> bool:
-    return all(r is not None for r in await cache.get_many(ids))
-
-
-async def _committed_total(s: SummarizerSettings) -> int:
-    consumer = make_consumer(s, s.group_id)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(s.topic_postings) or set()
-        if not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(s.topic_postings) or set()
-        total = 0
-        for p in parts:
-            total += await consumer.committed(TopicPartition(s.topic_postings, p)) or 0
-        return total
-    finally:
-        await consumer.stop()

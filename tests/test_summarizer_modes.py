@@ -31,7 +31,7 @@ from summarizer.modes import (
 from summarizer.service import Summarizer
 from summarizer.skills import SkillMatcher, default_matcher, esco_labels, preferred_label
 from tests.conftest import WAIT_S, wait_until
-from tests.test_summarizer import _all_present, _committed_total
+from tests.helpers import all_present, committed_total
 
 BUDGET = 128
 
@@ -193,7 +193,7 @@ class TestAbstractive:
         try:
             await publish_postings(s, items)
             ids = [p.job_id for p in items]
-            await wait_until(lambda: _all_present(cache, ids), what="abstractive summaries in Redis")
+            await wait_until(lambda: all_present(cache, ids), what="abstractive summaries in Redis")
             for p, r in zip(items, await cache.get_many(ids), strict=True):
                 assert isinstance(r, SummaryRecord) and r.mode == "abstractive"
                 assert r.summary_tokens <= BUDGET and f"Title: {p.title}" in r.summary
@@ -254,7 +254,7 @@ class TestServiceSemantics:
         try:
             await publish_postings(s, items)
             ids = [p.job_id for p in items]
-            await wait_until(lambda: _all_present(cache, ids), what="hybrid summaries")
+            await wait_until(lambda: all_present(cache, ids), what="hybrid summaries")
             for p, r in zip(items, await cache.get_many(ids), strict=True):
                 assert isinstance(r, SummaryRecord) and r.mode == "hybrid"
                 assert r.raw == p.description[:300] and r.content_hash == content_hash(p)
@@ -277,7 +277,7 @@ class TestServiceSemantics:
         task = await _run(svc)
         try:
             await publish_postings(s, [a])
-            await wait_until(lambda: _all_present(cache, [a.job_id]), what="first summary")
+            await wait_until(lambda: all_present(cache, [a.job_id]), what="first summary")
             (first,) = await cache.get_many([a.job_id])
             assert isinstance(first, SummaryRecord) and first.raw is None
             # Same content re-posted (a new posted_at), then a marker posting behind it on the topic.
@@ -306,7 +306,7 @@ class TestServiceSemantics:
         task = await _run(svc)
         try:
             await publish_postings(s, [a])
-            await wait_until(lambda: _all_present(cache, [a.job_id]), what="the summary")
+            await wait_until(lambda: all_present(cache, [a.job_id]), what="the summary")
             # Redis holds the key with the configured expiry (TTL -1 would mean "forever").
             ttl = await cache.client.ttl(summary_key(s.summarizer_version, a.job_id))
             assert 0 < ttl <= 777
@@ -331,7 +331,7 @@ class TestServiceSemantics:
             boom = JobPosted(job_id=f"{s.group_id}-boom", title="boom", description="Anything.")
             good = JobPosted(job_id=f"{s.group_id}-good", title="Teacher", description="Lesson planning.")
             await publish_postings(s, [boom, good])
-            await wait_until(lambda: _all_present(cache, [good.job_id]), what="the good posting's summary")
+            await wait_until(lambda: all_present(cache, [good.job_id]), what="the good posting's summary")
             letters = [m async for _, m in tail(s, DEAD_LETTERS, from_beginning=True, limit=2, idle_exit_s=WAIT_S)]
             by_type = {m.error_type: m for m in letters if isinstance(m, DeadLetter)}
             assert set(by_type) == {"invalid", "summarize_failed"}
@@ -344,7 +344,7 @@ class TestServiceSemantics:
         finally:
             await _stop(svc, task)
             await cache.close()
-        assert await _committed_total(s) == 3
+        assert await committed_total(s) == 3
 
     async def test_summaries_survive_restart_and_resume_after_last_commit(
         self,
@@ -360,23 +360,23 @@ class TestServiceSemantics:
         task = await _run(svc)
         try:
             await publish_postings(s, first)
-            await wait_until(lambda: _all_present(cache, [p.job_id for p in first]), what="first batch")
+            await wait_until(lambda: all_present(cache, [p.job_id for p in first]), what="first batch")
             await wait_until(lambda: svc.postings_done == len(first), what="first batch committed")
             before = await cache.get_many([p.job_id for p in first])
         finally:
             await _stop(svc, task)
-        assert await _committed_total(s) == len(first)
+        assert await committed_total(s) == len(first)
         # While the summarizer is down, more postings arrive; a new process in the same group resumes.
         await publish_postings(s, second)
         svc2 = Summarizer(s, extractive)
         task2 = await _run(svc2)
         try:
-            await wait_until(lambda: _all_present(cache, [p.job_id for p in second]), what="second batch")
+            await wait_until(lambda: all_present(cache, [p.job_id for p in second]), what="second batch")
             await wait_until(lambda: svc2.postings_done == len(second), what="second batch committed")
         finally:
             await _stop(svc2, task2)
         # The restarted consumer read only what was not committed, and the earlier summaries are intact.
         assert svc2.postings_done == len(second)
         assert await cache.get_many([p.job_id for p in first]) == before
-        assert await _committed_total(s) == len(first) + len(second)
+        assert await committed_total(s) == len(first) + len(second)
         await cache.close()

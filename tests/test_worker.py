@@ -3,87 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import TopicPartition
 
 from engine.corpus import postings, queries
 from engine.prompt import PromptTemplate
 from jobscore.cache import SummaryCache
 from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
-from jobscore.kafka import make_consumer, make_producer
+from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
-from schemas import DEAD_LETTERS, SCORE_REQUESTS, DeadLetter, JobPosted, ScoreRequest
+from schemas import DEAD_LETTERS, DeadLetter, ScoreRequest
 from summarizer.service import Summarizer
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until
+from tests.helpers import committed_offsets, next_offsets, running, seed
 from worker.loop import EngineFailure, Worker
 
 pytestmark = pytest.mark.engine
-
-
-@contextlib.asynccontextmanager
-async def running(svc: Worker | Summarizer) -> AsyncIterator[asyncio.Task[None]]:
-    await svc.start()
-    task = asyncio.create_task(svc.run())
-    try:
-        yield task
-    finally:
-        svc.stop()
-        try:
-            # No suppression: a worker error or a drain that hangs fails the test that used the service.
-            await asyncio.wait_for(task, WAIT_S)
-        finally:
-            await svc.close()
-
-
-async def seed(s: WorkerSettings, items: Sequence[JobPosted]) -> None:
-    """Write summaries straight into the cache (the summarizer's path has its own tests)."""
-    cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
-    await cache.write(build_records(items, s.summarizer_version, 128))
-    await cache.close()
-
-
-async def committed_offsets(s: WorkerSettings) -> dict[int, int | None]:
-    consumer = make_consumer(s, s.group_id)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        parts = consumer.partitions_for_topic(s.topic_requests) or set()
-        return {p: await consumer.committed(TopicPartition(s.topic_requests, p)) for p in sorted(parts)}
-    finally:
-        await consumer.stop()
-
-
-async def next_offsets(s: WorkerSettings, count: int) -> dict[int, int]:
-    """Per partition, the offset after the last of ``count`` records on the requests topic.
-
-    Read from the records themselves: tansu reports the high watermark of a batched produce as the
-    batch's base offset + 1, so ListOffsets(latest) is not a reliable "end" on the embedded broker.
-    """
-    out: dict[int, int] = {}
-    async for rec, _ in tail(s, SCORE_REQUESTS, from_beginning=True, limit=count, idle_exit_s=WAIT_S):
-        out[rec.partition] = max(out.get(rec.partition, 0), rec.offset + 1)
-    return out
-
-
-async def request_positions(s: WorkerSettings, count: int) -> dict[str, tuple[int, int]]:
-    """``request_id → (partition, offset)`` for the first ``count`` records on the requests topic."""
-    out: dict[str, tuple[int, int]] = {}
-    async for rec, msg in tail(s, SCORE_REQUESTS, from_beginning=True, limit=count, idle_exit_s=WAIT_S):
-        if isinstance(msg, ScoreRequest):
-            out[msg.request_id] = (rec.partition, rec.offset)
-    return out
-
-
-def committed_ids(positions: dict[str, tuple[int, int]], committed: dict[int, int | None]) -> set[str]:
-    """The request ids a group's committed offsets cover (offset below the partition's commit)."""
-    return {rid for rid, (p, off) in positions.items() if off < (committed.get(p) or 0)}
 
 
 class TestEndToEnd:

@@ -25,9 +25,7 @@ from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, WorkerSettings, settings_env
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, queued_items, wait_until
-from tests.test_reliability_broker import GatedEngine
-from tests.test_reliability_engine import Lines, descendants
-from tests.test_worker import committed_offsets, next_offsets, running, seed
+from tests.helpers import GatedEngine, Lines, committed_offsets, descendants, next_offsets, running, seed
 from worker.loop import Worker
 
 pytestmark = pytest.mark.engine

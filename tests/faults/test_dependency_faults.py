@@ -35,8 +35,7 @@ from jobscore.topics import ensure_topics
 from summarizer.service import Summarizer
 from tests.conftest import WAIT_S, RedisServer, wait_until
 from tests.faults.conftest import print_ledger, print_postings_ledger, running
-from tests.test_reliability_broker import committed
-from tests.test_worker import committed_offsets, next_offsets, seed
+from tests.helpers import committed, committed_offsets, next_offsets, seed
 from worker.loop import Worker
 
 # The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a

@@ -25,7 +25,7 @@ from schemas import JobPosted
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until
 from tests.faults.conftest import DelegatingEngine, print_ledger, running
-from tests.test_worker import committed_ids, committed_offsets, next_offsets, request_positions, seed
+from tests.helpers import committed_ids, committed_offsets, next_offsets, request_positions, seed
 from worker.loop import Worker
 
 # The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a

@@ -23,7 +23,7 @@ from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import DEAD_LETTERS, SCORE_REQUESTS
 from tests.conftest import WAIT_S
 from tests.faults.conftest import print_ledger, running
-from tests.test_worker import seed
+from tests.helpers import seed
 from worker.loop import Worker
 
 # The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a

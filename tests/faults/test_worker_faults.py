@@ -19,7 +19,7 @@ from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, WorkerSettings
 from tests.conftest import SESSION_TIMEOUT_MS, WAIT_S, queued_items, wait_until
 from tests.faults.conftest import PROCESS_START_S, DelegatingEngine, WorkerProcess, print_ledger, running
-from tests.test_worker import committed_ids, committed_offsets, next_offsets, request_positions, seed
+from tests.helpers import committed_ids, committed_offsets, next_offsets, request_positions, seed
 from worker.loop import Worker
 
 # The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a
