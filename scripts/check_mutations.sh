@@ -65,3 +65,11 @@ run expired-request-scored worker/loop.py "        if req.deadline is not None a
 run expired-queued-request-scored worker/batching.py "                if st.timed_out or st.expired(now):" "                if st.timed_out:" \
   tests/test_batching.py -k test_expired_request_is_dropped_not_scored
 run lanes-bulk-first worker/batching.py "        for lane in LANES:  # online first" "        for lane in reversed(LANES):  # online first" "tests/test_lanes.py::test_bulk_lane_saturated_online_request_scored_in_next_batch"
+# 7. Issue 26: the KV block size the engine asks for lets the shared prefix be reused (without it: vLLM's
+#    128-token blocks, 0 tokens reused); the pruned scorer's build checks what it built.
+run kv-block-none engine/engines.py "        if self.kv_block_size is not None:
+            kwargs[\"block_size\"] = self.kv_block_size" "        if False:
+            pass" \
+  "tests/test_promises.py::TestAnswerTokens::test_prefix_reuse_hits_at_the_default_kv_block_size_and_scores_equal_hf"
+run pruned-check-skipped engine/pruned_scorer.py "    if worst > manifest.tolerance:" "    if False:" \
+  tests/test_pruned_scorer.py -k another_parent
