@@ -119,9 +119,10 @@ def run_headline(
         for j, text in raw_docs.items():
             ids = tok(text, add_special_tokens=False)["input_ids"]
             raw_docs[j] = text if len(ids) <= max_raw_tokens else tok.decode(ids[:max_raw_tokens])
-    raw_tokens = statistics.mean(len(tok(raw_docs[j], add_special_tokens=False)["input_ids"]) for j in jobs)
+    raw_lengths = [len(ids) for ids in tok([raw_docs[j] for j in jobs], add_special_tokens=False)["input_ids"]]
+    raw_tokens = statistics.mean(raw_lengths)
     sum_tokens = statistics.mean(len(tok(sum_docs[j], add_special_tokens=False)["input_ids"]) for j in jobs)
-    max_len = max(2048, 128 + max(len(tok(d, add_special_tokens=False)["input_ids"]) for d in raw_docs.values()))
+    max_len = max(2048, 128 + max(raw_lengths))
     cut = f"cut at {max_raw_tokens} tokens" if max_raw_tokens else "not cut"
     print(
         f"{n} pairs, {len(jobs)} postings ({corpus}): raw {raw_tokens:.0f} tokens, summary {sum_tokens:.0f} tokens "

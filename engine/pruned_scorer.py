@@ -18,7 +18,6 @@ Nothing is trained at build time and no calibration is re-run: slicing and copyi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -28,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from engine.identity import write_identity
-from engine.scorer import SHIPPED_ADAPTER, AdapterManifest, ScorerBuildError, build_scorer, sha256_file
+from engine.scorer import (
+    SHIPPED_ADAPTER,
+    AdapterManifest,
+    ScorerBuildError,
+    build_scorer,
+    is_built,
+    read_manifest,
+    sha256_file,
+)
 from engine.tinymodel import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -50,10 +57,7 @@ class PrunedManifest:
 
     @classmethod
     def read(cls, pruned_dir: Path) -> PrunedManifest:
-        f = pruned_dir / "manifest.json"
-        if not f.exists():
-            raise ScorerBuildError(f"{pruned_dir}: no manifest.json (a pruned scorer ships with its manifest)")
-        m = json.loads(f.read_text())
+        m = read_manifest(pruned_dir, "a pruned scorer")
         return cls(
             version=m["version"],
             parent_adapter=m["parent_adapter"],
@@ -125,7 +129,7 @@ def apply_pruning(model: Any, tensors: dict[str, Any]) -> int:
 def build_pruned(unpruned: Path, pruned_dir: Path, out: Path, *, force: bool = False) -> Path:
     """``unpruned`` cut as ``pruned_dir`` (manifest + weights) says, checked, saved at ``out`` (atomically)."""
     manifest = PrunedManifest.read(pruned_dir)
-    if (out / "config.json").exists() and (out / "jobscore_model.json").exists() and not force:
+    if is_built(out) and not force:
         return out
     weights = pruned_dir / WEIGHTS_FILE
     actual = sha256_file(weights) if weights.exists() else "missing"
@@ -189,7 +193,7 @@ def build_pruned_scorer(
     cached by version."""
     manifest = PrunedManifest.read(pruned_dir)
     out = pruned_scorer_dir(cache_dir, pruned_dir)
-    if (out / "config.json").exists() and (out / "jobscore_model.json").exists() and not force:
+    if is_built(out) and not force:
         return out
     parent = AdapterManifest.read(adapter_dir)
     if parent.version != manifest.parent_adapter:

@@ -43,16 +43,26 @@ class AdapterManifest:
 
     @classmethod
     def read(cls, adapter_dir: Path) -> AdapterManifest:
-        f = adapter_dir / "manifest.json"
-        if not f.exists():
-            raise ScorerBuildError(f"{adapter_dir}: no manifest.json (an adapter ships with its manifest)")
-        m = json.loads(f.read_text())
+        m = read_manifest(adapter_dir, "an adapter")
         return cls(
             version=m["adapter_version"],
             base_model=m["base_model"],
             base_sha256=m["base_gguf"]["sha256"],
             raw=m,
         )
+
+
+def read_manifest(model_files: Path, what: str) -> dict[str, Any]:
+    """``model_files/manifest.json`` of shipped model files (an adapter, a pruned scorer), refused if missing."""
+    f = model_files / "manifest.json"
+    if not f.exists():
+        raise ScorerBuildError(f"{model_files}: no manifest.json ({what} ships with its manifest)")
+    return dict(json.loads(f.read_text()))
+
+
+def is_built(out: Path) -> bool:
+    """A built scorer directory: its weights' config and the identity sidecar, written last before the rename."""
+    return (out / "config.json").exists() and (out / "jobscore_model.json").exists()
 
 
 def sha256_file(path: Path) -> str:
@@ -88,7 +98,7 @@ def build_scorer(
     """
     manifest = AdapterManifest.read(adapter_dir)
     out = scorer_dir(cache_dir, adapter_dir)
-    if (out / "config.json").exists() and (out / "jobscore_model.json").exists() and not force:
+    if is_built(out) and not force:
         return out
     actual = base_sha256 if base_sha256 is not None else packaged_base_sha256()
     if actual != manifest.base_sha256:

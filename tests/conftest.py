@@ -320,7 +320,7 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S, what
 async def running_through_faults(svc: Any) -> AsyncIterator[asyncio.Task[None]]:
     """Run a worker or summarizer for a test that injects faults: on the way out, an error its ``run()``
     ended with (the injected fault) does not fail the test — the test asserts the outcome itself.
-    Plain tests use `tests.test_worker.running`, which re-raises."""
+    Plain tests use `tests.helpers.running`, which re-raises."""
     await svc.start()
     task = asyncio.create_task(svc.run())
     try:
