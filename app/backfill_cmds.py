@@ -1,7 +1,7 @@
 """``jobscore score-backfill``: score a file of (query, job ids) into a results file, resumable.
 
 Loaded by `app.cli` through its plugin hook (`register(sub, add)`). The core (units, journal, output,
-the cluster path over the bulk lane) is jobscore/backfill.py; the ``--direct`` path lives here because it
+the cluster path over the bulk lane) is ops/backfill.py; the ``--direct`` path lives here because it
 loads the engine and reuses the worker's prompt and candidate resolution in-process.
 """
 
@@ -22,7 +22,7 @@ from jobscore.settings import WorkerSettings, setup_logging
 async def direct_units(settings: WorkerSettings, engine: Any, units: list[Any]) -> AsyncIterator[Any]:
     """Score units in this process through ``engine`` with the worker's own prompt building, summary
     lookup and ranking (`Worker.rank_now`, no broker): for a machine without a cluster."""
-    from jobscore.backfill import JournalLine, chunks, rows_of
+    from ops.backfill import JournalLine, chunks, rows_of
     from schemas import ScoreRequest
     from worker.loop import Worker
 
@@ -42,7 +42,7 @@ async def direct_units(settings: WorkerSettings, engine: Any, units: list[Any]) 
 def cmd_score_backfill(ns: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from jobscore.backfill import BackfillError, cluster_units, run_backfill
+    from ops.backfill import BackfillError, cluster_units, run_backfill
 
     s: WorkerSettings = settings_from(ns, WorkerSettings)
     setup_logging(s.log_level, s.log_format)

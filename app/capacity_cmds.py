@@ -1,4 +1,4 @@
-"""``jobscore capacity``: workers, partitions, KEDA thresholds and latency for a load (jobscore/capacity.py).
+"""``jobscore capacity``: workers, partitions, KEDA thresholds and latency for a load (ops/capacity.py).
 
 Loaded by `app.cli` through its plugin hook (`register(sub, add)`). Pure arithmetic: contacts nothing.
 """
@@ -11,8 +11,8 @@ import sys
 
 from app.commands import AddCommand, settings_from
 from engine.factory import DEFAULT_SCORER, SCORER_FULL, SCORER_PRUNED
-from jobscore.capacity import CapacityPlan
 from jobscore.settings import ToolSettings, WorkerSettings, setup_logging
+from ops.capacity import CapacityPlan
 
 
 def engine_speed(ns: argparse.Namespace) -> tuple[float, int, str]:
@@ -43,7 +43,7 @@ def engine_speed(ns: argparse.Namespace) -> tuple[float, int, str]:
 def plans_from_args(ns: argparse.Namespace) -> tuple[CapacityPlan, CapacityPlan]:
     """The plan for the given load and for ``--growth`` x it on the same partitions. The worker's own
     batch limits (its flags' JOBSCORE_* variables) apply unless given here. Raises ValueError."""
-    from jobscore.capacity import Knobs, Load, plan
+    from ops.capacity import Knobs, Load, plan
 
     w = WorkerSettings()
     items_per_s, tokens, _ = engine_speed(ns)
@@ -61,7 +61,7 @@ def plans_from_args(ns: argparse.Namespace) -> tuple[CapacityPlan, CapacityPlan]
 
 
 def cmd_capacity(ns: argparse.Namespace) -> int:
-    from jobscore.capacity import render
+    from ops.capacity import render
 
     s: ToolSettings = settings_from(ns, ToolSettings)
     setup_logging(s.log_level, s.log_format)

@@ -74,7 +74,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
 
 def cmd_dev(ns: argparse.Namespace) -> int:
-    from jobscore.devstack import EmbeddedBroker, EmbeddedRedis
+    from ops.devstack import EmbeddedBroker, EmbeddedRedis
 
     s: CommonSettings = settings_from(ns, CommonSettings)
     setup_logging(s.log_level, s.log_format)
@@ -99,8 +99,8 @@ def cmd_dev(ns: argparse.Namespace) -> int:
 def cmd_post(ns: argparse.Namespace) -> int:
     import msgspec
 
+    from client import publish_postings
     from engine.corpus import postings
-    from jobscore.client import publish_postings
     from jobscore.topics import ensure_topics
     from schemas import posting_from_row
 
@@ -132,7 +132,7 @@ def cmd_post(ns: argparse.Namespace) -> int:
 
 
 def cmd_request(ns: argparse.Namespace) -> int:
-    from jobscore.client import RankingWaiter, new_request, publish_requests
+    from client import RankingWaiter, new_request, publish_requests
     from jobscore.topics import ensure_topics
     from schemas import RANKINGS
 
@@ -157,7 +157,7 @@ def cmd_request(ns: argparse.Namespace) -> int:
 
 
 def cmd_tail(ns: argparse.Namespace) -> int:
-    from jobscore.client import tail
+    from client import tail
     from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SchemaError
 
     s: CommonSettings = settings_from(ns, CommonSettings)

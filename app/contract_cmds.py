@@ -1,7 +1,7 @@
 """``jobscore contract``: render the wire contract (JSON Schema per message + AsyncAPI) from the code.
 
 Loaded by `app.cli` through its plugin hook (`register(sub, add)`). Contacts nothing; see
-jobscore/contract.py for what is generated and from where.
+ops/contract.py for what is generated and from where.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from jobscore.settings import ToolSettings, setup_logging
 
 
 def cmd_contract(ns: argparse.Namespace) -> int:
-    from jobscore.contract import CONTRACT_DIR, drift, render, write
+    from ops.contract import CONTRACT_DIR, drift, render, write
 
     s: ToolSettings = settings_from(ns, ToolSettings)
     setup_logging(s.log_level, s.log_format)

@@ -17,13 +17,13 @@ import uuid
 from prometheus_client import REGISTRY
 
 from app.demo_corpus import DemoCorpus, demo_corpus, ndcg_at
+from client import RankingWaiter, new_request, publish_postings, publish_requests, tail
 from engine.factory import engine_from_settings
 from jobscore.cache import SummaryCache
-from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
-from jobscore.devstack import dev_stack
 from jobscore.kafka import make_producer, topic_name
 from jobscore.settings import SummarizerSettings, WorkerSettings
 from jobscore.topics import ensure_topics
+from ops.devstack import dev_stack
 from schemas import DEAD_LETTERS, SCORE_REQUESTS, DeadLetter, Ranking, ScoreRequest
 from summarizer.service import Summarizer
 from worker.loop import Worker

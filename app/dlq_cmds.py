@@ -1,6 +1,6 @@
 """``jobscore dlq ls|show|redrive``: read the dead-letter topic and re-drive originals after a fix.
 
-Registered by `app.cli` through its plugin hook (`register(sub, add)`); the library is `jobscore.dlq`.
+Registered by `app.cli` through its plugin hook (`register(sub, add)`); the library is `ops.dlq`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from jobscore.settings import CommonSettings, setup_logging
 
 
 def _filter(ns: argparse.Namespace) -> Any:
-    from jobscore.dlq import DeadLetterFilter
-    from jobscore.times import parse_time
+    from ops.dlq import DeadLetterFilter
+    from ops.times import parse_time
 
     return DeadLetterFilter(
         stage=ns.stage,
@@ -56,7 +56,7 @@ def _run(ns: argparse.Namespace, body: Any) -> int:
 
 
 def cmd_ls(ns: argparse.Namespace) -> int:
-    from jobscore.dlq import read_entries
+    from ops.dlq import read_entries
 
     async def body(s: CommonSettings, flt: Any) -> int:
         n = 0
@@ -79,7 +79,7 @@ def cmd_ls(ns: argparse.Namespace) -> int:
 
 
 def cmd_show(ns: argparse.Namespace) -> int:
-    from jobscore.dlq import get_entry
+    from ops.dlq import get_entry
 
     async def body(s: CommonSettings, flt: Any) -> int:
         part, _, off = ns.position.partition(":")
@@ -95,7 +95,7 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
 
 def cmd_redrive(ns: argparse.Namespace) -> int:
-    from jobscore.dlq import redrive
+    from ops.dlq import redrive
 
     async def body(s: CommonSettings, flt: Any) -> int:
         if not (ns.all or flt.stage or flt.error_type or flt.request_id or flt.job_id or flt.since):

@@ -1,4 +1,4 @@
-"""``jobscore ledger``: after an incident, did every request get an answer? (jobscore/ledger.py)"""
+"""``jobscore ledger``: after an incident, did every request get an answer? (ops/ledger.py)"""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ are answered there; the ledger reads the deployment's rankings topic only.
 
 
 def cmd_ledger(ns: argparse.Namespace) -> int:
-    from jobscore.ledger import Window, postings_ledger, request_ledger
-    from jobscore.times import parse_time
+    from ops.ledger import Window, postings_ledger, request_ledger
+    from ops.times import parse_time
 
     s: CommonSettings = settings_from(ns, CommonSettings)
     setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)

@@ -1,7 +1,7 @@
 """``jobscore status``: lag, members, throughput, dead letters, versions and cache size in one look.
 
 Registered by `app.cli` through its plugin hook (`register(sub, add)`); the data comes from
-`jobscore.status` (broker and Redis only — no service is asked, so it works while they are down).
+`ops.status` (broker and Redis only — no service is asked, so it works while they are down).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from jobscore.settings import CommonSettings, setup_logging
 def cmd_status(ns: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from jobscore.status import collect_status, default_groups, render_text, watch
+    from ops.status import collect_status, default_groups, render_text, watch
 
     s: CommonSettings = settings_from(ns, CommonSettings)
     setup_logging(s.log_level, s.log_format)

@@ -60,8 +60,8 @@ async def _online_phase(
 
 async def _run(settings: Any, engine: Any, args: Any) -> list[Phase]:
     from bench.corpora import job_postings, search_queries
+    from client import ScoringClient, new_request
     from jobscore.cache import SummaryCache
-    from jobscore.client import ScoringClient, new_request
     from jobscore.metrics import LANE_ITEMS
     from jobscore.topics import ensure_topics
     from summarizer.writer import build_records
@@ -127,7 +127,7 @@ async def _run(settings: Any, engine: Any, args: Any) -> list[Phase]:
 
 def run(args: Any, settings: Any) -> dict[str, Any]:
     from engine.factory import engine_from_settings
-    from jobscore.devstack import dev_stack
+    from ops.devstack import dev_stack
 
     with dev_stack(args.kafka_bootstrap, settings.redis_url) as (bootstrap, redis_url):
         run_id = f"{int(time.time())}"

@@ -32,8 +32,8 @@ class CachePhase:
 
 
 async def _phase(name: str, settings: Any, engine: Any, stream: list[tuple[str, list[str]]], wave: int) -> CachePhase:
+    from client import ScoringClient
     from jobscore import metrics
-    from jobscore.client import ScoringClient
     from worker.loop import Worker
 
     def hits() -> float:
@@ -115,7 +115,7 @@ async def _run(settings: Any, engine: Any, args: Any, run_id: str) -> list[Cache
 
 def run(args: Any, settings: Any) -> dict[str, Any]:
     from engine.factory import engine_from_settings
-    from jobscore.devstack import dev_stack
+    from ops.devstack import dev_stack
 
     assert 0 < args.distinct <= args.requests, "--distinct must be between 1 and --requests"
     with dev_stack(args.kafka_bootstrap, settings.redis_url) as (bootstrap, redis_url):

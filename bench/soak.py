@@ -1,6 +1,6 @@
 """Load and soak: a steady request rate through the whole pipeline for N minutes, on loopback.
 
-The stack is the embedded one (jobscore/devstack.py `dev_stack`: tansu + Redis) unless a broker is given;
+The stack is the embedded one (ops/devstack.py `dev_stack`: tansu + Redis) unless a broker is given;
 the workers are real `jobscore worker` processes on the tiny model, so their memory is measured as it
 would be in production: RSS of each worker process and of its vLLM engine processes, sampled over time.
 A leak shows as RSS that keeps growing after warm-up; the report gives the growth per worker process
@@ -8,7 +8,7 @@ between the first sample after warm-up and the last, and the least-squares slope
 
 Throughput and latency are measured at the client: a request's latency is from its ``created_at`` (just
 before it is sent) to the arrival of its ranking on the results topic. At the end the sender stops, the
-run waits (bounded) for the last answers, and the ledger (jobscore/ledger.py) of the run's request ids is
+run waits (bounded) for the last answers, and the ledger (ops/ledger.py) of the run's request ids is
 printed: ``lost`` must be 0.
 
 ``--rate auto`` first measures capacity with a burst and then runs at 70% of it.
@@ -33,16 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.corpora import job_postings, search_queries
+from client import RankingWaiter, new_request
 from jobscore.cache import SummaryCache
-from jobscore.client import new_request
-from jobscore.kafka import make_consumer, make_producer
-from jobscore.ledger import RequestLedger, Window, request_ledger
+from jobscore.kafka import make_producer
 from jobscore.settings import WorkerSettings, settings_env
 from jobscore.topics import ensure_topics
-from schemas import RANKINGS, SCORE_REQUESTS
+from ops.ledger import RequestLedger, Window, request_ledger
+from schemas import SCORE_REQUESTS, Ranking
 from summarizer.writer import build_records
 
 log = logging.getLogger(__name__)
@@ -129,50 +128,22 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
 
 
-class _Answers:
-    """Reads the results topic from its end and records when each ranking arrived (first one per id)."""
+class _Answers(RankingWaiter):
+    """Follows the rankings topic from its end and records when each request's first ranking arrived."""
 
     def __init__(self, s: WorkerSettings) -> None:
-        self.s = s
-        self.consumer: AIOKafkaConsumer = make_consumer(s, None, client_id=f"{s.client_id}-soak")  # type: ignore[arg-type]
+        super().__init__(s, on_ranking=self._arrived)
         self.latency_ms: dict[str, float] = {}
         self.arrivals: list[tuple[float, float]] = []  # (monotonic arrival, latency ms)
         self.created: dict[str, float] = {}  # request id -> created_at, filled by the sender
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.consumer.start()
-        await self.consumer.topics()
-        parts = self.consumer.partitions_for_topic(self.s.topic_results) or set()
-        tps = [TopicPartition(self.s.topic_results, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self.consumer.position(tp)
-        self._task = asyncio.create_task(self._pump())
-
-    async def _pump(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=200)
-            now_wall, now = time.time(), time.monotonic()
-            for records in batch.values():
-                for rec in records:
-                    r = RANKINGS.decode(rec.value)
-                    if r.request_id in self.latency_ms:
-                        continue
-                    created = self.created.get(r.request_id)
-                    if created is None:
-                        continue
-                    ms = (now_wall - created) * 1e3
-                    self.latency_ms[r.request_id] = ms
-                    self.arrivals.append((now, ms))
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.consumer.stop()
+    def _arrived(self, r: Ranking) -> None:
+        created = self.created.get(r.request_id)
+        if created is None or r.request_id in self.latency_ms:
+            return
+        ms = (time.time() - created) * 1e3
+        self.latency_ms[r.request_id] = ms
+        self.arrivals.append((time.monotonic(), ms))
 
 
 def _rss(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
@@ -406,7 +377,7 @@ def run(
     json_out: str | None,
     corpus: str = "generated",
 ) -> SoakReport:
-    from jobscore.devstack import dev_stack
+    from ops.devstack import dev_stack
 
     redis_url = s.redis_url.get_secret_value() if hasattr(s.redis_url, "get_secret_value") else s.redis_url
     with dev_stack(s.kafka_bootstrap if use_given_broker else None, str(redis_url)) as (bs, url):

@@ -199,8 +199,8 @@ async def _pipeline(
 
     Pairing each burst with a raw run just before it cancels most of the drift of a shared machine (runs of
     the same path differed by up to 15% here); the ratio reported is the median of the paired ratios."""
+    from client import RankingWaiter, new_request, publish_requests
     from jobscore.cache import SummaryCache
-    from jobscore.client import RankingWaiter, new_request, publish_requests
     from jobscore.topics import ensure_topics
     from schemas.summary import SummaryRecord
     from worker.loop import Worker
@@ -283,7 +283,7 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
     from bench.machine import describe_machine
     from engine.engines import HfEngine, VllmEngine
     from engine.prompt import PromptBuilder, PromptTemplate
-    from jobscore.devstack import dev_stack
+    from ops.devstack import dev_stack
 
     model = (
         resolve_model(settings.model, settings.cache_dir)

@@ -1,136 +1,84 @@
-"""Kafka clients built from settings: the one place topic names meet `schemas.topics` specs."""
+"""Kafka access for the services, from their settings: client/kafka.py's factories (the one place transport
+security is applied) with the services' timeouts and guarantees; dead letters; the broker-loss guard."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import ssl
 import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
+from client import kafka
+from client.kafka import KafkaUnreachable, TopicReader
 from jobscore.settings import CommonSettings
-from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, DeadLetter, TopicSpec
+from schemas import DeadLetter, TopicSpec
 from schemas.messages import MAX_DEAD_LETTER_KEY_BYTES, MAX_DEAD_LETTER_ORIGINAL_BYTES, MAX_REASON_CHARS
-from schemas.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "BrokerLost",
+    "KafkaUnreachable",
+    "TopicGuard",
+    "TopicReader",
+    "dead_letter",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+    "topic_name",
+    "topic_reader",
+    "unreachable_message",
+]
 
-class KafkaUnreachable(RuntimeError):
-    """The brokers could not be reached with the configured transport security (see the message)."""
 
-
-def client_security_kwargs(settings: CommonSettings) -> dict[str, Any]:
-    """TLS and SASL keyword arguments for every aiokafka client (producer, consumer, admin, the client
-    library): the one place the ``kafka_security_*``/``kafka_ssl_*``/``kafka_sasl_*`` settings meet
-    aiokafka, so no client can be built without them."""
-    proto = settings.kafka_security_protocol
-    kwargs: dict[str, Any] = {"security_protocol": proto}
-    if proto in ("SSL", "SASL_SSL"):
-        ctx: ssl.SSLContext = create_ssl_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
-            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
-            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
-            password=settings.kafka_ssl_key_password.get_secret_value() if settings.kafka_ssl_key_password else None,
-        )
-        # create_ssl_context starts from ssl.create_default_context (CERT_REQUIRED, system CAs, no
-        # TLS < 1.2); only hostname checking is left to the deployment.
-        ctx.check_hostname = settings.kafka_ssl_check_hostname
-        kwargs["ssl_context"] = ctx
-    if proto in ("SASL_PLAINTEXT", "SASL_SSL"):
-        assert settings.kafka_sasl_password is not None  # the settings validator guarantees it
-        kwargs |= {
-            "sasl_mechanism": settings.kafka_sasl_mechanism,
-            # aiokafka takes the SCRAM login through the same two "plain" arguments.
-            "sasl_plain_username": settings.kafka_sasl_username,
-            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
-        }
-    return kwargs
+def topic_name(settings: CommonSettings, spec: TopicSpec[Any]) -> str:
+    """The name ``settings`` give the topic ``spec`` declares (client.config.TopicNames binds them)."""
+    return settings.topic_names().of(spec)
 
 
 def unreachable_message(settings: CommonSettings) -> str:
     """What to check when no broker answers: the usual cause is a transport-security mismatch."""
-    proto = settings.kafka_security_protocol
-    return (
-        f"could not connect to Kafka at {settings.kafka_bootstrap} with kafka_security_protocol={proto}. "
-        "Check the address, then the listener's security: a TLS listener needs "
-        "JOBSCORE_KAFKA_SECURITY_PROTOCOL=SSL (SASL_SSL with a login) and, for a private CA, "
-        "JOBSCORE_KAFKA_SSL_CAFILE=/path/ca.pem (mutual TLS: JOBSCORE_KAFKA_SSL_CERTFILE and _KEYFILE); "
-        "a SASL listener needs JOBSCORE_KAFKA_SASL_MECHANISM, JOBSCORE_KAFKA_SASL_USERNAME and "
-        "JOBSCORE_KAFKA_SASL_PASSWORD. The client log lines above name the TLS or SASL error, if any."
-    )
-
-
-def topic_name(settings: CommonSettings, spec: TopicSpec[Any]) -> str:
-    return {
-        POSTINGS.role: settings.topic_postings,
-        SCORE_REQUESTS.role: settings.topic_requests,
-        SCORE_REQUESTS_BULK.role: settings.topic_requests_bulk,
-        RANKINGS.role: settings.topic_results,
-        DEAD_LETTERS.role: settings.topic_dead_letters,
-    }[spec.role]
+    return kafka.unreachable_message(settings.client_config())
 
 
 def make_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer:
-    kwargs: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "client_id": f"{settings.client_id}-producer",
-        **client_security_kwargs(settings),
-        # acks=all: a ranking counts as published only once every in-sync replica has it, and only
-        # then is the request's offset committed.
-        "acks": "all",
-        "enable_idempotence": settings.enable_idempotence,
-        "linger_ms": 5,
-        # One limit for every record we produce or fetch (schemas/topics.py): each topic's values fit it.
-        "max_request_size": MAX_RECORD_BYTES,
-        "compression_type": None,
-    }
+    """The services' producer: client.kafka's (acks=all, record size limit, security) with idempotence as
+    configured. A ranking counts as published only once every in-sync replica has it, and only then is the
+    request's offset committed."""
+    kwargs: dict[str, Any] = {"enable_idempotence": settings.enable_idempotence}
     kwargs.update(overrides)
-    return AIOKafkaProducer(**kwargs)
+    return kafka.make_producer(settings.client_config(), **kwargs)
 
 
 def make_consumer(settings: CommonSettings, group_id: str, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    """The services' group consumer: client.kafka's (manual commits, record size limit, security) with the
+    session, heartbeat, rebalance and poll timeouts from one place, checked against each other by the
+    settings validator (a revoke's drain must fit the rebalance timeout)."""
     timeouts = settings.consumer_timeouts()
     kwargs: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "client_id": f"{settings.client_id}-consumer",
-        **client_security_kwargs(settings),
-        "group_id": group_id,
-        # Offsets are committed by the processing loop only after its outputs are durable.
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        # Records up to MAX_RECORD_BYTES are fetched, so one over its topic's limit reaches the decoder and
-        # is dead-lettered as "oversized" (its dead letter is cut to fit) instead of stalling the partition.
-        "max_partition_fetch_bytes": MAX_RECORD_BYTES,
-        "fetch_max_bytes": 64 * 1024 * 1024,
-        # Session, heartbeat, rebalance and poll timeouts come from one place, checked against each other
-        # by the settings validator (a revoke's drain must fit the rebalance timeout).
         "session_timeout_ms": timeouts.session_ms,
         "heartbeat_interval_ms": timeouts.heartbeat_ms,
         "rebalance_timeout_ms": timeouts.rebalance_ms,
         "max_poll_interval_ms": timeouts.max_poll_ms,
     }
     kwargs.update(overrides)
-    return AIOKafkaConsumer(*topics, **kwargs)
+    return kafka.make_consumer(settings.client_config(), group_id, *topics, **kwargs)
 
 
-def make_admin(settings: CommonSettings, **overrides: Any) -> Any:
+def make_admin(settings: CommonSettings, **overrides: Any) -> AIOKafkaAdminClient:
     """The admin client (topic plan, `jobscore topics`, status and ledger look-ups), security settings applied."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    return kafka.make_admin(settings.client_config(), **overrides)
 
-    kwargs: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "client_id": f"{settings.client_id}-admin",
-        **client_security_kwargs(settings),
-    }
-    kwargs.update(overrides)
-    return AIOKafkaAdminClient(**kwargs)
+
+def topic_reader(settings: CommonSettings, purpose: str, *, with_admin: bool = True) -> kafka.TopicReader:
+    """The bounded topic reader (client.kafka.TopicReader) for an operator tool or a service."""
+    return kafka.TopicReader(settings.client_config(), purpose, with_admin=with_admin)
 
 
 def dead_letter(

@@ -53,7 +53,7 @@ PAUSED = Gauge("jobscore_worker_paused", "1 while partitions are paused for back
 LANE_QUEUE = Gauge("jobscore_worker_lane_queue_items", "Pairs queued for the engine, by lane.", ["lane"])
 LANE_ITEMS = Counter("jobscore_worker_lane_items_scored_total", "Pairs scored, by lane.", ["lane"])
 LANE_PAUSED = Gauge("jobscore_worker_lane_paused", "1 while a lane's partitions are paused.", ["lane"])
-# The score cache (jobscore/scorecache.py): lookups by result (hit, miss, error = Redis did not answer) and writes.
+# The score cache (worker/scorecache.py): lookups by result (hit, miss, error = Redis did not answer) and writes.
 SCORE_CACHE = Counter("jobscore_worker_score_cache_total", "Score cache lookups, per pair.", ["result"])
 SCORE_CACHE_WRITES = Counter(
     "jobscore_worker_score_cache_writes_total", "Scores written to the score cache, per pair.", ["outcome"]

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from client.config import ClientConfig, TopicNames
 from schemas.messages import MAX_DEAD_LETTER_ORIGINAL_BYTES
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class CommonSettings(ToolSettings):
         "rediss://…?ssl_ca_certs=/ca.pem (also ssl_certfile, ssl_keyfile, ssl_cert_reqs). The password is "
         "masked wherever the URL is shown.",
     )
-    # --- Kafka transport security: every client gets these through jobscore.kafka.client_security_kwargs ---
+    # --- Kafka transport security: every client gets these through client.kafka.security_kwargs ---
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT",
         description="SSL: TLS to the brokers; SASL_SSL: TLS + SASL login (production); SASL_PLAINTEXT: login "
@@ -151,6 +152,34 @@ class CommonSettings(ToolSettings):
     topic_results: str = Field("jobscore.rankings", description="Rankings (Ranking) topic.")
     topic_dead_letters: str = Field("jobscore.dead-letters", description="Dead letters (DeadLetter) topic.")
     topic_partitions: int = Field(4, ge=1, description="Partitions when this tool creates a topic.")
+
+    def topic_names(self) -> TopicNames:
+        """The topics' names: the one binding of topic roles to these settings."""
+        return TopicNames(
+            postings=self.topic_postings,
+            requests=self.topic_requests,
+            requests_bulk=self.topic_requests_bulk,
+            rankings=self.topic_results,
+            dead_letters=self.topic_dead_letters,
+        )
+
+    def client_config(self) -> ClientConfig:
+        """What every Kafka client of ours is built from (client/kafka.py): address, security, topic names."""
+        return ClientConfig(
+            bootstrap=self.kafka_bootstrap,
+            client_id=self.client_id,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None,
+            ssl_cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
+            ssl_certfile=str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
+            ssl_keyfile=str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+            ssl_key_password=self.kafka_ssl_key_password.get_secret_value() if self.kafka_ssl_key_password else None,
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+            topics=self.topic_names(),
+        )
+
     # --- topic plan (`jobscore topics`, jobscore/topics.py): how topics are created, not which exist ---
     topic_replication_factor: int = Field(
         1,

@@ -12,7 +12,7 @@ size limits are explicit so one oversized message cannot exhaust a worker.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import msgspec
 from msgspec import Meta, Struct
@@ -80,9 +80,9 @@ class ScoreRequest(Message, tag="score_request.v1"):
     candidates: Annotated[list[Id], Meta(min_length=1, max_length=MAX_CANDIDATES_WIRE)]
     top_k: Annotated[int, Meta(ge=1, le=MAX_TOP_K)] = 10
     # Absolute deadline (unix seconds). Past it the request is answered with status "timeout".
-    deadline: EpochSeconds | None = None
+    deadline: Optional[EpochSeconds] = None
     # Where to publish the ranking; default is the deployment's results topic.
-    reply_topic: Topic | None = None
+    reply_topic: Optional[Topic] = None
     created_at: EpochSeconds = 0.0
 
 
@@ -151,7 +151,7 @@ class DeadLetter(Message, tag="dead_letter.v1"):
     topic: str
     partition: int
     offset: int
-    key: bytes | None = None
+    key: Optional[bytes] = None
     original: bytes = b""
     failed_at: EpochSeconds = 0.0
     # Added with the size cap (still v1: new fields have defaults, old readers skip them).

@@ -11,6 +11,7 @@ Value: a msgpack `SummaryRecord`.
 from __future__ import annotations
 
 import hashlib
+from typing import Optional
 
 import msgspec
 
@@ -30,7 +31,7 @@ class SummaryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     created_at: float
     title: str = ""
     # The raw description, kept only when the deployment enables the raw-text fallback.
-    raw: str | None = None
+    raw: Optional[str] = None
 
 
 def summary_key(version: str, job_id: str) -> str:

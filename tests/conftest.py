@@ -43,9 +43,9 @@ os.environ.setdefault("JOBSCORE_ENFORCE_EAGER", "true")
 # passive (0.98 s alone, 0.99 s alone and passive) on this project's 2-vCPU host.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from jobscore.devstack import EmbeddedBroker, EmbeddedRedis, free_port, wait_for_port
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from jobscore.topics import ensure_topics
+from ops.devstack import EmbeddedBroker, EmbeddedRedis, free_port, wait_for_port
 
 # How long a test waits for the system to do something (a ranking to arrive, a summary to land) before
 # failing. Generous: consumer-group joins take ~session_timeout/2 on the embedded broker and the

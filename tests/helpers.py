@@ -14,8 +14,8 @@ from typing import Any
 import psutil
 from aiokafka import TopicPartition
 
+from client import tail
 from jobscore.cache import SummaryCache
-from jobscore.client import tail
 from jobscore.kafka import make_consumer
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import SCORE_REQUESTS, JobPosted, ScoreRequest

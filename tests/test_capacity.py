@@ -1,4 +1,4 @@
-"""The capacity model (jobscore/capacity.py) and `jobscore capacity`: pure arithmetic, checked against
+"""The capacity model (ops/capacity.py) and `jobscore capacity`: pure arithmetic, checked against
 hand-computed values and against its own promises (minimal workers, partitions that carry the growth)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main as cli_main
-from jobscore.capacity import (
+from ops.capacity import (
     NICE_PARTITIONS,
     Knobs,
     Load,

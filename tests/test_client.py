@@ -1,4 +1,4 @@
-"""jobscore.client.ScoringClient against the real broker (and, where marked, a real worker on the tiny model).
+"""client.ScoringClient against the real broker (and, where marked, a real worker on the tiny model).
 
 Rankings the reader must cope with are produced directly onto the results topic, as any producer could."""
 
@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from engine.corpus import postings
-from jobscore.client import (
+from client import (
     BrokerUnavailable,
     DeadLettered,
     RankingWaiter,
@@ -25,6 +24,7 @@ from jobscore.client import (
     new_request,
     tail,
 )
+from engine.corpus import postings
 from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, WorkerSettings
 from jobscore.topics import ensure_topics
@@ -121,10 +121,11 @@ async def test_unreachable_broker_raises_broker_unavailable(topics: CommonSettin
     assert time.monotonic() - t0 < WAIT_S
 
 
-def readme_client_snippet() -> str:
-    section = README.read_text().split("## Client library", 1)[1].split("\n## ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)\n```", section, re.S)
-    return code
+def readme_client_snippets() -> list[str]:
+    section = README.read_text().split("## Publishing requests", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)\n```", section, re.S)
+    assert len(blocks) == 2, "the async example and the blocking one"
+    return blocks
 
 
 @pytest.mark.engine
@@ -141,15 +142,24 @@ async def test_client_against_worker_readme_example_reply_topic_and_typed_errors
     reply = f"{ws.topic_results}.reply"
     await ensure_topics(ws, [reply])
     async with running(Worker(ws, vllm_engine)):
-        # 1. The README snippet, run as written (its own event loop in a thread), settings from the env.
-        for name in ("kafka_bootstrap", "topic_requests", "topic_results", "topic_dead_letters"):
-            monkeypatch.setenv(f"JOBSCORE_{name.upper()}", str(getattr(ws, name)))
-        code = readme_client_snippet()
-        await asyncio.to_thread(exec, compile(code, "README.md", "exec"), {"__name__": "readme"})
+        # 1. The README snippets, run as written (their own event loop in a thread), config from the env.
+        env = {
+            "KAFKA_BOOTSTRAP": ws.kafka_bootstrap,
+            "TOPIC_REQUESTS": ws.topic_requests,
+            "TOPIC_RANKINGS": ws.topic_results,
+            "TOPIC_DEAD_LETTERS": ws.topic_dead_letters,
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(f"JOBSCORE_{name}", value)
+        async_code, sync_code = readme_client_snippets()
+        await asyncio.to_thread(exec, compile(async_code, "README.md", "exec"), {"__name__": "readme"})
         printed = capsys.readouterr().out.split("\n")
         assert len([line for line in printed if line.startswith("job-0000")]) == 2, printed
-        for name in ("kafka_bootstrap", "topic_requests", "topic_results", "topic_dead_letters"):
-            monkeypatch.delenv(f"JOBSCORE_{name.upper()}")
+        await asyncio.to_thread(exec, compile(sync_code, "README.md", "exec"), {"__name__": "readme"})
+        printed = capsys.readouterr().out.strip().split("\n")
+        assert printed[-1].startswith("['job-0000") and printed[-1].count("job-0000") == 2, printed
+        for name in env:
+            monkeypatch.delenv(f"JOBSCORE_{name}")
 
         async with ScoringClient(ws, reply_topic=reply) as client:
             # 2. reply_topic: the answer comes on the caller's topic (the reader reads only that one).

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from engine.corpus import postings
-from jobscore.contract import CONTRACT_DIR, asyncapi, drift, message_types, render
 from jobscore.settings import CommonSettings, WorkerSettings
+from ops.contract import CONTRACT_DIR, asyncapi, drift, message_types, render
 from schemas import RANKINGS, SCORE_REQUESTS
 from tests.conftest import WAIT_S
 from tests.helpers import running, seed

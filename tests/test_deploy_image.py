@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobscore import health
-from jobscore.devstack import free_port
+from ops.devstack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -92,7 +92,12 @@ class TestDockerfile:
         bootstrap = (ROOT / "scripts" / "bootstrap.sh").read_text()
         assert _no_deps_packages(install) == _no_deps_packages(bootstrap)
         assert 'pip install ".[data,embedded]"' in install
-        for pkg in ("app", "bench", "compress", "engine", "jobscore", "schemas", "summarizer", "worker"):
+        # the client distribution before the server that depends on it, in the image as in bootstrap
+        assert install.index("pip install ./packaging/jobscore-client") < install.index('pip install ".[data')
+        assert bootstrap.index("install -q -e packaging/jobscore-client") < bootstrap.index('-e ".[dev')
+        packages = ("app", "bench", "client", "compress", "engine", "jobscore", "ops", "schemas", "summarizer")
+        packages += ("worker",)
+        for pkg in packages:
             assert f" {pkg}," in install or f" {pkg}, " in install, pkg  # the import check covers every package
         models = (DOCKER_DIR / "build-models.sh").read_text()
         assert "jobscore build-tiny-model" in models

@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 
+from client import RankingWaiter, new_request, publish_requests
+from client.kafka import TopicReader
 from engine.corpus import postings
 from jobscore.cache import SummaryCache
-from jobscore.client import RankingWaiter, new_request, publish_requests
-from jobscore.dlq import ATTEMPT_HEADER, FROM_HEADER, DeadLetterFilter, read_entries, redrive
 from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, WorkerSettings
-from jobscore.status import TopicReader, redis_url
+from ops.dlq import ATTEMPT_HEADER, FROM_HEADER, DeadLetterFilter, read_entries, redrive
+from ops.status import redis_url
 from schemas import DEAD_LETTERS, SCORE_REQUESTS, DeadLetter
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until

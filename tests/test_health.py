@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from jobscore import health
-from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
+from ops.devstack import free_port
 from summarizer.service import Summarizer
 from tests.conftest import WAIT_S, RedisServer, running_through_faults, wait_until
 from worker.loop import Worker

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from client import RankingWaiter, ScoringClient, new_request
 from engine.corpus import postings, queries
-from jobscore.client import RankingWaiter, ScoringClient, new_request
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import ScoreRequest
 from tests.conftest import WAIT_S, wait_until

@@ -1,4 +1,4 @@
-"""`jobscore ledger` (jobscore/ledger.py) against the real broker, Redis and a real worker on the tiny model."""
+"""`jobscore ledger` (ops/ledger.py) against the real broker, Redis and a real worker on the tiny model."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from client import RankingWaiter, new_request, publish_postings, publish_requests
 from engine.corpus import postings, queries
-from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests
-from jobscore.devstack import EmbeddedBroker
 from jobscore.kafka import make_producer
-from jobscore.ledger import Window, postings_ledger, read_topic, request_ledger
 from jobscore.settings import CommonSettings, WorkerSettings
+from ops.devstack import EmbeddedBroker
+from ops.ledger import Window, postings_ledger, read_topic, request_ledger
 from schemas import RANKINGS, JobPosted
 from tests.conftest import WAIT_S, plain
 from tests.helpers import running, seed

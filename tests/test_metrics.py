@@ -16,14 +16,14 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from client import RankingWaiter, new_request, publish_postings, publish_requests
 from engine.corpus import postings
 from jobscore import health
 from jobscore.cache import SummaryCache
-from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests
-from jobscore.devstack import free_port
 from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
-from jobscore.status import redis_url
+from ops.devstack import free_port
+from ops.status import redis_url
 from summarizer.service import Summarizer
 from tests.conftest import WAIT_S, wait_until
 from worker.loop import Worker

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 import torch
 
+from client import RankingWaiter, new_request, publish_requests
 from engine.corpus import postings, queries
 from engine.engines import ModelCapabilityError, VllmEngine, vllm_overrides
 from engine.prompt import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate
 from jobscore.cache import SummaryCache
-from jobscore.client import RankingWaiter, new_request, publish_requests
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import JobPosted, Ranking, ScoreRequest
 from schemas.summary import SummaryRecord

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from client import RankingWaiter, new_request, tail
 from engine.corpus import postings
 from jobscore.cache import SummaryCache
-from jobscore.client import RankingWaiter, new_request, tail
 from jobscore.kafka import dead_letter, make_consumer, make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import DEAD_LETTERS, POSTINGS, SCORE_REQUESTS, DeadLetter, JobPosted

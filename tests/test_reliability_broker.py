@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from client import new_request, publish_postings, publish_requests
 from engine.corpus import postings
 from jobscore.cache import SummaryCache
-from jobscore.client import new_request, publish_postings, publish_requests
-from jobscore.devstack import EmbeddedBroker
 from jobscore.kafka import BrokerLost, make_producer
 from jobscore.settings import SummarizerSettings, WorkerSettings
 from jobscore.topics import ensure_topics
+from ops.devstack import EmbeddedBroker
 from summarizer.service import Summarizer
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from client import RankingWaiter, new_request, publish_postings, publish_requests
 from engine.corpus import postings
 from jobscore.cache import REDIS_OUTAGE, SummaryCache
-from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests
 from jobscore.health import HEALTH
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import ScoreRequest

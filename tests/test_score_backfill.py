@@ -18,8 +18,8 @@ import pytest
 
 from app.backfill_cmds import direct_units
 from engine.corpus import postings, queries
-from jobscore.backfill import Journal, JournalHead, run_backfill, units_of
 from jobscore.settings import CommonSettings, WorkerSettings
+from ops.backfill import Journal, JournalHead, run_backfill, units_of
 from tests.conftest import WAIT_S, wait_until
 from tests.helpers import running, seed
 from worker.loop import Worker
@@ -118,7 +118,7 @@ def test_journal_ignores_a_torn_last_line_and_refuses_another_input(tmp_path: Pa
     head = JournalHead("/in.jsonl", 10, 2)
     path = tmp_path / "j.jsonl"
     j = Journal(path, head)
-    from jobscore.backfill import JournalLine
+    from ops.backfill import JournalLine
 
     j.record(JournalLine(0, []))
     j.record(JournalLine(1, []))

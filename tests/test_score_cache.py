@@ -1,4 +1,4 @@
-"""The score cache (jobscore/scorecache.py): a repeated pair is answered from Redis with the score the engine
+"""The score cache (worker/scorecache.py): a repeated pair is answered from Redis with the score the engine
 gave it, without an engine call; a new query is scored; a Redis that does not answer makes every pair a miss
 (scored), never a failed request. Real broker, Redis and vLLM (the tiny model)."""
 
@@ -11,15 +11,15 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
+from client import RankingWaiter, new_request, publish_requests
 from engine.corpus import postings
-from jobscore.client import RankingWaiter, new_request, publish_requests
-from jobscore.devstack import free_port
-from jobscore.scorecache import ScoreCache, model_tag, prompt_digest
 from jobscore.settings import CommonSettings, WorkerSettings
+from ops.devstack import free_port
 from tests.conftest import WAIT_S, wait_until
 from tests.faults.conftest import DelegatingEngine
 from tests.helpers import running, seed
 from worker.loop import Worker
+from worker.scorecache import ScoreCache, model_tag, prompt_digest
 
 
 def _count(name: str, **labels: str) -> float:

@@ -34,12 +34,13 @@ from typing import Any
 
 import pytest
 
+from client import RankingWaiter, kafka, new_request, publish_postings, publish_requests, tail
+from client.kafka import security_kwargs
 from jobscore.cache import SummaryCache
-from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
-from jobscore.devstack import free_port, tansu_binary, wait_for_port
-from jobscore.kafka import KafkaUnreachable, client_security_kwargs, make_consumer, make_producer
+from jobscore.kafka import KafkaUnreachable, make_consumer, make_producer
 from jobscore.settings import CommonSettings, WorkerSettings
 from jobscore.topics import ensure_topics
+from ops.devstack import free_port, tansu_binary, wait_for_port
 from schemas import POSTINGS, JobPosted
 from tests.conftest import WAIT_S
 from tests.helpers import running
@@ -420,28 +421,45 @@ class TestKafkaTls:
 
 
 class TestEveryClientIsCovered:
-    def test_every_aiokafka_client_in_the_source_gets_the_security_kwargs(self) -> None:
-        """A client built anywhere without `client_security_kwargs` would silently talk PLAINTEXT."""
+    def test_every_aiokafka_client_in_the_source_is_built_by_the_one_access_point(self) -> None:
+        """A client built anywhere but client/kafka.py's factories (which apply `security_kwargs`) could
+        silently talk PLAINTEXT: the product builds none elsewhere, and each factory applies the kwargs."""
         import ast
 
         root = Path(__file__).resolve().parents[1]
-        constructors = {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient"}
-        helpers = {"client_security_kwargs", "security_kwargs"}
-        missing: list[str] = []
-        for pkg in ("jobscore", "worker", "summarizer", "app", "bench", "compress", "engine"):
+        constructors = {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient", "AIOKafkaClient"}
+        outside: list[str] = []
+        factories: dict[str, bool] = {}
+        for pkg in (
+            "schemas",
+            "engine",
+            "client",
+            "jobscore",
+            "worker",
+            "summarizer",
+            "ops",
+            "app",
+            "bench",
+            "compress",
+        ):
             for path in (root / pkg).rglob("*.py"):
                 tree = ast.parse(path.read_text(), str(path))
                 for fn in ast.walk(tree):
                     if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
                         continue
-                    uses_helper = any(isinstance(n, ast.Name) and n.id in helpers for n in ast.walk(fn))
+                    uses_helper = any(isinstance(n, ast.Name) and n.id == "security_kwargs" for n in ast.walk(fn))
                     for call in ast.walk(fn):
                         name = getattr(getattr(call, "func", None), "id", None) or getattr(
                             getattr(call, "func", None), "attr", None
                         )
-                        if isinstance(call, ast.Call) and name in constructors and not uses_helper:
-                            missing.append(f"{path.relative_to(root)}:{call.lineno} {name}")
-        assert not missing, f"clients built without client_security_kwargs: {missing}"
+                        if isinstance(call, ast.Call) and name in constructors:
+                            where = f"{path.relative_to(root)}:{call.lineno} {name}"
+                            if path.relative_to(root).as_posix() == "client/kafka.py":
+                                factories[where] = uses_helper
+                            else:
+                                outside.append(where)
+        assert not outside, f"aiokafka clients built outside client/kafka.py: {outside}"
+        assert len(factories) == 3 and all(factories.values()), f"factories without security_kwargs: {factories}"
 
 
 class TestKafkaSasl:
@@ -477,7 +495,7 @@ class TestKafkaSasl:
             )
             await ensure_topics(s)
             producer = make_producer(s)
-            consumer = make_consumer(s, None, s.topic_postings)  # type: ignore[arg-type]
+            consumer = kafka.make_consumer(s.client_config(), None, s.topic_postings)
             await producer.start()
             await consumer.start()
             try:
@@ -553,4 +571,4 @@ class TestKafkaSasl:
             CommonSettings(kafka_ssl_cafile=pki.ca)
         with pytest.raises(ValueError, match="both kafka_ssl_certfile and kafka_ssl_keyfile"):
             CommonSettings(kafka_security_protocol="SSL", kafka_ssl_certfile=pki.client_cert)
-        assert client_security_kwargs(CommonSettings()) == {"security_protocol": "PLAINTEXT"}
+        assert security_kwargs(CommonSettings().client_config()) == {"security_protocol": "PLAINTEXT"}

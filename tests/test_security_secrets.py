@@ -22,10 +22,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 from app.commands import add_settings_flags
+from client import publish_postings
 from engine.corpus import postings
 from jobscore.cache import CacheAuthFailed, CacheUnavailable, SummaryCache
-from jobscore.client import publish_postings
-from jobscore.devstack import free_port, wait_for_port
 from jobscore.settings import (
     CommonSettings,
     SecretUrl,
@@ -34,6 +33,7 @@ from jobscore.settings import (
     settings_env,
     setup_logging,
 )
+from ops.devstack import free_port, wait_for_port
 from schemas.summary import SummaryRecord
 from summarizer.service import Summarizer
 from tests.conftest import WAIT_S, RedisServer, wait_until

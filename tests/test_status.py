@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
+from client import new_request
 from jobscore.cache import SummaryCache
-from jobscore.client import new_request
 from jobscore.kafka import make_consumer, make_producer
 from jobscore.settings import CommonSettings
-from jobscore.status import GroupSpec, collect_status, default_groups, redis_url, render_text
+from ops.status import GroupSpec, collect_status, default_groups, redis_url, render_text
 from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, DeadLetter, Ranking
 from schemas.summary import SummaryRecord
 from tests.conftest import WAIT_S
@@ -211,7 +211,7 @@ class TestMembers:
 
         from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-        from jobscore.status import _members
+        from ops.status import _members
 
         blob = ConsumerProtocolMemberAssignment(0, [("jobscore.requests", [3, 1])], b"").encode()
         member = ("m-1", "jobscore-consumer", "/10.0.0.7", b"", blob)  # DescribeGroups v0-v3 member layout

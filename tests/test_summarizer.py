@@ -3,9 +3,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from client import publish_postings, tail
 from engine.corpus import postings
 from jobscore.cache import SummaryCache
-from jobscore.client import publish_postings, tail
 from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings
 from schemas import DEAD_LETTERS, DeadLetter, JobPosted

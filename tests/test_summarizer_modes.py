@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from client import publish_postings, tail
 from engine.corpus import postings
 from jobscore.cache import SummaryCache
-from jobscore.client import publish_postings, tail
 from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings
 from schemas import DEAD_LETTERS, DeadLetter, JobPosted

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobscore.times import parse_time
+from ops.times import parse_time
 
 NOW = 1_800_000_000.0
 

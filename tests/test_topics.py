@@ -19,7 +19,6 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 
 from app.cli import main as cli_main
-from jobscore.devstack import free_port
 from jobscore.kafka import dead_letter, make_consumer, make_producer
 from jobscore.settings import CommonSettings
 from jobscore.topics import (
@@ -30,6 +29,7 @@ from jobscore.topics import (
     plan_topics,
     render_strimzi,
 )
+from ops.devstack import free_port
 from schemas import DEAD_LETTERS, POSTINGS, SCORE_REQUESTS
 from schemas.topics import ALL_TOPICS
 

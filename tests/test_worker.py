@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from client import RankingWaiter, new_request, publish_postings, publish_requests, tail
 from engine.corpus import postings, queries
 from engine.prompt import PromptTemplate
 from jobscore.cache import SummaryCache
-from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests, tail
 from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import DEAD_LETTERS, DeadLetter, ScoreRequest

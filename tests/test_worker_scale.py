@@ -17,12 +17,12 @@ import psutil
 import pytest
 from aiokafka import TopicPartition
 
+from client import RankingWaiter, new_request, publish_requests
 from engine.corpus import postings, queries
 from engine.engines import ModelCapabilityError, inspect_model
 from engine.prompt import PromptBuilder, PromptTemplate
-from jobscore.client import RankingWaiter, new_request, publish_requests
-from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, WorkerSettings, settings_env
+from ops.devstack import free_port
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, queued_items, wait_until
 from tests.helpers import GatedEngine, Lines, committed_offsets, descendants, next_offsets, running, seed

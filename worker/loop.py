@@ -11,7 +11,7 @@ Two tasks share the work so the engine never waits for I/O while work is queued:
                  past deadline → "timeout" ranking (never scored late)
     fetch        one Redis MGET for every candidate of every request of the poll
     tokenize     per request the shared [instruction + query] ids once; per candidate its cached summary ids
-    cached?      with the score cache on: one MGET answers the pairs scored before (jobscore/scorecache.py)
+    cached?      with the score cache on: one MGET answers the pairs scored before (worker/scorecache.py)
     enqueue      one work item per candidate still to score into the token-budget batcher
 
 **engine** (in parallel):
@@ -61,7 +61,6 @@ from jobscore.kafka import (
     topic_name,
 )
 from jobscore.retry import Backoff, Outage, retry
-from jobscore.scorecache import ScoreCache, model_tag
 from jobscore.settings import WorkerSettings
 from jobscore.topics import ensure_topics
 from schemas import (
@@ -82,6 +81,7 @@ from worker.batching import LANES, Lane, RecordKey, RequestState, TokenBudgetBat
 from worker.candidates import Found, needs_raw, raw_entries, resolve
 from worker.offsets import OffsetTracker
 from worker.rank import Provenance, bare_ranking, ranking_of_scores
+from worker.scorecache import ScoreCache, model_tag
 
 log = logging.getLogger(__name__)
 

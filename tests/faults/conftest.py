@@ -1,7 +1,7 @@
 """The fault suite's helpers: services the scenarios break on purpose, worker processes to kill, and the ledger
 printed at the end of every scenario.
 
-Every scenario ends with `print_ledger` (jobscore/ledger.py — the same reading `jobscore ledger` does) and
+Every scenario ends with `print_ledger` (ops/ledger.py — the same reading `jobscore ledger` does) and
 asserts ``lost == 0``. The ledger goes to stdout with ``print`` so ``pytest -s`` and CI logs show it.
 Everything is on loopback: the session broker and Redis of tests/conftest.py, or a broker / redis-server a
 scenario starts itself on a free port when it is going to stop, freeze or restart it.
@@ -25,9 +25,9 @@ import psutil
 import pytest
 
 from engine.tinymodel import build_tiny_model
-from jobscore.devstack import EmbeddedBroker
-from jobscore.ledger import PostingsLedger, RequestLedger, Window, postings_ledger, request_ledger
 from jobscore.settings import CommonSettings, WorkerSettings, settings_env
+from ops.devstack import EmbeddedBroker
+from ops.ledger import PostingsLedger, RequestLedger, Window, postings_ledger, request_ledger
 from summarizer.service import Summarizer
 from worker.loop import Worker
 

@@ -25,13 +25,13 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from client import RankingWaiter, new_request, publish_postings, publish_requests
 from engine.corpus import postings, queries
 from jobscore.cache import SummaryCache
-from jobscore.client import RankingWaiter, new_request, publish_postings, publish_requests
-from jobscore.devstack import EmbeddedBroker, wait_for_port
 from jobscore.health import HEALTH
 from jobscore.settings import SummarizerSettings, WorkerSettings
 from jobscore.topics import ensure_topics
+from ops.devstack import EmbeddedBroker, wait_for_port
 from summarizer.service import Summarizer
 from tests.conftest import WAIT_S, RedisServer, wait_until
 from tests.faults.conftest import print_ledger, print_postings_ledger, running

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from client import RankingWaiter, new_request, publish_requests
 from engine.corpus import postings, queries
-from jobscore.client import RankingWaiter, new_request, publish_requests
 from jobscore.health import HEALTH
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import JobPosted

@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from client import RankingWaiter, new_request, tail
 from engine.corpus import postings, queries
-from jobscore.client import RankingWaiter, new_request, tail
 from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import DEAD_LETTERS, SCORE_REQUESTS

@@ -13,10 +13,10 @@ import psutil
 import pytest
 from aiokafka import TopicPartition
 
+from client import RankingWaiter, new_request, publish_requests
 from engine.corpus import postings, queries
-from jobscore.client import RankingWaiter, new_request, publish_requests
-from jobscore.devstack import free_port
 from jobscore.settings import CommonSettings, WorkerSettings
+from ops.devstack import free_port
 from tests.conftest import SESSION_TIMEOUT_MS, WAIT_S, queued_items, wait_until
 from tests.faults.conftest import PROCESS_START_S, DelegatingEngine, WorkerProcess, print_ledger, running
 from tests.helpers import committed_ids, committed_offsets, next_offsets, request_positions, seed

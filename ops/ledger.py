@@ -17,11 +17,9 @@ Redis for one summarizer version: summarized (present, same content hash), stale
 content), dead-lettered by the summarizer, missing (none of these), and withdrawn postings whose
 summary is still there.
 
-Reading is bounded: every partition is read from its beginning to its end, plus whatever arrives before
-the partition has been idle for ``idle_s``. The end is the high watermark carried by a fetch response, not
-ListOffsets alone: the embedded broker (tansu) answers ListOffsets with the *base* offset of the last
-batched produce + 1, short of the real end by most of a batch, while the watermark in its fetch responses
-is right (as `jobscore status` reads it). On real Kafka the two agree; the idle grace then only adds the
+Reading is bounded: every partition is read from its beginning to its true end, plus whatever arrives
+before the partition has been idle for ``idle_s`` (client/kafka.py `TopicReader.read_until_idle`, which
+also corrects the embedded broker's short ListOffsets answers). On real Kafka the idle grace only adds the
 few records produced meanwhile.
 """
 
@@ -30,24 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from jobscore.kafka import make_consumer, topic_name
+from jobscore.kafka import topic_name, topic_reader
 from jobscore.settings import CommonSettings
-from jobscore.status import FETCH_MAX_WAIT_MS  # the broker's hold on an empty fetch, as `jobscore status` reads
 from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, DeadLetter, JobPosted, SchemaError
 from schemas.summary import SummaryRecord, content_hash
 
-# How long a topic that does not exist yet is looked for before it counts as empty (metadata of a
-# just-created topic takes a moment to reach a fresh client).
-TOPIC_LOOKUP_S = 3.0
 # Ids per Redis MGET when checking postings against the summary cache.
 MGET_CHUNK = 1000
 
@@ -205,18 +197,6 @@ def _read_line(r: TopicRead) -> str:
 # --- reading a topic, bounded -----------------------------------------------------------------------
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    deadline = time.monotonic() + TOPIC_LOOKUP_S
-    while True:
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return [TopicPartition(topic, p) for p in sorted(parts)]
-        if time.monotonic() > deadline:
-            return []  # no such topic: nothing was ever written to it
-        await consumer.topics()  # refreshes cluster metadata
-        await asyncio.sleep(0.2)  # back off between refreshes while a new topic's metadata propagates
-
-
 async def read_topic(
     settings: CommonSettings,
     topic: str,
@@ -224,57 +204,12 @@ async def read_topic(
     idle_s: float = 1.0,
     timeout_s: float = 300.0,
 ) -> TopicRead:
-    """Feed every record of ``topic`` to ``on_record``, from the beginning to each partition's end, then on
-    until each partition has been idle for ``idle_s`` (records produced meanwhile). Gives up after
-    ``timeout_s`` with ``complete=False``. No consumer group: reading commits nothing and does not disturb
-    the services' groups.
-
-    A partition's end is the high watermark of a fetch response, not ListOffsets alone: tansu's ListOffsets
-    can be short (module docstring), and a reader that trusted it and then waited only ``idle_s`` for the
-    rest reported a ranking the broker held as missing (a clean-clone CI run, 2026-11-26). A partition
-    counts as read only once a fetch response has given its watermark and the position has reached it."""
-    # A short broker-side wait: an empty partition's watermark comes with a response holding no records,
-    # which the broker would otherwise hold back 500 ms.
-    consumer = make_consumer(
-        settings,
-        None,  # type: ignore[arg-type]
-        client_id=f"{settings.client_id}-ledger",
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-    )
-    await consumer.start()
-    n = 0
-    try:
-        tps = await _partitions(consumer, topic)
-        if not tps:
-            return TopicRead(topic, 0, 0, True)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)  # a floor: raised to each fetch's watermark below
-        at_end: dict[TopicPartition, float] = {}  # partition → when it last reached its end or got a record
-        deadline = time.monotonic() + timeout_s
-        while True:
-            now = time.monotonic()
-            if len(at_end) == len(tps) and all(now - t >= idle_s for t in at_end.values()):
-                return TopicRead(topic, len(tps), n, True)
-            if now > deadline:
-                return TopicRead(topic, len(tps), n, False)
-            batch = await consumer.getmany(timeout_ms=int(max(0.05, min(idle_s, 0.5)) * 1000))
-            now = time.monotonic()
-            for records in batch.values():
-                for rec in records:
-                    on_record(rec)
-                    n += 1
-            for tp in tps:
-                hw = consumer.highwater(tp)
-                if hw is None:
-                    continue  # no fetch response for this partition yet: its end is not known
-                ends[tp] = max(ends[tp], hw)
-                if await consumer.position(tp) < ends[tp]:
-                    at_end.pop(tp, None)
-                elif tp in batch or tp not in at_end:
-                    at_end[tp] = now
-    finally:
-        await consumer.stop()
+    """Feed every record of ``topic`` to ``on_record`` up to each partition's true end and on until each has
+    been idle for ``idle_s`` (client/kafka.py `TopicReader.read_until_idle`). No consumer group: reading
+    commits nothing and does not disturb the services' groups."""
+    async with topic_reader(settings, "ledger", with_admin=False) as reader:
+        partitions, n, complete = await reader.read_until_idle(topic, on_record, idle_s, timeout_s)
+    return TopicRead(topic, partitions, n, complete)
 
 
 # --- the requests ledger ----------------------------------------------------------------------------

@@ -6,10 +6,8 @@ the group's members and their assignment; rankings/s and dead letters/s over the
 records' timestamps); dead letters by stage and error type and the model/summarizer versions in the
 recent rankings; summary cache entries per summarizer version (Redis SCAN by key prefix).
 
-End offsets are *read*, not asked for: tansu (the embedded broker) answers ListOffsets(latest) with the
-base offset of the last produced batch + 1, too low after batched produces, while the high watermark it
-puts in fetch responses is right. So every end here is max(ListOffsets, the highwater of a fetch from
-there); on real Kafka the two agree and the fetch costs one round trip.
+Topics are read with the one bounded reader (client/kafka.py `TopicReader`), which finds each partition's
+true end (the embedded broker's short ListOffsets answers are corrected there).
 """
 
 from __future__ import annotations
@@ -23,18 +21,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.structs import ConsumerRecord
 
-from jobscore.kafka import make_admin, make_consumer
+from jobscore.kafka import TopicReader, topic_reader
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, SchemaError
 from schemas.summary import KEY_PREFIX
-
-FETCH_MAX_WAIT_MS = 20  # how long the broker may hold a fetch with nothing to return
-FETCH_WAIT_MS = 300  # one fetch round: how long a read waits for records that are known to exist
-READ_DEADLINE_S = 30.0  # a whole read of a topic range gives up (and says so) after this
 
 
 @dataclass(frozen=True)
@@ -152,79 +146,6 @@ def default_groups(
 def redis_url(settings: CommonSettings) -> str:
     url = settings.redis_url
     return url.get_secret_value() if hasattr(url, "get_secret_value") else str(url)
-
-
-class TopicReader:
-    """A group-less consumer that finds true partition ends and reads offset ranges, and an admin client
-    for topic metadata and group offsets."""
-
-    def __init__(self, settings: CommonSettings) -> None:
-        # A short broker-side fetch wait: the reader learns an empty partition's end (its highwater) from a fetch
-        # response, which the broker holds back up to fetch_max_wait_ms (500 ms by default) when there are no
-        # records — once per topic read, so most of `jobscore status`'s 9 s went there.
-        self.consumer: AIOKafkaConsumer = make_consumer(
-            settings, None, client_id=f"{settings.client_id}-status", fetch_max_wait_ms=FETCH_MAX_WAIT_MS
-        )
-        self.admin = make_admin(settings)
-
-    async def __aenter__(self) -> TopicReader:
-        try:
-            await self.consumer.start()
-            await self.admin.start()
-        except BaseException:
-            await self.__aexit__()  # a failed start leaves open connections behind otherwise
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.consumer.stop()
-        await self.admin.close()
-
-    async def partitions(self, topic: str) -> list[TopicPartition]:
-        # Asked of the admin client: a consumer with a manual assignment only refreshes metadata of the
-        # topics it is assigned, so it would not see the next topic.
-        parts = [p["partition"] for t in await self.admin.describe_topics([topic]) for p in t["partitions"]]
-        if not parts:
-            raise LookupError(f"topic {topic} does not exist (check the topic_* settings or run `jobscore topics`)")
-        return [TopicPartition(topic, p) for p in sorted(parts)]
-
-    async def bounds(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
-        """(log start, end) per partition; the end as the module docstring explains."""
-        if not tps:
-            return {}
-        begin = await self.consumer.beginning_offsets(list(tps))
-        listed = await self.consumer.end_offsets(list(tps))
-        self.consumer.assign(list(tps))
-        for tp in tps:
-            self.consumer.seek(tp, listed[tp])
-        deadline = time.monotonic() + READ_DEADLINE_S
-        while any(self.consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
-            # Short rounds: an empty partition's highwater arrives with a response that holds no records, and
-            # getmany would sit out its whole timeout waiting for some.
-            await self.consumer.getmany(*tps, timeout_ms=2 * FETCH_MAX_WAIT_MS)
-        return {tp: (begin[tp], max(listed[tp], self.consumer.highwater(tp) or 0)) for tp in tps}
-
-    async def read(self, ranges: dict[TopicPartition, tuple[int, int]]) -> AsyncIterator[ConsumerRecord]:
-        """Records with start <= offset < end per partition (offsets may have gaps: compaction)."""
-        todo = {tp: r for tp, r in ranges.items() if r[0] < r[1]}
-        if not todo:
-            return
-        self.consumer.assign(list(todo))
-        for tp, (start, _) in todo.items():
-            self.consumer.seek(tp, start)
-        deadline = time.monotonic() + READ_DEADLINE_S
-        while todo and time.monotonic() < deadline:
-            batch = await self.consumer.getmany(*todo, timeout_ms=FETCH_WAIT_MS)
-            for tp, recs in batch.items():
-                end = todo.get(tp, (0, 0))[1]
-                for rec in recs:
-                    if rec.offset < end:
-                        yield rec
-            for tp in list(todo):
-                if await self.consumer.position(tp) >= todo[tp][1]:
-                    del todo[tp]
-        if todo:
-            raise TimeoutError(f"could not read {sorted(map(str, todo))} to their end in {READ_DEADLINE_S:.0f}s")
 
 
 async def _committed(admin: Any, group: str, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
@@ -346,7 +267,7 @@ async def collect_status(
     """Everything `jobscore status` shows, as data (``--json`` prints exactly this)."""
     now = time.time()
     notes: list[str] = []
-    async with TopicReader(settings) as reader:
+    async with topic_reader(settings, "status") as reader:
         gs = [await group_status(reader, g, pair_scan) for g in groups]
         ranks = await _tail(reader, settings.topic_results, recent, now - window_s)
         dls = await _tail(reader, settings.topic_dead_letters, recent, now - window_s)

@@ -300,7 +300,7 @@ async def cluster_units(
 ) -> AsyncIterator[JournalLine]:
     """Score units through the cluster's bulk lane with at most ``max_in_flight`` requests outstanding;
     yields each finished unit as its ranking (or dead letter) arrives."""
-    from jobscore.client import DeadLettered, ScoreTimeout, ScoringClient, ScoringError
+    from client import DeadLettered, ScoreTimeout, ScoringClient, ScoringError
 
     done: asyncio.Queue[JournalLine | BaseException] = asyncio.Queue()
     slots = asyncio.Semaphore(max_in_flight)

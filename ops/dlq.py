@@ -20,9 +20,8 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from jobscore.kafka import make_producer, topic_name
+from jobscore.kafka import make_producer, topic_name, topic_reader
 from jobscore.settings import CommonSettings
-from jobscore.status import TopicReader
 from schemas import DEAD_LETTERS, DeadLetter, SchemaError
 
 ATTEMPT_HEADER = "jobscore-redrive-attempt"
@@ -168,7 +167,7 @@ async def read_entries(
     """Every dead letter that matches, partition by partition in offset order, up to the topic's end."""
     topic = topic_name(settings, DEAD_LETTERS)
     n = 0
-    async with TopicReader(settings) as reader:
+    async with topic_reader(settings, "dlq") as reader:
         tps = await reader.partitions(topic)
         bounds = await reader.bounds(tps)
         async for rec in reader.read(bounds):
@@ -182,7 +181,7 @@ async def read_entries(
 
 async def get_entry(settings: CommonSettings, partition: int, offset: int) -> Entry:
     topic = topic_name(settings, DEAD_LETTERS)
-    async with TopicReader(settings) as reader:
+    async with topic_reader(settings, "dlq") as reader:
         tp = TopicPartition(topic, partition)
         (begin, end) = (await reader.bounds([tp]))[tp]
         if not begin <= offset < end:
@@ -234,7 +233,7 @@ async def _source_records(
     want: dict[TopicPartition, set[int]] = {}
     for t, p, o in sources:
         want.setdefault(TopicPartition(t, p), set()).add(o)
-    async with TopicReader(settings) as reader:
+    async with topic_reader(settings, "dlq") as reader:
         for tp, offsets in want.items():
             # One range per partition from the lowest to the highest wanted offset: dead letters of one
             # incident sit close together.
