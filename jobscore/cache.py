@@ -70,8 +70,8 @@ class SummaryCache:
     @classmethod
     def for_service(cls, settings: CommonSettings, version: str, ttl_s: int = 0) -> SummaryCache:
         """The cache as the services use it: socket timeouts and retries from the settings."""
-        url = settings.redis_url
-        url = url.get_secret_value() if isinstance(url, SecretStr) else url
+        given = settings.redis_url
+        url = given.get_secret_value() if isinstance(given, SecretStr) else str(given)
         client = aioredis.Redis.from_url(
             url,
             decode_responses=False,
@@ -134,7 +134,7 @@ class SummaryCache:
                 out.append(None)
                 continue
             try:
-                out.append(decode_record(value))
+                out.append(decode_record(value if isinstance(value, bytes) else value.encode()))
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
                 out.append(InvalidSummary(f"undecodable cache entry: {e}"))
         return out

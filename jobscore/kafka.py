@@ -18,7 +18,12 @@ from client import kafka
 from client.kafka import KafkaUnreachable, TopicReader
 from jobscore.settings import CommonSettings
 from schemas import DeadLetter, TopicSpec
-from schemas.messages import MAX_DEAD_LETTER_KEY_BYTES, MAX_DEAD_LETTER_ORIGINAL_BYTES, MAX_REASON_CHARS
+from schemas.messages import (
+    MAX_DEAD_LETTER_KEY_BYTES,
+    MAX_DEAD_LETTER_ORIGINAL_BYTES,
+    MAX_REASON_CHARS,
+    DeadLetterStage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +88,7 @@ def topic_reader(settings: CommonSettings, purpose: str, *, with_admin: bool = T
 
 def dead_letter(
     record: ConsumerRecord,
-    stage: str,
+    stage: DeadLetterStage,
     reason: str,
     error_type: str,
     max_original_bytes: int = MAX_DEAD_LETTER_ORIGINAL_BYTES,
@@ -99,7 +104,7 @@ def dead_letter(
     limit = min(max_original_bytes, MAX_DEAD_LETTER_ORIGINAL_BYTES)
     cut = len(value) > limit or (key is not None and len(key) > MAX_DEAD_LETTER_KEY_BYTES)
     return DeadLetter(
-        stage=stage,  # type: ignore[arg-type]
+        stage=stage,
         reason=reason[:MAX_REASON_CHARS],
         error_type=error_type,
         topic=record.topic,
@@ -125,7 +130,7 @@ class BrokerView(NamedTuple):
     partitions: dict[str, int]  # topic -> partition count; a missing topic is absent
 
 
-class BrokerLost(KafkaError):
+class BrokerLost(KafkaError):  # type: ignore[misc]  # KafkaError is Any: aiokafka ships no type information
     """The broker no longer holds topics our acknowledged writes went to (restarted empty, topic deleted,
     another cluster behind the address): nothing acknowledged since the last good check may be committed."""
 

@@ -42,7 +42,7 @@ class SecretUrl(SecretStr):
     (``.get_secret_value()`` to use it) but displayed with only the password masked, so logs and
     ``--help`` still say which host it points at."""
 
-    def _display(self) -> str:  # type: ignore[override]
+    def _display(self) -> str:
         return mask_url(self.get_secret_value())
 
 

@@ -38,6 +38,9 @@ Topic = Annotated[str, Meta(min_length=1, max_length=249)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 Millis = Annotated[float, Meta(ge=0.0)]
 EpochSeconds = Annotated[float, Meta(ge=0.0)]
+# Closed sets, named once: the JSON Schemas (schemas/contract/) list the same values as enums.
+RankingStatus = Literal["ok", "timeout", "rejected"]
+DeadLetterStage = Literal["summarizer", "worker"]
 
 
 class Message(Struct, tag_field="schema", frozen=True, kw_only=True, omit_defaults=True):
@@ -47,7 +50,7 @@ class Message(Struct, tag_field="schema", frozen=True, kw_only=True, omit_defaul
 # --- postings topic -------------------------------------------------------------------------------
 
 
-class JobPosted(Message, tag="job_posted.v1"):
+class JobPosted(Message, tag="job_posted.v1", frozen=True):
     """A job posting was created or updated (or, with ``deleted``, withdrawn: a tombstone)."""
 
     job_id: Id
@@ -72,7 +75,7 @@ def posting_from_row(row: dict[str, object]) -> JobPosted:
 # --- scoring requests topic -----------------------------------------------------------------------
 
 
-class ScoreRequest(Message, tag="score_request.v1"):
+class ScoreRequest(Message, tag="score_request.v1", frozen=True):
     """Score ``candidates`` (job ids) against ``query``; answer with a `Ranking` of the best ``top_k``."""
 
     request_id: Id
@@ -111,7 +114,7 @@ class Timings(Struct, frozen=True, kw_only=True, omit_defaults=True):
     total_ms: Millis = 0.0
 
 
-class Ranking(Message, tag="ranking.v1"):
+class Ranking(Message, tag="ranking.v1", frozen=True):
     """The answer to a `ScoreRequest`, keyed by ``request_id``.
 
     Delivery is at-least-once: a consumer may see the same ``request_id`` twice (after a worker crash
@@ -119,7 +122,7 @@ class Ranking(Message, tag="ranking.v1"):
     """
 
     request_id: Id
-    status: Literal["ok", "timeout", "rejected"] = "ok"
+    status: RankingStatus = "ok"
     results: list[ScoredJob] = msgspec.field(default_factory=list)
     errors: list[CandidateError] = msgspec.field(default_factory=list)
     candidates_total: int = 0
@@ -136,7 +139,7 @@ class Ranking(Message, tag="ranking.v1"):
 # --- dead letters ---------------------------------------------------------------------------------
 
 
-class DeadLetter(Message, tag="dead_letter.v1"):
+class DeadLetter(Message, tag="dead_letter.v1", frozen=True):
     """A message a stage could not process, with the reason.
 
     The original bytes are kept verbatim up to ``MAX_DEAD_LETTER_ORIGINAL_BYTES`` (a deployment may set a
@@ -145,7 +148,7 @@ class DeadLetter(Message, tag="dead_letter.v1"):
     source record (``topic:partition:offset:stage``): consumers of the dead-letter topic dedupe by it.
     """
 
-    stage: Literal["summarizer", "worker"]
+    stage: DeadLetterStage
     reason: Annotated[str, Meta(max_length=MAX_REASON_CHARS)]
     error_type: str
     topic: str

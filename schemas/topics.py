@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar, Union
+from typing import Any, Generic, Literal, TypeVar, Union, cast
 
 import msgspec
 
@@ -41,7 +41,7 @@ class _Tag(msgspec.Struct):
     schema: Any = None
 
 
-class _NoSuchVersion(Message, tag="__jobscore_no_such_version__"):
+class _NoSuchVersion(Message, tag="__jobscore_no_such_version__", frozen=True):
     """Never sent. A second union member makes msgspec require the tag even on one-version topics (it
     treats a single tagged type's tag as optional), so an untagged message is never guessed to be v1."""
 
@@ -69,12 +69,13 @@ class TopicSpec(Generic[M]):
 
     def __post_init__(self) -> None:
         # typing.Union, not `|`: types only support `|` from Python 3.10 (jobscore-client supports 3.9).
-        union: Any = Union[(_NoSuchVersion, *self.types)]
+        members = (_NoSuchVersion, *self.types)
+        union: Any = Union[members]
         object.__setattr__(self, "_decoder", msgspec.json.Decoder(union))
 
     @property
     def tags(self) -> list[str]:
-        return [t.__struct_config__.tag for t in self.types]  # type: ignore[attr-defined]
+        return [str(t.__struct_config__.tag) for t in self.types]
 
     def decode(self, data: bytes | None) -> M:
         """Decode one value or raise `SchemaError` with a reason a human can act on — and nothing else:
@@ -98,7 +99,7 @@ class TopicSpec(Generic[M]):
             raise SchemaError("malformed", f"undecodable: {type(e).__name__}: {e}") from None
         if isinstance(msg, _NoSuchVersion):
             raise SchemaError("unknown_schema", f"the {self.role} topic accepts schema in {self.tags}")
-        return msg  # type: ignore[no-any-return]
+        return cast(M, msg)
 
     def _classify(self, data: bytes, text: str) -> SchemaError:
         try:

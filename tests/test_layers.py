@@ -159,3 +159,24 @@ def test_no_test_module_imports_another_test_modules_helpers() -> None:
                 if node.module.startswith("tests.") and last.startswith("test_"):
                     wrong.append(f"{f.relative_to(ROOT)}:{node.lineno} imports {node.module}")
     assert not wrong, "\n".join(wrong)
+
+
+# The rooms `make test` type-checks strictly (pyproject.toml [tool.mypy], scripts/test.sh).
+TYPE_CHECKED = ("schemas", "client", "jobscore", "worker")
+
+
+def test_type_checked_rooms_are_the_configured_ones_and_every_ignore_says_why() -> None:
+    import re
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert config["strict"] is True and sorted(config["files"]) == sorted(TYPE_CHECKED)
+    assert '"$VENV/bin/mypy" || exit 1' in (ROOT / "scripts" / "test.sh").read_text()
+    bare = []
+    for pkg in TYPE_CHECKED:
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            for n, line in enumerate(f.read_text().splitlines(), 1):
+                # `# type: ignore[code]  # why`: a code, and a reason a reader can check.
+                if "type: ignore" in line and not re.search(r"type: ignore\[[a-z-]+(, ?[a-z-]+)*\]\s+#\s*\S", line):
+                    bare.append(f"{f.relative_to(ROOT)}:{n}")
+    assert not bare, f"type: ignore without an error code and a reason: {bare}"

@@ -39,7 +39,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -75,7 +75,7 @@ from schemas import (
     ScoreRequest,
 )
 from schemas.headers import dead_letter_headers, message_headers, trace_headers
-from schemas.messages import Timings
+from schemas.messages import RankingStatus, Timings
 from schemas.summary import SummaryRecord
 from worker.batching import LANES, Lane, RecordKey, RequestState, TokenBudgetBatcher, WorkItem
 from worker.candidates import Found, needs_raw, raw_entries, resolve
@@ -115,7 +115,7 @@ class EngineFailure(RuntimeError):
     """The engine could not score anything: the worker must not commit and should exit."""
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # Any: aiokafka ships no type information
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
@@ -340,7 +340,7 @@ class Worker:
         # Finished (even after wait() returned for the other task): its records are taken from the fetcher, so
         # they must be processed — dropping them would skip their offsets.
         if fetch is not None and fetch.done() and not fetch.cancelled():
-            return fetch.result()  # type: ignore[no-any-return]
+            return cast(Records, fetch.result())
         return {}
 
     async def _drain(self, timeout: float) -> None:
@@ -445,9 +445,10 @@ class Worker:
         if self.score_cache is None or not items:
             return items
         cache = self.score_cache
-        for it in items:
-            it.cache_key = cache.key(it.tokens)
-        cached = await cache.get_many([it.cache_key for it in items])
+        keys = [cache.key(it.tokens) for it in items]
+        for it, key in zip(items, keys, strict=True):
+            it.cache_key = key
+        cached = await cache.get_many(keys)
         misses: list[WorkItem] = []
         for it, score in zip(items, cached, strict=True):
             if score is None:
@@ -481,8 +482,8 @@ class Worker:
                 raw_fallback_tokens=s.raw_fallback_tokens,
             )
             st.errors.extend(res.errors)
-            for e in res.errors:
-                if e.reason == "missing_summary":
+            for err in res.errors:
+                if err.reason == "missing_summary":
                     metrics.MISSING_SUMMARY.labels("error").inc()
             st.job_ids = [c.job_id for c in res.candidates]
             st.raw_fallback = [c.job_id for c in res.candidates if c.raw_fallback]
@@ -536,7 +537,7 @@ class Worker:
         headers = dead_letter_headers(rec.headers, str(DeadLetter.__struct_config__.tag))
         return Outgoing(self._dlq_topic, DEAD_LETTERS.encode(dl), dl.key, headers)
 
-    def _bare_ranking(self, req: ScoreRequest, status: str, detail: str, now: float) -> Ranking:
+    def _bare_ranking(self, req: ScoreRequest, status: RankingStatus, detail: str, now: float) -> Ranking:
         return bare_ranking(req, status, detail, now, self.made_by)
 
     # --- engine: batch → score → rank → publish -----------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from schemas import CandidateError, Ranking, ScoredJob, ScoreRequest, Timings
+from schemas.messages import RankingStatus
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,11 @@ def ranking_of_scores(
     )
 
 
-def bare_ranking(req: ScoreRequest, status: str, detail: str, now: float, made_by: Provenance) -> Ranking:
+def bare_ranking(req: ScoreRequest, status: RankingStatus, detail: str, now: float, made_by: Provenance) -> Ranking:
     """An answer without scores: rejected or timed out."""
     return Ranking(
         request_id=req.request_id,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         detail=detail,
         candidates_total=len(req.candidates),
         model_id=made_by.model_id,
