@@ -4,7 +4,7 @@ The stored format (key, record, content hash) is `schemas.summary`; this module 
 pipelined reads and writes, one round trip per batch. Services build it with `SummaryCache.for_service`:
 every call then has a socket timeout (a stalled Redis is an error, not a hang) and is retried with
 backoff (jobscore/retry.py); after the last try it raises `CacheUnavailable`, and the service's outage
-policy takes over (README "Faults and recovery").
+policy takes over (docs/operating.md "Faults and recovery").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Prometheus metrics with fixed names. Exposed on ``metrics_port`` when it is set.
 
-README "Metrics" lists every series (name, type, labels, meaning); tests/test_metrics.py scrapes a
+README.md "Metrics" lists every series (name, type, labels, meaning); tests/test_metrics.py scrapes a
 real worker and summarizer and checks each documented series is there, and tests/test_dashboards.py
 checks the Grafana dashboard and the alert rules query only series defined here.
 """

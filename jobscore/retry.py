@@ -3,7 +3,7 @@ outage record that logs once per state change, counts every error and drives rea
 
 The librdkafka / redis-py ``Retry(ExponentialBackoff(), n)`` habit: a call is tried ``attempts`` times
 with ``uniform(0, min(max_s, base_s * 2**n))`` between tries; the last error is raised to the caller,
-whose policy decides what an outage means (README "Faults and recovery"). Every failed try increments
+whose policy decides what an outage means (docs/operating.md "Faults and recovery"). Every failed try increments
 the metric; only the first failure and the recovery are logged, so a long outage is two log lines.
 """
 

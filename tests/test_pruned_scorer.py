@@ -1,7 +1,7 @@
 """The pruned scorer ships as committed files (kept neurons + re-fitted down projections, engine/scorer_pruned) and
 is rebuilt from them on first use: packing and rebuilding give the pruned model back, a damaged file or another
 parent is refused with what to do, and the shipped one builds, names itself, has the pruned width and ranks
-held-out occupations (README "Models", bench/RESULTS.md "The pruned scorer")."""
+held-out occupations (docs/models.md "Models", bench/RESULTS.md "The pruned scorer")."""
 
 from __future__ import annotations
 

@@ -132,7 +132,8 @@ class TestRejection:
         req = {"schema": "score_request.v1", "request_id": "r", "query": "q", "candidates": ["a"], **patch}
         with pytest.raises(SchemaError) as e:
             SCORE_REQUESTS.decode(json.dumps(req).encode())
-        assert e.value.kind == "invalid"  # README: an invalid field is `invalid`, naming the field
+        # docs/operating.md "Bad input": an invalid field is `invalid`, naming the field
+        assert e.value.kind == "invalid"
         assert path in e.value.reason
 
     def test_decode_null_value_is_malformed(self) -> None:

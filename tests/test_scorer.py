@@ -1,7 +1,7 @@
 """The shipped scorer: its manifest (reproducible: the commands that made it), a merge into the packaged base
 that equals peft's, the refusal of a base with another hash, that it is the default model, and that it ranks
 held-out occupations well through the worker's engine (vLLM) and prompt — so a broken adapter, merge or
-prompt change fails here (README "Models", bench/RESULTS.md §4d)."""
+prompt change fails here (docs/models.md "Models", bench/RESULTS.md §4d)."""
 
 from __future__ import annotations
 
