@@ -84,13 +84,15 @@ def min_insync(settings: CommonSettings) -> int:
 
 
 def _role_names(settings: CommonSettings) -> list[tuple[TopicSpec[Any], str, int]]:
-    return [
-        (POSTINGS, settings.topic_postings, settings.topic_retention_ms_postings),
-        (SCORE_REQUESTS, settings.topic_requests, settings.topic_retention_ms_requests),
-        (SCORE_REQUESTS_BULK, settings.topic_requests_bulk, settings.topic_retention_ms_requests),
-        (RANKINGS, settings.topic_results, settings.topic_retention_ms_results),
-        (DEAD_LETTERS, settings.topic_dead_letters, settings.topic_retention_ms_dead_letters),
-    ]
+    """Each topic with its name (bound once: `CommonSettings.topic_names`) and its retention setting."""
+    retention = {
+        POSTINGS.role: settings.topic_retention_ms_postings,
+        SCORE_REQUESTS.role: settings.topic_retention_ms_requests,
+        SCORE_REQUESTS_BULK.role: settings.topic_retention_ms_requests,
+        RANKINGS.role: settings.topic_retention_ms_results,
+        DEAD_LETTERS.role: settings.topic_retention_ms_dead_letters,
+    }
+    return [(spec, name, retention[spec.role]) for spec, name in settings.topic_names().bound()]
 
 
 def plan_topics(settings: CommonSettings) -> TopicPlan:

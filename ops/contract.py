@@ -176,13 +176,7 @@ def asyncapi(settings: CommonSettings | None = None) -> dict[str, Any]:
     s = settings or CommonSettings.model_construct()
     w = WorkerSettings.model_construct()
     plan = {t.role: t for t in plan_topics(s).topics}
-    names = {
-        POSTINGS.role: s.topic_postings,
-        SCORE_REQUESTS.role: s.topic_requests,
-        SCORE_REQUESTS_BULK.role: s.topic_requests_bulk,
-        RANKINGS.role: s.topic_results,
-        DEAD_LETTERS.role: s.topic_dead_letters,
-    }
+    names = {spec.role: name for spec, name in s.topic_names().bound()}
     _, components = _schema_components(message_types(), ref_template="#/components/schemas/{name}")
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
