@@ -246,7 +246,7 @@ class CommonSettings(ToolSettings):
         description="How often /readyz's broker and Redis checks are probed (also each probe's timeout). "
         "Shorter notices an outage and its end sooner, at one metadata request + one PING per interval.",
     )
-    # --- faults and recovery (README "Faults and recovery") ---------------------------------------------
+    # --- faults and recovery (docs/operating.md "Faults and recovery") ---------------------------------------------
     heartbeat_interval_ms: int | None = Field(
         None,
         ge=100,
@@ -286,7 +286,7 @@ class CommonSettings(ToolSettings):
         ge=1,
         description="Tries of one Redis call (exponential backoff with jitter between them) before the service "
         "treats Redis as down: not ready, and the call is retried by the service's outage policy "
-        "(README 'Faults and recovery'); neither service exits.",
+        "(docs/operating.md 'Faults and recovery'); neither service exits.",
     )
     redis_retry_max_s: float = Field(
         2.0, gt=0, description="Longest backoff between two tries of a Redis call (the cap of 2^n growth)."
@@ -439,8 +439,8 @@ class WorkerSettings(CommonSettings):
         description="What scores: an HF model directory (a compress-sft output, a merged adapter), or a shipped "
         "scorer: 'scorer-pruned' (the default, also 'scorer'): the OSSCAR-pruned relevance scorer rebuilt from "
         "engine/scorer_pruned; 'scorer-full': SmolLM2-135M-Instruct + the LoRA adapter in engine/scorer, unpruned; "
-        "both built on first use under cache_dir (README 'Models'); 'tiny': the random-weight test model (plumbing "
-        "tests only, its scores mean nothing).",
+        "both built on first use under cache_dir (docs/models.md 'Models'); 'tiny': the random-weight test model "
+        "(plumbing tests only, its scores mean nothing).",
     )
     engine: Literal["vllm", "hf"] = Field("vllm", description="vllm (production) or hf (naive baseline).")
     dtype: str = Field("auto", description="Engine dtype: auto, float32, bfloat16, float16.")

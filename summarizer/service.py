@@ -15,19 +15,18 @@ start and recorded in every entry. A posting the summarizer fails on is dead-let
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from jobscore import metrics
 from jobscore.cache import CacheUnavailable, SummaryCache
-from jobscore.health import HEALTH, start_probes
-from jobscore.kafka import BrokerLost, TopicGuard, dead_letter, make_consumer, make_producer, topic_name
+from jobscore.health import HEALTH
+from jobscore.kafka import BrokerLost, dead_letter, topic_name
+from jobscore.service import Committed, Shell, run_service
 from jobscore.settings import SummarizerSettings
-from jobscore.topics import ensure_topics
 from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
 from summarizer.modes import PostingSummarizer, make_summarizer
 from summarizer.writer import SummaryWriter, WriteResult
@@ -42,24 +41,35 @@ class Summarizer:
         self.settings = settings
         self.summarizer = summarizer
         self._owns_summarizer = summarizer is None
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
         self.cache = SummaryCache.for_service(settings, settings.summarizer_version, settings.summary_ttl_s)
         self.writer: SummaryWriter | None = None
-        self.guard: TopicGuard | None = None  # set in start(): checks the broker still has our topics before a commit
-        self._stop = asyncio.Event()
-        self._probes: asyncio.Task[None] | None = None
+        # Topics, producer, broker-loss guard, group consumer, probes, guarded commit, stop and close.
+        self.shell = Shell(
+            settings,
+            service="summarizer",
+            cache=self.cache,
+            group_id=settings.group_id,
+            reads=[topic_name(settings, POSTINGS)],
+            guards=[topic_name(settings, DEAD_LETTERS), topic_name(settings, POSTINGS)],
+        )
+        self._stop = self.shell.stopping
         self.postings_done = 0
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self.shell.consumer
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        return self.shell.producer
 
     async def start(self) -> None:
         s = self.settings
-        HEALTH.reset()
-        HEALTH.liveness_timeout_s = s.liveness_timeout_s
-        HEALTH.set("summarizer", False, f"loading the {s.summarizer_mode} summarizer")
-        for dep in ("broker", "redis"):  # unknown until the first probe: not ready before it
-            HEALTH.set(dep, False, "not probed yet")
-        HEALTH.set("draining", True)
-        metrics.set_build("summarizer", summarizer_version=s.summarizer_version, engine=s.summarizer_mode)
+        self.shell.reset_health(
+            {"summarizer": (False, f"loading the {s.summarizer_mode} summarizer")},
+            summarizer_version=s.summarizer_version,
+            engine=s.summarizer_mode,
+        )
         if self.summarizer is None:
             # Model loading blocks for seconds (vLLM: ~a minute on CPU): keep the loop responsive.
             self.summarizer = await asyncio.to_thread(make_summarizer, s)
@@ -74,31 +84,15 @@ class Summarizer:
             chunk_size=s.summarize_batch_size,
             raw_max_chars=s.raw_max_chars if s.store_raw else None,
         )
-        await ensure_topics(s)
-        self.producer = make_producer(s)
-        await self.producer.start()
-        self.consumer = make_consumer(s, s.group_id, topic_name(s, POSTINGS))
-        await self.consumer.start()
-        self.guard = TopicGuard(self.producer.client, [topic_name(s, DEAD_LETTERS), topic_name(s, POSTINGS)])
-        await self.guard.start()
+        await self.shell.start()
         HEALTH.set("summarizer", True)
-        self._probes = start_probes(
-            {"broker": self.consumer.topics, "redis": self.cache.client.ping}, s.health_probe_interval_s
-        )
         log.info("summarizer started", extra={"settings": s.non_defaults()})
 
     def stop(self) -> None:
-        HEALTH.set("draining", False, "stopping: finishing the batch in flight")
-        self._stop.set()
+        self.shell.stop("stopping: finishing the batch in flight")
 
     async def close(self) -> None:
-        if self._probes is not None:
-            self._probes.cancel()
-            self._probes = None
-        if self.consumer is not None:
-            await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
+        await self.shell.close()
         await self.cache.close()
         if self._owns_summarizer and self.summarizer is not None:
             self.summarizer.close()
@@ -171,30 +165,18 @@ class Summarizer:
         if dlq_sends:
             await asyncio.gather(*dlq_sends)
         # Summaries (and dead letters) are acknowledged; the offsets may move past them only if the broker
-        # that acknowledged the dead letters still has their topic (and the postings topic) now.
-        assert self.guard is not None
+        # that acknowledged the dead letters still has their topic (and the postings topic) now. A postponed
+        # commit leaves the batch to be replayed if nothing later commits past it; after a rebalance its new
+        # owner replays it — every write is idempotent (same key, same value), so only work is repeated.
         try:
-            await self.guard.check()
+            outcome = await self.shell.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
         except BrokerLost as e:
             HEALTH.set("broker", False, str(e))
             log.error(
                 "the broker lost our topics: stopping without committing; the group replays", extra={"error": str(e)}
             )
             raise
-        except KafkaError as e:
-            metrics.KAFKA_ERRORS.labels("metadata").inc()
-            log.warning(
-                "broker check failed; this batch stays uncommitted (replayed if nothing later commits past it)",
-                extra={"error": repr(e)},
-            )
-            return
-        try:
-            await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
-        except CommitFailedError as e:
-            # The group rebalanced while this batch was summarized: its new owner replays it, and every
-            # write is idempotent (same key, same value), so this is only repeated work. Keep consuming.
-            metrics.KAFKA_ERRORS.labels("commit").inc()
-            log.warning("commit failed after a rebalance; the batch will be replayed", extra={"error": str(e)})
+        if outcome is not Committed.DONE:
             return
         self.postings_done += sum(len(r) for r in batch.values())
         log.debug(
@@ -216,27 +198,14 @@ class Summarizer:
             try:
                 return await self.writer.write_batch(items)
             except CacheUnavailable:
-                HEALTH.beat()  # alive: waiting for a dependency on purpose
+                pass  # not ready meanwhile (the cache logged the outage once)
             if self._stop.is_set():
                 log.warning("stopping during a Redis outage: the batch is left uncommitted", extra={"n": len(items)})
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.cache.backoff.max_s)
+            await self.shell.wait_for_redis()
 
 
 async def run_summarizer(settings: SummarizerSettings, stop: asyncio.Event | None = None) -> None:
+    """Run a summarizer until ``stop`` (jobscore/service.py `run_service`: a stop during start-up abandons it)."""
     svc = Summarizer(settings)
-    await svc.start()
-    watcher = asyncio.create_task(_forward_stop(stop, svc)) if stop is not None else None
-    try:
-        await svc.run()
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-        await svc.close()
-        log.info("summarizer stopped", extra={"postings": svc.postings_done})
-
-
-async def _forward_stop(stop: asyncio.Event, svc: Summarizer) -> None:
-    await stop.wait()
-    svc.stop()
+    await run_service(svc, stop, "summarizer", lambda: {"postings": svc.postings_done})

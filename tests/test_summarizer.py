@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from collections.abc import Callable
+
+import pytest
 
 from client import publish_postings, tail
 from engine.corpus import postings
 from jobscore.cache import SummaryCache
 from jobscore.kafka import make_producer
+from jobscore.service import run_service
 from jobscore.settings import CommonSettings, SummarizerSettings
 from schemas import DEAD_LETTERS, DeadLetter, JobPosted
 from schemas.summary import SummaryRecord, content_hash
@@ -142,3 +147,26 @@ class TestSummarizerService:
         finally:
             await _stop(svc, task)
             await cache.close()
+
+
+async def test_stop_during_start_up_abandons_it_cleanly(
+    summarizer_settings: Callable[..., SummarizerSettings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The summarizer runs in the same service shell as the worker (jobscore/service.py), so a stop signal
+    during a start-up that hangs on a broker that never answers ends it: nothing consumed, no error."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)  # accepts connections and never answers: a hung broker
+    try:
+        s = summarizer_settings(kafka_bootstrap=f"127.0.0.1:{hole.getsockname()[1]}")
+        stop = asyncio.Event()
+        caplog.set_level(logging.INFO, logger="jobscore.service")
+        task = asyncio.create_task(run_service(Summarizer(s), stop, "summarizer"))
+        await wait_until(lambda: "start-up: ensuring topics" in caplog.text, what="the start-up reaching the broker")
+        assert not task.done()
+        stop.set()
+        started = await asyncio.wait_for(task, WAIT_S)
+        assert started is False
+        assert "summarizer: stopped during start-up: nothing was consumed" in caplog.text
+    finally:
+        hole.close()

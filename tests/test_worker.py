@@ -293,7 +293,7 @@ async def test_produce_retries_back_off_by_the_kafka_setting_not_the_redis_one(
 
     monkeypatch.setattr(worker.loop, "retry", recording_retry)
     w = Worker(WorkerSettings(kafka_send_retry_max_s=0.25, redis_retry_max_s=7.0, kafka_send_attempts=3), hf_engine)
-    w.producer = object()  # type: ignore[assignment]
+    w.shell.producer = object()  # type: ignore[assignment]
     await w._send("topic", b"value", None)
     assert seen["op"] == "produce" and seen["attempts"] == 3
     assert seen["backoff"].max_s == 0.25

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from engine.engines import ScoringEngine, is_probability
@@ -51,18 +51,15 @@ from engine.identity import read_identity
 from engine.prompt import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate, PromptTooLong
 from jobscore import metrics
 from jobscore.cache import CacheUnavailable, SummaryCache
-from jobscore.health import HEALTH, start_probes
+from jobscore.health import HEALTH
 from jobscore.kafka import (
     BrokerLost,
-    TopicGuard,
     dead_letter,
-    make_consumer,
-    make_producer,
     topic_name,
 )
 from jobscore.retry import Backoff, Outage, retry
+from jobscore.service import Committed, Shell, run_service
 from jobscore.settings import WorkerSettings
-from jobscore.topics import ensure_topics
 from schemas import (
     DEAD_LETTERS,
     RANKINGS,
@@ -166,20 +163,27 @@ class Worker:
             s.max_batch_tokens, s.max_batch_items, s.max_wait_ms / 1e3, max_bulk_items=s.max_bulk_batch_items
         )
         self.offsets = OffsetTracker()
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
         self._results_topic = topic_name(s, RANKINGS)
         self._dlq_topic = topic_name(s, DEAD_LETTERS)
-        self._stop = asyncio.Event()
+        self._bulk_topic = topic_name(s, SCORE_REQUESTS_BULK)
+        # Topics, producer, broker-loss guard, group consumer, probes, guarded commit, stop and close.
+        self.shell = Shell(
+            s,
+            service="worker",
+            cache=self.cache,
+            group_id=s.group_id,
+            # Both lanes in one group: online requests, and bulk requests taken with spare capacity only.
+            reads=[topic_name(s, SCORE_REQUESTS), self._bulk_topic],
+            guards=[self._results_topic, self._dlq_topic],
+            listener=_Rebalance(self),
+        )
+        self._stop = self.shell.stopping
         self._answered = asyncio.Condition()  # notified whenever a record's answer is acknowledged
         self._publishing: set[asyncio.Task[None]] = set()
         self._failed: BaseException | None = None
-        self.guard: TopicGuard  # set in start(): checks the broker still has our topics before each commit
         self._uncommitted: dict[TopicPartition, int] = {}  # answered, not yet committed (a postponed commit)
         self._paused = False  # the online lane (and with it everything) is paused
         self._bulk_paused = False  # the bulk lane is paused (before the online lane is)
-        self._bulk_topic = topic_name(s, SCORE_REQUESTS_BULK)
-        self._probes: asyncio.Task[None] | None = None
         self.requests_done = 0
         self.items_scored = 0
         self.batches = 0
@@ -188,17 +192,19 @@ class Worker:
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self.shell.consumer
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        return self.shell.producer
+
     async def start(self) -> None:
         s = self.settings
-        HEALTH.reset()
-        HEALTH.liveness_timeout_s = s.liveness_timeout_s
-        HEALTH.set("engine", True)  # constructed with a loaded engine; an engine failure flips it
-        for dep in ("broker", "redis"):  # unknown until the first probe: not ready before it
-            HEALTH.set(dep, False, "not probed yet")
-        HEALTH.set("draining", True)
-        HEALTH.set("consumer_group", False, "joining the consumer group")
-        metrics.set_build(
-            "worker",
+        self.shell.reset_health(
+            # constructed with a loaded engine (an engine failure flips it); ready once the group assigns
+            {"engine": (True, ""), "consumer_group": (False, "joining the consumer group")},
             model_id=self.engine.info.model_id,
             model_revision=self.engine.info.revision,
             # A shipped LoRA scorer names its adapter in the model directory's identity sidecar.
@@ -207,24 +213,7 @@ class Worker:
             engine=s.engine,
             dtype=s.dtype,
         )
-        # Each start-up step is logged: a start-up that hangs says where (a group join on a broker that
-        # lost its coordinator state, an unreachable broker), and SIGTERM interrupts any of them.
-        log.info("start-up: ensuring topics", extra={"bootstrap": s.kafka_bootstrap})
-        await ensure_topics(s)
-        log.info("start-up: connecting the producer")
-        self.producer = make_producer(s)
-        await self.producer.start()
-        self.guard = TopicGuard(self.producer.client, [self._results_topic, self._dlq_topic])
-        await self.guard.start()
-        log.info("start-up: joining the consumer group", extra={"group": s.group_id})
-        self.consumer = make_consumer(s, s.group_id)
-        # Both lanes in one group: online requests, and bulk requests taken with spare capacity only.
-        self.consumer.subscribe([topic_name(s, SCORE_REQUESTS), self._bulk_topic], listener=_Rebalance(self))
-        await self.consumer.start()
-        consumer = self.consumer
-        self._probes = start_probes(
-            {"broker": consumer.topics, "redis": self.cache.client.ping}, s.health_probe_interval_s
-        )
+        await self.shell.start()
         log.info(
             "worker started",
             extra={
@@ -236,19 +225,10 @@ class Worker:
 
     def stop(self) -> None:
         """Stop consuming; the work in flight is scored, published and committed before `run` returns."""
-        HEALTH.set("draining", False, "stopping: finishing the work in flight")
-        self._stop.set()
+        self.shell.stop("stopping: finishing the work in flight")
 
     async def close(self) -> None:
-        if self._probes is not None:
-            self._probes.cancel()
-            self._probes = None
-        if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
-        if self.producer is not None:
-            await self.producer.stop()
-            self.producer = None
+        await self.shell.close()
         if self.score_cache is not None:  # the last batch's scores: worth a moment, not a hang
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.score_cache.flush(), self.settings.redis_timeout_s)
@@ -392,7 +372,7 @@ class Worker:
     async def _fetch(self, states: list[RequestState]) -> tuple[Found, dict[str, SummaryRecord]] | None:
         """Every candidate's cache entry (one MGET, tried with backoff inside the cache).
 
-        Redis outage policy (README "Faults and recovery"): keep trying while not ready; a request whose
+        Redis outage policy (docs/operating.md "Faults and recovery"): keep trying while not ready; a request whose
         deadline passes meanwhile is answered "timeout" and leaves ``states``; on stop, what is left is not
         answered and not committed (the next owner replays it). The process never exits over Redis.
         """
@@ -402,7 +382,7 @@ class Worker:
                 found = dict(zip(unique, await self.cache.get_many(unique), strict=True))
                 return found, await self._raw_fallbacks(found)
             except CacheUnavailable:
-                HEALTH.beat()  # alive: waiting for a dependency on purpose (REDIS_OUTAGE logged it once)
+                pass  # not ready meanwhile (the cache logged the outage once); wait below
             now = time.time()
             for st in [st for st in states if st.expired(now)]:
                 states.remove(st)
@@ -423,8 +403,7 @@ class Worker:
                     extra={"requests": len(states)},
                 )
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.cache.backoff.max_s)
+            await self.shell.wait_for_redis()
 
     async def _raw_fallbacks(self, found: Found) -> dict[str, SummaryRecord]:
         """With ``missing_summary="raw"``: cache entries carrying a raw description for the candidates without
@@ -721,7 +700,8 @@ class Worker:
         """A send that failed every try: `BrokerLost` when the broker lost our topics, else the error."""
         if isinstance(e, KafkaError):
             try:
-                await self.guard.check()
+                assert self.shell.guard is not None
+                await self.shell.guard.check()
             except BrokerLost as lost:
                 return lost
             except KafkaError:
@@ -736,22 +716,12 @@ class Worker:
         if not offsets or self.consumer is None:
             return
         try:
-            await self.guard.check()
+            outcome = await self.shell.commit(offsets)
         except BrokerLost as e:
-            self._fail(e)  # never commit into the void: exit uncommitted, the group replays (README)
+            self._fail(e)  # never commit into the void: exit uncommitted, the group replays
             return
-        except KafkaError as e:
-            metrics.KAFKA_ERRORS.labels("metadata").inc()
-            log.debug("broker check failed; commit postponed", extra={"error": repr(e)})
-            return
-        self._uncommitted.clear()
-        try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError as e:
-            # The group rebalanced under us: these records go to their new owner, which answers them again
-            # (consumers deduplicate by request id).
-            metrics.KAFKA_ERRORS.labels("commit").inc()
-            log.warning("commit failed after a rebalance", extra={"error": str(e)})
+        if outcome is not Committed.POSTPONED:
+            self._uncommitted.clear()
 
     def _backpressure(self) -> None:
         assert self.consumer is not None
@@ -856,44 +826,7 @@ class Worker:
 
 
 async def run_worker(settings: WorkerSettings, engine: ScoringEngine, stop: asyncio.Event | None = None) -> Worker:
+    """Run a worker until ``stop`` (jobscore/service.py `run_service`: a stop during start-up abandons it)."""
     worker = Worker(settings, engine)
-    if not await _start_unless_stopped(worker, stop):
-        return worker
-
-    async def forward_stop() -> None:
-        assert stop is not None
-        await stop.wait()
-        worker.stop()
-
-    watcher = asyncio.create_task(forward_stop()) if stop is not None else None
-    try:
-        await worker.run()
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-        await worker.close()
-        log.info("worker stopped", extra={"requests": worker.requests_done, "items": worker.items_scored})
+    await run_service(worker, stop, "worker", lambda: {"requests": worker.requests_done, "items": worker.items_scored})
     return worker
-
-
-async def _start_unless_stopped(worker: Worker, stop: asyncio.Event | None) -> bool:
-    """``worker.start()`` (broker, topics, group join: may hang on a sick broker); a stop signal during it
-    abandons the start-up (nothing was consumed, nothing to commit). True when started."""
-    if stop is None:
-        await worker.start()
-        return True
-    starting = asyncio.create_task(worker.start(), name="worker-start")
-    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
-    try:
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-    if starting.done():
-        starting.result()  # a failed start-up raises here
-        return True
-    starting.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await starting
-    await worker.close()
-    log.info("stopped during start-up: nothing was consumed")
-    return False
