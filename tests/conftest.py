@@ -219,7 +219,7 @@ def scorer_vllm_engine(scorer_dir: Path) -> Iterator[Any]:
     """The default scorer served by vLLM through the two-way softmax conversion (the Llama path), loaded once
     per session: ~1.5 GB on the CPU. Built with the worker's own defaults (`max_model_len`, `max_num_seqs` are
     in vLLM's config hash), so it and the demo test's worker share one torch.compile: whichever starts second
-    takes it from torch inductor's cache (~40 s less on 2 CPUs; README "CPU")."""
+    takes it from torch inductor's cache (~40 s less on 2 CPUs; docs/deploying.md "CPU")."""
     from engine.engines import VllmEngine
 
     max_model_len = WorkerSettings.model_fields["max_model_len"].default
@@ -314,22 +314,6 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S, what
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def running_through_faults(svc: Any) -> AsyncIterator[asyncio.Task[None]]:
-    """Run a worker or summarizer for a test that injects faults: on the way out, an error its ``run()``
-    ended with (the injected fault) does not fail the test — the test asserts the outcome itself.
-    Plain tests use `tests.helpers.running`, which re-raises."""
-    await svc.start()
-    task = asyncio.create_task(svc.run())
-    try:
-        yield task
-    finally:
-        svc.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, WAIT_S)
-        await svc.close()
 
 
 class RedisServer:

@@ -26,7 +26,14 @@ from worker.loop import Worker
 
 
 @contextlib.asynccontextmanager
-async def running(svc: Worker | Summarizer) -> AsyncIterator[asyncio.Task[None]]:
+async def running(
+    svc: Worker | Summarizer, *, faults: bool = False, wait_s: float = WAIT_S
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Start a service, run it in a task, and on exit stop it, wait for its drain and close it.
+
+    By default an error its ``run()`` ends with, or a drain that hangs, fails the test that used it. With
+    ``faults=True`` (tests that inject faults) the error stays on the task for the test to inspect and
+    assert on: the injected fault is the point, not a failure of the test."""
     await svc.start()
     task = asyncio.create_task(svc.run())
     try:
@@ -34,8 +41,11 @@ async def running(svc: Worker | Summarizer) -> AsyncIterator[asyncio.Task[None]]
     finally:
         svc.stop()
         try:
-            # No suppression: a worker error or a drain that hangs fails the test that used the service.
-            await asyncio.wait_for(task, WAIT_S)
+            if faults:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(task), wait_s)
+            else:
+                await asyncio.wait_for(task, wait_s)
         finally:
             await svc.close()
 

@@ -18,7 +18,8 @@ from jobscore import health
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from ops.devstack import free_port
 from summarizer.service import Summarizer
-from tests.conftest import WAIT_S, RedisServer, running_through_faults, wait_until
+from tests.conftest import WAIT_S, RedisServer, wait_until
+from tests.helpers import running
 from worker.loop import Worker
 
 PROBE_S = 0.3  # health_probe_interval_s in these tests: readiness follows Redis within about this
@@ -80,7 +81,7 @@ class TestSummarizerHealth:
             ss = summarizer_settings(
                 redis_url=rds.url, extractive_embeddings=False, health_probe_interval_s=PROBE_S, liveness_timeout_s=30
             )
-            async with running_through_faults(Summarizer(ss)):
+            async with running(Summarizer(ss), faults=True):
                 ok = await wait_probe(http_port, "/readyz", lambda p: p.code == 200, "summarizer ready")
                 assert set(ok.body["checks"]) >= {"broker", "redis", "summarizer", "draining"}
                 live = await aget(http_port, "/healthz")
@@ -107,7 +108,7 @@ class TestSummarizerHealth:
         ss = summarizer_settings(
             redis_url=f"redis://127.0.0.1:{free_port()}/0", extractive_embeddings=False, health_probe_interval_s=PROBE_S
         )
-        async with running_through_faults(Summarizer(ss)):
+        async with running(Summarizer(ss), faults=True):
             p = await wait_probe(
                 http_port,
                 "/readyz",

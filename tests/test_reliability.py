@@ -24,7 +24,8 @@ from schemas.messages import MAX_DESCRIPTION_CHARS
 from schemas.topics import MAX_RECORD_BYTES
 from summarizer.service import Summarizer
 from summarizer.writer import build_records
-from tests.conftest import WAIT_S, running_through_faults, wait_until
+from tests.conftest import WAIT_S, wait_until
+from tests.helpers import running
 from worker.loop import Worker
 
 BIG = 6_500_000  # a 6.5 MB record: over every topic's limit, under the clients' fetch size
@@ -73,7 +74,7 @@ class TestPoisonWorker:
         await seed(ws, items)
         ids = [p.job_id for p in items]
         good = new_request("cafe manager", ids, top_k=2)
-        async with running_through_faults(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
+        async with running(Worker(ws, vllm_engine), faults=True) as task, RankingWaiter(ws) as waiter:
             await send_raw(
                 ws,
                 ws.topic_requests,
@@ -98,7 +99,7 @@ class TestPoisonWorker:
         await seed(ws, items)
         good = new_request("welder", [p.job_id for p in items], top_k=3)
         huge = request_bytes("huge", b"x" * BIG, [p.job_id for p in items])
-        async with running_through_faults(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
+        async with running(Worker(ws, vllm_engine), faults=True) as task, RankingWaiter(ws) as waiter:
             await send_raw(
                 ws, ws.topic_requests, [(b"huge", huge), (good.request_id.encode(), SCORE_REQUESTS.encode(good))]
             )
@@ -121,7 +122,7 @@ class TestPoisonSummarizer:
         huge = b'{"schema":"job_posted.v1","job_id":"big","description":"' + b"y" * BIG + b'"}'
         cache = SummaryCache.from_url(s.redis_url, s.summarizer_version)
         try:
-            async with running_through_faults(Summarizer(s)) as task:
+            async with running(Summarizer(s), faults=True) as task:
                 await send_raw(
                     s,
                     s.topic_postings,

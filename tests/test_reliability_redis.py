@@ -24,7 +24,8 @@ from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from schemas import ScoreRequest
 from summarizer.service import Summarizer
 from summarizer.writer import build_records
-from tests.conftest import WAIT_S, RedisServer, running_through_faults, wait_until
+from tests.conftest import WAIT_S, RedisServer, wait_until
+from tests.helpers import running
 from worker.loop import Worker
 
 # Short timeouts so an outage is noticed in about a second on this 2-core machine.
@@ -61,7 +62,7 @@ async def test_worker_redis_stall_and_restart_requests_answered_task_survives(
         await cache.close()
 
     await seed()
-    async with running_through_faults(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
+    async with running(Worker(ws, vllm_engine), faults=True) as task, RankingWaiter(ws) as waiter:
         first = _req(ws, ids, "before")
         await publish_requests(ws, [first])
         assert (await waiter.wait(first.request_id, WAIT_S)).status == "ok"
@@ -108,7 +109,7 @@ async def test_summarizer_redis_stall_and_restart_postings_written_task_survives
         return False
 
     try:
-        async with running_through_faults(Summarizer(s)) as task:
+        async with running(Summarizer(s), faults=True) as task:
             wave1 = postings(5, seed=32, prefix=f"{s.group_id}-a")
             await publish_postings(s, wave1)
             await wait_until(lambda: all_written([p.job_id for p in wave1]), what="first wave summaries")

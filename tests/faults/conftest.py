@@ -9,14 +9,13 @@ scenario starts itself on a free port when it is going to stop, freeze or restar
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,6 @@ from engine.tinymodel import build_tiny_model
 from jobscore.settings import CommonSettings, WorkerSettings, settings_env
 from ops.devstack import EmbeddedBroker
 from ops.ledger import PostingsLedger, RequestLedger, Window, postings_ledger, request_ledger
-from summarizer.service import Summarizer
-from worker.loop import Worker
 
 # After its end offset, a partition counts as read once idle this long (the ledger's tansu grace).
 LEDGER_IDLE_S = 0.5
@@ -47,21 +44,6 @@ async def print_postings_ledger(s: CommonSettings, version: str, title: str) -> 
     led = await postings_ledger(s, Window(), version, idle_s=LEDGER_IDLE_S)
     print(f"\n===== postings ledger after: {title} =====\n{led.render()}\n", flush=True)
     return led
-
-
-@contextlib.asynccontextmanager
-async def running(svc: Worker | Summarizer, wait_s: float = 90.0) -> AsyncIterator[asyncio.Task[None]]:
-    """Start a service, run it in a task, and on exit stop it and wait for its drain (its failure, if it
-    failed, stays on the task for the scenario to inspect)."""
-    await svc.start()
-    task = asyncio.create_task(svc.run())
-    try:
-        yield task
-    finally:
-        svc.stop()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(asyncio.shield(task), wait_s)
-        await svc.close()
 
 
 @dataclass

@@ -34,8 +34,8 @@ from jobscore.topics import ensure_topics
 from ops.devstack import EmbeddedBroker, wait_for_port
 from summarizer.service import Summarizer
 from tests.conftest import WAIT_S, RedisServer, wait_until
-from tests.faults.conftest import print_ledger, print_postings_ledger, running
-from tests.helpers import committed, committed_offsets, next_offsets, seed
+from tests.faults.conftest import print_ledger, print_postings_ledger
+from tests.helpers import committed, committed_offsets, next_offsets, running, seed
 from worker.loop import Worker
 
 # The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a
@@ -93,8 +93,8 @@ class TestRedis:
 
         async with (
             RankingWaiter(ws) as waiter,
-            running(Summarizer(ss)) as summarizer,
-            running(Worker(ws, vllm_engine)) as worker,
+            running(Summarizer(ss), faults=True) as summarizer,
+            running(Worker(ws, vllm_engine), faults=True) as worker,
         ):
 
             async def wave(name: str) -> None:
@@ -153,7 +153,7 @@ class TestBrokerRestart:
         async with RankingWaiter(ws) as waiter:
             await publish_requests(ws, before)
             worker = Worker(ws, vllm_engine)
-            async with running(worker) as task:
+            async with running(worker, faults=True) as task:
                 await wait_until(lambda: worker.requests_done >= 5, what="answers before the restart")
                 answered_before = worker.requests_done
                 own_broker.restart()  # same port, empty: topics, groups and offsets are gone
@@ -186,7 +186,7 @@ class TestBrokerRestart:
         )
         after = [new_request(q, ids, top_k=2, request_id=f"{ws.group_id}-a{i}") for i, q in enumerate(queries(12))]
         await ensure_topics(wa)
-        async with RankingWaiter(wa) as waiter, running(Worker(wa, vllm_engine)):
+        async with RankingWaiter(wa) as waiter, running(Worker(wa, vllm_engine), faults=True):
             await publish_requests(wa, after)
             await waiter.wait_all([r.request_id for r in after], WAIT_S)
         led = await print_ledger(wa, "embedded broker restart (requests sent after it; tansu lost the ones before)")
@@ -213,7 +213,7 @@ class TestBrokerRestart:
         async with RankingWaiter(ws) as waiter:
             await publish_requests(ws, reqs[:40])
             worker = Worker(ws, vllm_engine)
-            async with running(worker) as task:
+            async with running(worker, faults=True) as task:
                 await wait_until(lambda: worker.requests_done >= 5, what="answers before the restart")
                 await asyncio.to_thread(
                     subprocess.run, os.environ["JOBSCORE_FAULT_KAFKA_RESTART_CMD"], shell=True, check=True
@@ -226,7 +226,7 @@ class TestBrokerRestart:
                     what="answers after the restart",
                 )
             if task.done() and task.exception() is not None:  # it may exit; its replacement finishes
-                async with running(Worker(ws, vllm_engine)):
+                async with running(Worker(ws, vllm_engine), faults=True):
                     await waiter.wait_all([r.request_id for r in reqs], 4 * WAIT_S)
         led = await print_ledger(ws, "real Kafka restarted mid-stream")
         assert led.lost == 0 and led.answered == len(reqs)

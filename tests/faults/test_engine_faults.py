@@ -24,8 +24,8 @@ from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import JobPosted
 from summarizer.writer import build_records
 from tests.conftest import WAIT_S, wait_until
-from tests.faults.conftest import DelegatingEngine, print_ledger, running
-from tests.helpers import committed_ids, committed_offsets, next_offsets, request_positions, seed
+from tests.faults.conftest import DelegatingEngine, print_ledger
+from tests.helpers import committed_ids, committed_offsets, next_offsets, request_positions, running, seed
 from worker.loop import Worker
 
 # The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a
@@ -63,7 +63,7 @@ class TestEngineFailure:
         alone = new_request("welder", [bad.job_id], top_k=1, request_id=f"{ws.group_id}-alone")
         after = [new_request(q, ids, top_k=2, request_id=f"{ws.group_id}-ok{i}") for i, q in enumerate(queries(5))]
         reqs = [mixed, alone, *after]
-        async with RankingWaiter(ws) as waiter, running(Worker(ws, engine)) as task:
+        async with RankingWaiter(ws) as waiter, running(Worker(ws, engine), faults=True) as task:
             # First the one-candidate request on its own: its poison prompt is the whole batch.
             await publish_requests(ws, [alone])
             await wait_until(lambda: task.done() or alone.request_id in waiter.rankings, what="the lone request")
@@ -101,7 +101,7 @@ class TestEngineFailure:
         async with RankingWaiter(ws) as waiter:
             await publish_requests(ws, reqs)
             failing = Worker(ws, engine)
-            async with running(failing) as task:
+            async with running(failing, faults=True) as task:
                 await wait_until(task.done, what="the worker with a lost device to stop")
                 ready_while_failed = HEALTH.ready()
                 engine_check = HEALTH.report()["checks"].get("engine", {})  # type: ignore[union-attr]
@@ -120,7 +120,7 @@ class TestEngineFailure:
                 lambda: covered <= waiter.rankings.keys(),
                 what="a ranking for every request the failed worker committed",
             )
-            async with running(Worker(ws, vllm_engine)):
+            async with running(Worker(ws, vllm_engine), faults=True):
                 await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
         led = await print_ledger(ws, f"engine lost after {good_calls} calls ({by_failed} answered before)")
         assert led.lost == 0 and led.answered == len(reqs)

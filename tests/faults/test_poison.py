@@ -22,8 +22,8 @@ from jobscore.kafka import make_producer
 from jobscore.settings import CommonSettings, WorkerSettings
 from schemas import DEAD_LETTERS, SCORE_REQUESTS
 from tests.conftest import WAIT_S
-from tests.faults.conftest import print_ledger, running
-from tests.helpers import seed
+from tests.faults.conftest import print_ledger
+from tests.helpers import running, seed
 from worker.loop import Worker
 
 # The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a
@@ -101,7 +101,7 @@ class TestPoisonMix:
         assert len(records) == TOTAL
 
         t0 = time.monotonic()
-        async with running(Worker(ws, vllm_engine)) as task, RankingWaiter(ws) as waiter:
+        async with running(Worker(ws, vllm_engine), faults=True) as task, RankingWaiter(ws) as waiter:
             producer = make_producer(ws)
             await producer.start()
             try:

@@ -18,8 +18,8 @@ from engine.corpus import postings, queries
 from jobscore.settings import CommonSettings, WorkerSettings
 from ops.devstack import free_port
 from tests.conftest import SESSION_TIMEOUT_MS, WAIT_S, queued_items, wait_until
-from tests.faults.conftest import PROCESS_START_S, DelegatingEngine, WorkerProcess, print_ledger, running
-from tests.helpers import committed_ids, committed_offsets, next_offsets, request_positions, seed
+from tests.faults.conftest import PROCESS_START_S, DelegatingEngine, WorkerProcess, print_ledger
+from tests.helpers import committed_ids, committed_offsets, next_offsets, request_positions, running, seed
 from worker.loop import Worker
 
 # The suite collects tests/faults/ first, so its first test also pays the shared engine's load (~2-3 min on a
@@ -83,7 +83,7 @@ class TestWorkerKilled:
                     timeout=WAIT_S,
                     what="a ranking for every request the killed worker committed",
                 )
-                async with running(Worker(ws, vllm_engine)):
+                async with running(Worker(ws, vllm_engine), faults=True):
                     await waiter.wait_all([r.request_id for r in reqs], WAIT_S)
                 duplicates = waiter.duplicates
             led = await print_ledger(ws, f"SIGKILL of a worker process after {by_killed} of {len(reqs)} answers")
@@ -131,13 +131,13 @@ class TestRebalance:
         # backpressure (256 queued pairs) keeps it well inside the drain budget on a slow one.
         first = _TimedRevoke(ws, DelegatingEngine(vllm_engine, lambda prompts: time.sleep(SLOW_BATCH_S)))
         first.revokes = []
-        async with RankingWaiter(ws) as waiter, running(first) as first_task:
+        async with RankingWaiter(ws) as waiter, running(first, faults=True) as first_task:
             await wait_until(lambda: first.consumer is not None and first.consumer.assignment(), what="assignment")
             await publish_requests(ws, reqs)
             # Load is queued (hundreds of pairs) before the second member arrives and forces the rebalance.
             await wait_until(lambda: len(first.batcher) >= DEEP_QUEUE, what="a deep queue on the first worker")
             second = Worker(ws, vllm_engine)
-            async with running(second) as second_task:
+            async with running(second, faults=True) as second_task:
                 await waiter.wait_all([r.request_id for r in reqs], 4 * WAIT_S)
                 assert not first_task.done() and not second_task.done()
         led = await print_ledger(
