@@ -157,6 +157,25 @@ class Shell:
             self.producer = None
 
 
+class ShellService:
+    """Base of a service that runs in a `Shell`: its clients are the shell's, and stopping is the shell's."""
+
+    shell: Shell
+    stop_reason = "stopping"  # the readiness reason while it drains
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self.shell.consumer
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        return self.shell.producer
+
+    def stop(self) -> None:
+        """Stop consuming; what is in flight is finished (answered or summarized) and committed first."""
+        self.shell.stop(self.stop_reason)
+
+
 class Service(Protocol):
     """A service `run_service` can run: the worker and the summarizer."""
 

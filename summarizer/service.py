@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
@@ -25,7 +25,7 @@ from jobscore import metrics
 from jobscore.cache import CacheUnavailable, SummaryCache
 from jobscore.health import HEALTH
 from jobscore.kafka import BrokerLost, dead_letter, topic_name
-from jobscore.service import Committed, Shell, run_service
+from jobscore.service import Committed, Shell, ShellService, run_service
 from jobscore.settings import SummarizerSettings
 from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
 from summarizer.modes import PostingSummarizer, make_summarizer
@@ -34,7 +34,9 @@ from summarizer.writer import SummaryWriter, WriteResult
 log = logging.getLogger(__name__)
 
 
-class Summarizer:
+class Summarizer(ShellService):
+    stop_reason = "stopping: finishing the batch in flight"
+
     def __init__(self, settings: SummarizerSettings, summarizer: PostingSummarizer | None = None) -> None:
         """``summarizer``: an already loaded mode implementation to share (tests, restarts in one
         process); by default the one `settings.summarizer_mode` names is loaded in `start()`."""
@@ -54,14 +56,6 @@ class Summarizer:
         )
         self._stop = self.shell.stopping
         self.postings_done = 0
-
-    @property
-    def consumer(self) -> AIOKafkaConsumer | None:
-        return self.shell.consumer
-
-    @property
-    def producer(self) -> AIOKafkaProducer | None:
-        return self.shell.producer
 
     async def start(self) -> None:
         s = self.settings
@@ -87,9 +81,6 @@ class Summarizer:
         await self.shell.start()
         HEALTH.set("summarizer", True)
         log.info("summarizer started", extra={"settings": s.non_defaults()})
-
-    def stop(self) -> None:
-        self.shell.stop("stopping: finishing the batch in flight")
 
     async def close(self) -> None:
         await self.shell.close()

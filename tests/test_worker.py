@@ -284,16 +284,16 @@ async def test_produce_retries_back_off_by_the_kafka_setting_not_the_redis_one(
 ) -> None:
     # The worker's produce retries were capped by redis_retry_max_s (a broker's leader election and a Redis
     # restart take different times): they have their own cap now.
-    import worker.loop
+    import worker.outbox
 
     seen: dict[str, Any] = {}
 
     async def recording_retry(fn: Any, **kw: Any) -> None:
         seen.update(kw)
 
-    monkeypatch.setattr(worker.loop, "retry", recording_retry)
+    monkeypatch.setattr(worker.outbox, "retry", recording_retry)
     w = Worker(WorkerSettings(kafka_send_retry_max_s=0.25, redis_retry_max_s=7.0, kafka_send_attempts=3), hf_engine)
     w.shell.producer = object()  # type: ignore[assignment]
-    await w._send("topic", b"value", None)
+    await w.outbox.send("topic", b"value", None)
     assert seen["op"] == "produce" and seen["attempts"] == 3
     assert seen["backoff"].max_s == 0.25

@@ -39,13 +39,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple, cast
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from engine.engines import ScoringEngine, is_probability
+from engine.engines import ScoringEngine
 from engine.factory import resolve_dtype
 from engine.identity import read_identity
 from engine.prompt import DEFAULT_INSTRUCTION, PromptBuilder, PromptTemplate, PromptTooLong
@@ -57,8 +56,7 @@ from jobscore.kafka import (
     dead_letter,
     topic_name,
 )
-from jobscore.retry import Backoff, Outage, retry
-from jobscore.service import Committed, Shell, run_service
+from jobscore.service import Committed, Shell, ShellService, run_service
 from jobscore.settings import WorkerSettings
 from schemas import (
     DEAD_LETTERS,
@@ -71,45 +69,19 @@ from schemas import (
     SchemaError,
     ScoreRequest,
 )
-from schemas.headers import dead_letter_headers, message_headers, trace_headers
+from schemas.headers import dead_letter_headers, trace_headers
 from schemas.messages import RankingStatus, Timings
 from schemas.summary import SummaryRecord
 from worker.batching import LANES, Lane, RecordKey, RequestState, TokenBudgetBatcher, WorkItem
 from worker.candidates import Found, needs_raw, raw_entries, resolve
+from worker.lanes import Lanes, Records
 from worker.offsets import OffsetTracker
+from worker.outbox import Outbox, Outgoing, answer_record
 from worker.rank import Provenance, bare_ranking, ranking_of_scores
 from worker.scorecache import ScoreCache, model_tag
+from worker.scoring import EngineFailure, GuardedEngine
 
 log = logging.getLogger(__name__)
-
-# The broker as the worker's sends see it: logs once per outage, drives HEALTH "broker", counts errors.
-BROKER_OUTAGE = Outage("broker", metrics.KAFKA_ERRORS)
-
-
-class Outgoing(NamedTuple):
-    """One message that answers a request record (a ranking, a dead letter)."""
-
-    topic: str
-    value: bytes
-    key: bytes | None
-    # Kafka headers (schemas/headers.py): content type, schema tag, the request's trace context.
-    headers: Sequence[tuple[str, bytes]] = ()
-
-
-def _answer(topic: str, ranking: Ranking, trace: Sequence[tuple[str, bytes]]) -> Outgoing:
-    """The ranking record answering a request: keyed by request id, with the request's trace context."""
-    tag = type(ranking).__struct_config__.tag
-    return Outgoing(topic, RANKINGS.encode(ranking), ranking.request_id.encode(), message_headers(str(tag), trace))
-
-
-# Bulk work taken in ahead of the engine: at most this many bulk batches' worth queued.
-BULK_BATCHES_QUEUED = 4
-# One poll's records, by partition (what AIOKafkaConsumer.getmany returns).
-Records = dict[TopicPartition, list[ConsumerRecord]]
-
-
-class EngineFailure(RuntimeError):
-    """The engine could not score anything: the worker must not commit and should exit."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # Any: aiokafka ships no type information
@@ -129,7 +101,9 @@ def _names(tps: set[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)
 
 
-class Worker:
+class Worker(ShellService):
+    stop_reason = "stopping: finishing the work in flight"
+
     def __init__(self, settings: WorkerSettings, engine: ScoringEngine, template: PromptTemplate | None = None) -> None:
         s = settings
         self.settings = s
@@ -144,7 +118,9 @@ class Worker:
         )
         # An ordinary prompt: when a prompt fails alone, scoring this tells a bad prompt from a lost engine.
         canary_doc = self.prompts.doc_ids([("jobscore-canary", "v1")], ["Software engineers build software."])[0]
-        self._canary = self.prompts.build(self.prompts.query_ids("software engineer"), canary_doc)
+        canary = self.prompts.build(self.prompts.query_ids("software engineer"), canary_doc)
+        # The engine with poison isolation: a prompt it rejects becomes a candidate error (worker/scoring.py).
+        self.scorer = GuardedEngine(engine, canary)
         self.cache = SummaryCache.for_service(s, s.summarizer_version)
         self.made_by = Provenance(engine.info.model_id, engine.info.revision, s.summarizer_version)
         self.raw_cache = (
@@ -178,27 +154,20 @@ class Worker:
             listener=_Rebalance(self),
         )
         self._stop = self.shell.stopping
+        # Sends a record's answers with bounded retries and the reply-topic fallback (worker/outbox.py).
+        self.outbox = Outbox(s, self.shell, self._results_topic, self._dlq_topic)
         self._answered = asyncio.Condition()  # notified whenever a record's answer is acknowledged
         self._publishing: set[asyncio.Task[None]] = set()
         self._failed: BaseException | None = None
         self._uncommitted: dict[TopicPartition, int] = {}  # answered, not yet committed (a postponed commit)
-        self._paused = False  # the online lane (and with it everything) is paused
-        self._bulk_paused = False  # the bulk lane is paused (before the online lane is)
+        # What each poll takes from which lane, and backpressure per lane (worker/lanes.py).
+        self.lanes = Lanes(s, self.shell, self.batcher, self._bulk_topic)
         self.requests_done = 0
         self.items_scored = 0
         self.batches = 0
         self.engine_seconds = 0.0  # wall time inside engine calls (utilisation = this / elapsed)
-        self.pauses = 0
 
     # --- lifecycle -----------------------------------------------------------------------------------
-
-    @property
-    def consumer(self) -> AIOKafkaConsumer | None:
-        return self.shell.consumer
-
-    @property
-    def producer(self) -> AIOKafkaProducer | None:
-        return self.shell.producer
 
     async def start(self) -> None:
         s = self.settings
@@ -223,10 +192,6 @@ class Worker:
             },
         )
 
-    def stop(self) -> None:
-        """Stop consuming; the work in flight is scored, published and committed before `run` returns."""
-        self.shell.stop("stopping: finishing the work in flight")
-
     async def close(self) -> None:
         await self.shell.close()
         if self.score_cache is not None:  # the last batch's scores: worth a moment, not a hang
@@ -245,7 +210,7 @@ class Worker:
                 await self._commit()
                 self._backpressure()
                 try:
-                    online, bulk = await self._poll()
+                    online, bulk = await self.lanes.poll()
                 except KafkaError as e:
                     metrics.KAFKA_ERRORS.labels("fetch").inc()
                     HEALTH.set("broker", False, f"fetch failed: {e!r}")
@@ -266,62 +231,6 @@ class Worker:
                 await asyncio.wait_for(engine_task, s.drain_timeout_s)
         if self._failed is not None:
             raise self._failed
-
-    async def _poll(self) -> tuple[Records, Records]:
-        """One poll per lane: up to ``max_records`` online requests, then up to ``max_bulk_records`` bulk ones,
-        both from what the fetcher already holds; only when neither lane has any does it wait (up to
-        ``poll_timeout_ms``) for the first record of either. Few bulk requests per poll keep bulk intake — Redis
-        reads and tokenizing, on the cores the engine uses — from delaying the next online poll; paused
-        partitions (backpressure) return nothing."""
-        assert self.consumer is not None
-        s = self.settings
-        tps = self.consumer.assignment()
-        if not tps:  # nothing assigned yet (joining): wait, the group join runs meanwhile
-            await self.consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=1)
-            return {}, {}
-        online_tps = [tp for tp in tps if tp.topic != self._bulk_topic]
-        # More bulk queued than a few batches adds nothing to engine use, but taking it in delays online work.
-        bulk_room = self.batcher.queued("bulk") < BULK_BATCHES_QUEUED * self.batcher.max_bulk_items
-        bulk_tps = [tp for tp in tps if tp.topic == self._bulk_topic] if bulk_room else []
-        online = await self.consumer.getmany(*online_tps, max_records=s.max_records) if online_tps else {}
-        bulk = await self.consumer.getmany(*bulk_tps, max_records=s.max_bulk_records) if bulk_tps else {}
-        if online or bulk:
-            return online, bulk
-        if not bulk_room:
-            # Bulk is waiting for room, online is idle: wait for online records or for the engine to take a
-            # batch (then there is room for more bulk), whichever comes first — waiting for online records
-            # alone would leave a fast engine idle once it has eaten the bulk queue.
-            return await self._online_or_room(online_tps), {}
-        first = await self.consumer.getmany(
-            *online_tps, *bulk_tps, timeout_ms=s.poll_timeout_ms, max_records=s.max_bulk_records
-        )
-        return (
-            {tp: r for tp, r in first.items() if tp.topic != self._bulk_topic},
-            {tp: r for tp, r in first.items() if tp.topic == self._bulk_topic},
-        )
-
-    async def _online_or_room(self, online_tps: list[TopicPartition]) -> Records:
-        """Online records if any arrive within ``poll_timeout_ms``; {} as soon as the engine takes a batch."""
-        assert self.consumer is not None
-        s = self.settings
-        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.batcher.wait_cut())]
-        if online_tps:
-            tasks.append(
-                asyncio.ensure_future(
-                    self.consumer.getmany(*online_tps, timeout_ms=s.poll_timeout_ms, max_records=s.max_records)
-                )
-            )
-        try:
-            await asyncio.wait(tasks, timeout=s.poll_timeout_ms / 1e3, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in tasks:
-                t.cancel()  # a no-op on a finished task; a getmany cancelled while waiting has taken no records
-        fetch = tasks[1] if online_tps else None
-        # Finished (even after wait() returned for the other task): its records are taken from the fetcher, so
-        # they must be processed — dropping them would skip their offsets.
-        if fetch is not None and fetch.done() and not fetch.cancelled():
-            return cast(Records, fetch.result())
-        return {}
 
     async def _drain(self, timeout: float) -> None:
         """Graceful stop: let queued work finish and be acknowledged, then commit it."""
@@ -390,7 +299,7 @@ class Worker:
                 answer = st.req.reply_topic or self._results_topic
                 ranking = self._bare_ranking(st.req, "timeout", "deadline passed while Redis was unavailable", now)
                 self._publish(
-                    [_answer(answer, ranking, st.trace)],
+                    [answer_record(answer, ranking, st.trace)],
                     TopicPartition(st.key.topic, st.key.partition),
                     st.key.offset,
                 )
@@ -498,7 +407,7 @@ class Worker:
             metrics.DEAD_LETTERS.labels("worker", "oversized").inc()
             rejected = self._bare_ranking(req, "rejected", reason, now)
             return [
-                _answer(answer, rejected, trace_headers(rec.headers)),
+                answer_record(answer, rejected, trace_headers(rec.headers)),
                 self._dead_letter(rec, reason, "oversized"),
             ]
         if req.deadline is not None and now > req.deadline:
@@ -506,7 +415,7 @@ class Worker:
             log.info("request timed out", extra={"request_id": req.request_id, "reason": reason})
             metrics.REQUESTS.labels("timeout").inc()
             timed_out = self._bare_ranking(req, "timeout", reason, now)
-            return [_answer(answer, timed_out, trace_headers(rec.headers))]
+            return [answer_record(answer, timed_out, trace_headers(rec.headers))]
         return req
 
     def _dead_letter(self, rec: ConsumerRecord, reason: str, kind: str) -> Outgoing:
@@ -533,7 +442,7 @@ class Worker:
                         return
                     continue
                 t0 = time.perf_counter()
-                scores = await asyncio.to_thread(self._score, [it.tokens for it in batch])
+                scores = await asyncio.to_thread(self.scorer.score, [it.tokens for it in batch])
                 dt = time.perf_counter() - t0
                 metrics.ENGINE_BUSY.inc(dt)
                 metrics.ENGINE_SECONDS.observe(dt)
@@ -565,52 +474,6 @@ class Worker:
         except Exception as e:
             self._fail(e)
 
-    def _score(self, prompts: Sequence[Sequence[int]]) -> list[float | None]:
-        """Score a batch; if the engine rejects it, isolate the prompts it rejects (None) by retrying singly.
-
-        A prompt that fails alone looks like a lost device. The canary (a fixed, ordinary prompt) tells them
-        apart: if it still scores, the engine is fine and only those prompts are bad — they become
-        candidate errors, and the worker keeps serving instead of crash-looping on a poison request."""
-        try:
-            return list(self._checked(self.engine.score_tokens(prompts)))
-        except Exception as batch_error:
-            if len(prompts) == 1:
-                self._probe_engine(batch_error)
-                return [None]
-            log.warning(
-                "engine rejected a batch; retrying its prompts one by one",
-                extra={"size": len(prompts), "error": repr(batch_error)},
-            )
-        out: list[float | None] = []
-        last: Exception | None = None
-        for p in prompts:
-            try:
-                out.append(self._checked(self.engine.score_tokens([p]))[0])
-            except Exception as e:
-                out.append(None)
-                last = e
-        if all(s is None for s in out):
-            self._probe_engine(last or RuntimeError("every prompt failed"))
-        return out
-
-    def _probe_engine(self, error: Exception) -> None:
-        """Raise `EngineFailure` unless the engine still scores the canary prompt (then ``error`` was the
-        prompts', not the engine's)."""
-        try:
-            self._checked(self.engine.score_tokens([self._canary]))
-        except Exception as canary_error:
-            raise EngineFailure(f"engine failed: {error}; the canary prompt fails too: {canary_error}") from error
-        log.warning(
-            "engine rejected a prompt it cannot score; answering it as an engine error", extra={"error": repr(error)}
-        )
-
-    @staticmethod
-    def _checked(scores: Sequence[float]) -> Sequence[float]:
-        bad = [s for s in scores if not is_probability(s)]
-        if bad:
-            raise ValueError(f"engine returned non-probabilities: {bad[:3]}")
-        return scores
-
     def _complete(self, st: RequestState) -> None:
         """Rank a finished request and publish its answer."""
         done = time.time()
@@ -633,7 +496,7 @@ class Worker:
             if st.req.created_at:
                 metrics.REQUEST_LATENCY.observe(timings.total_ms / 1e3)
         self._publish(
-            [_answer(answer, ranking, st.trace)],
+            [answer_record(answer, ranking, st.trace)],
             TopicPartition(st.key.topic, st.key.partition),
             st.key.offset,
         )
@@ -647,66 +510,13 @@ class Worker:
 
     async def _deliver(self, outbox: Sequence[Outgoing], tp: TopicPartition, offset: int) -> None:
         try:
-            await self._send_all(outbox)
+            await self.outbox.send_all(outbox)
         except Exception as e:
-            self._fail(await self._explain(e))
+            self._fail(await self.outbox.explain(e))
             return
         self.offsets.done(tp, offset)
         self.requests_done += 1
         await self._notify()
-
-    async def _send_all(self, outbox: Sequence[Outgoing]) -> None:
-        """Send everything and wait for every acknowledgement (a failed delivery raises here)."""
-        results = await asyncio.gather(*(self._send(*out) for out in outbox), return_exceptions=True)
-        retry = []
-        for out, res in zip(outbox, results, strict=True):
-            topic = out.topic
-            if not isinstance(res, BaseException):
-                continue
-            # A reply topic the client named may not exist; answer on the default results topic instead
-            # of failing this record forever (a crash loop). Anything else is a broker problem: raise.
-            if topic not in (self._results_topic, self._dlq_topic) and isinstance(res, KafkaError):
-                log.warning(
-                    "reply topic failed; answering on the results topic",
-                    extra={"reply_topic": topic, "error": repr(res)},
-                )
-                retry.append(out._replace(topic=self._results_topic))
-            else:
-                raise res
-        if retry:
-            await asyncio.gather(*(self._send(*out) for out in retry))
-
-    async def _send(
-        self, topic: str, value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
-    ) -> None:
-        """One acknowledged send, tried ``kafka_send_attempts`` times with backoff (logged once per outage)."""
-        assert self.producer is not None
-        producer = self.producer
-
-        async def send() -> None:
-            await (await producer.send(topic, value, key=key, headers=list(headers) or None))
-
-        s = self.settings
-        await retry(
-            send,
-            op="produce",
-            retry_on=(KafkaError,),
-            attempts=s.kafka_send_attempts,
-            backoff=Backoff(max_s=s.kafka_send_retry_max_s),
-            outage=BROKER_OUTAGE,
-        )
-
-    async def _explain(self, e: BaseException) -> BaseException:
-        """A send that failed every try: `BrokerLost` when the broker lost our topics, else the error."""
-        if isinstance(e, KafkaError):
-            try:
-                assert self.shell.guard is not None
-                await self.shell.guard.check()
-            except BrokerLost as lost:
-                return lost
-            except KafkaError:
-                pass
-        return e
 
     async def _commit(self) -> None:
         # Offsets taken *before* the broker check: all their answers were acknowledged before it, so a
@@ -724,35 +534,15 @@ class Worker:
             self._uncommitted.clear()
 
     def _backpressure(self) -> None:
-        assert self.consumer is not None
-        queued = len(self.batcher)
-        limit = self.settings.max_queued_items
-        # The bulk lane yields first: its partitions pause at half the limit (resume at a quarter), so a
-        # saturating backfill leaves the other half of the queue to online requests. (How much bulk is taken
-        # in per poll is `_poll`'s business: it stops taking bulk once a few bulk batches are queued, without
-        # pausing, so the fetcher keeps the next bulk records ready.)
-        bulk_tps = [tp for tp in self.consumer.assignment() if tp.topic == self._bulk_topic]
-        if not self._bulk_paused and queued >= max(1, limit // 2):
-            self.consumer.pause(*bulk_tps)
-            self._bulk_paused = True
-            metrics.LANE_PAUSED.labels("bulk").set(1)
-        elif self._bulk_paused and queued <= limit // 4 and not self._paused:
-            self.consumer.resume(*bulk_tps)
-            self._bulk_paused = False
-            metrics.LANE_PAUSED.labels("bulk").set(0)
-        if not self._paused and queued >= limit:
-            self.consumer.pause(*self.consumer.assignment())
-            self._paused = True
-            self.pauses += 1
-            metrics.PAUSED.set(1)
-            metrics.LANE_PAUSED.labels("online").set(1)
-            log.info("backpressure: partitions paused", extra={"queued_items": queued})
-        elif self._paused and queued <= limit // 2:
-            self.consumer.resume(*(tp for tp in self.consumer.assignment() if tp.topic != self._bulk_topic))
-            self._paused = False
-            metrics.PAUSED.set(0)
-            metrics.LANE_PAUSED.labels("online").set(0)
-            log.info("backpressure: partitions resumed", extra={"queued_items": queued})
+        self.lanes.backpressure()
+
+    @property
+    def _paused(self) -> bool:
+        return self.lanes.paused
+
+    @property
+    def pauses(self) -> int:
+        return self.lanes.pauses
 
     def _fail(self, e: BaseException) -> None:
         if self._failed is None:
@@ -804,7 +594,7 @@ class Worker:
         size = self.settings.max_batch_items
         for start in range(0, len(items), size):
             part = items[start : start + size]
-            scores = await asyncio.to_thread(self._score, [it.tokens for it in part])
+            scores = await asyncio.to_thread(self.scorer.score, [it.tokens for it in part])
             for it, sc in zip(part, scores, strict=True):
                 it.state.finish_item(it.index, sc)
         done = time.time()
