@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from app.commands import AddCommand, run_until_signal, settings_from
-from jobscore.settings import WorkerSettings, setup_logging
+from app.commands import AddCommand, command_settings, run_until_signal
+from jobscore.settings import WorkerSettings
 
 
 async def direct_units(settings: WorkerSettings, engine: Any, units: list[Any]) -> AsyncIterator[Any]:
@@ -44,8 +44,7 @@ def cmd_score_backfill(ns: argparse.Namespace) -> int:
 
     from ops.backfill import BackfillError, cluster_units, run_backfill
 
-    s: WorkerSettings = settings_from(ns, WorkerSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, WorkerSettings)
     src, out = Path(ns.input), Path(ns.out)
     if not src.exists():
         print(f"error: {src} does not exist", file=sys.stderr)

@@ -7,10 +7,10 @@ import json
 import os
 from typing import Any
 
-from app.commands import AddCommand, settings_from
+from app.commands import AddCommand, S, command_settings
 from bench.corpora import CORPUS_HELP as ALL_CORPORA_HELP
 from compress.postings import CORPORA
-from jobscore.settings import ToolSettings, WorkerSettings, setup_logging
+from jobscore.settings import ToolSettings, WorkerSettings
 
 CORPUS_HELP = (
     "job texts: 'postings' (realistic-length postings around real ESCO text, ~900 tokens) or 'esco-short' (bare "
@@ -18,12 +18,13 @@ CORPUS_HELP = (
 )
 
 
-def _quiet(s: ToolSettings, kvcache_gb: int) -> None:
+def _bench_settings(ns: argparse.Namespace, model: type[S], kvcache_gb: int) -> S:
     """Benchmarks print their own report: library logs only from WARNING (unless asked), and vLLM's CPU
     KV cache sized for the run unless the environment says otherwise."""
-    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
+    s = command_settings(ns, model, quiet=True)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kvcache_gb))
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    return s
 
 
 def _write_json(path: str | None, doc: Any) -> None:
@@ -36,8 +37,7 @@ def _write_json(path: str | None, doc: Any) -> None:
 def cmd_bench(ns: argparse.Namespace) -> int:
     from bench.worker_bench import print_report, run
 
-    s: WorkerSettings = settings_from(ns, WorkerSettings)
-    _quiet(s, 4)
+    s = _bench_settings(ns, WorkerSettings, 4)
     ns.use_given_broker = "s_kafka_bootstrap" in {k for k, v in vars(ns).items() if v is not None} or bool(
         os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
     )
@@ -51,10 +51,9 @@ def cmd_bench_models(ns: argparse.Namespace) -> int:
 
     from bench.models_bench import run_models
 
-    _quiet(settings_from(ns, ToolSettings), 2)
+    cache = _bench_settings(ns, ToolSettings, 2).cache_dir
     from engine.factory import resolve_model
 
-    cache = settings_from(ns, ToolSettings).cache_dir
     r = run_models(
         [resolve_model(m, cache) for m in ns.models],
         n_prompts=ns.prompts,
@@ -78,8 +77,7 @@ def cmd_bench_cpu_engine(ns: argparse.Namespace) -> int:
     from bench.cpu_engine_bench import run
     from engine.factory import resolve_model
 
-    s = settings_from(ns, ToolSettings)
-    _quiet(s, 2)
+    s = _bench_settings(ns, ToolSettings, 2)
     model = Path(resolve_model(ns.model, s.cache_dir))
     r = run(model, n_prompts=ns.prompts, rounds=ns.rounds, max_model_len=ns.max_model_len, corpus=ns.corpus)
     print(f"\n{model.name}: {r.prompts} prompts, {r.cpus} CPUs\n")
@@ -94,8 +92,7 @@ def cmd_bench_headline(ns: argparse.Namespace) -> int:
     from bench.headline import print_headline, run_headline
     from engine.factory import resolve_model
 
-    s: ToolSettings = settings_from(ns, ToolSettings)
-    _quiet(s, 2)
+    s = _bench_settings(ns, ToolSettings, 2)
     scorer = resolve_model(ns.scorer, s.cache_dir)
     pruned = None if ns.pruned == "none" else resolve_model(ns.pruned, s.cache_dir)
     r = run_headline(
@@ -117,8 +114,7 @@ def cmd_bench_headline(ns: argparse.Namespace) -> int:
 def cmd_bench_soak(ns: argparse.Namespace) -> int:
     from bench.soak import run as run_soak
 
-    s: WorkerSettings = settings_from(ns, WorkerSettings)
-    _quiet(s, 1)  # the tiny model needs little KV cache; the host is shared
+    s = _bench_settings(ns, WorkerSettings, 1)  # the tiny model needs little KV cache; the host is shared
     given = "s_kafka_bootstrap" in {k for k, v in vars(ns).items() if v is not None} or bool(
         os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
     )

@@ -9,9 +9,9 @@ import argparse
 import json
 import sys
 
-from app.commands import AddCommand, settings_from
+from app.commands import AddCommand, command_settings
 from engine.factory import DEFAULT_SCORER, SCORER_FULL, SCORER_PRUNED
-from jobscore.settings import ToolSettings, WorkerSettings, setup_logging
+from jobscore.settings import ToolSettings, WorkerSettings
 from ops.capacity import CapacityPlan
 
 
@@ -63,8 +63,7 @@ def plans_from_args(ns: argparse.Namespace) -> tuple[CapacityPlan, CapacityPlan]
 def cmd_capacity(ns: argparse.Namespace) -> int:
     from ops.capacity import render
 
-    s: ToolSettings = settings_from(ns, ToolSettings)
-    setup_logging(s.log_level, s.log_format)
+    command_settings(ns, ToolSettings)
     try:
         _, _, source = engine_speed(ns)
         p, p10 = plans_from_args(ns)

@@ -30,8 +30,14 @@ from app import (
     summarizer_cmds,
     topics_cmds,
 )
-from app.commands import StartupInterrupted, add_settings_flags, build_obeying_signals, run_until_signal, settings_from
-from jobscore.settings import CommonSettings, SummarizerSettings, ToolSettings, WorkerSettings, setup_logging
+from app.commands import (
+    StartupInterrupted,
+    add_settings_flags,
+    build_obeying_signals,
+    command_settings,
+    run_until_signal,
+)
+from jobscore.settings import CommonSettings, SummarizerSettings, ToolSettings, WorkerSettings
 
 log = logging.getLogger("jobscore")
 
@@ -42,8 +48,7 @@ def cmd_summarizer(ns: argparse.Namespace) -> int:
     from jobscore import metrics
     from summarizer.service import run_summarizer
 
-    s: SummarizerSettings = settings_from(ns, SummarizerSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, SummarizerSettings)
     metrics.serve(s.metrics_port)
     return run_until_signal(lambda stop: run_summarizer(s, stop))
 
@@ -53,8 +58,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     from jobscore import metrics
     from worker.loop import run_worker
 
-    s: WorkerSettings = settings_from(ns, WorkerSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, WorkerSettings)
     metrics.serve(s.metrics_port)
     log.info("start-up: loading the engine", extra={"engine": s.engine, "model": str(s.model or DEFAULT_SCORER)})
     try:
@@ -76,8 +80,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 def cmd_dev(ns: argparse.Namespace) -> int:
     from ops.devstack import EmbeddedBroker, EmbeddedRedis
 
-    s: CommonSettings = settings_from(ns, CommonSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, CommonSettings)
     port = int(ns.port)
     broker = EmbeddedBroker(port=port).start()
     rds = EmbeddedRedis(s.redis_url).start()
@@ -104,8 +107,7 @@ def cmd_post(ns: argparse.Namespace) -> int:
     from jobscore.topics import ensure_topics
     from schemas import posting_from_row
 
-    s: CommonSettings = settings_from(ns, CommonSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, CommonSettings)
     if ns.generate:
         items = postings(ns.generate, seed=ns.seed)
     elif ns.file:
@@ -136,8 +138,7 @@ def cmd_request(ns: argparse.Namespace) -> int:
     from jobscore.topics import ensure_topics
     from schemas import RANKINGS
 
-    s: CommonSettings = settings_from(ns, CommonSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, CommonSettings)
     candidates = [c for part in ns.candidates for c in part.split(",") if c]
     req = new_request(ns.query, candidates, top_k=ns.top_k, deadline_s=ns.deadline)
 
@@ -160,8 +161,7 @@ def cmd_tail(ns: argparse.Namespace) -> int:
     from client import tail
     from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SchemaError
 
-    s: CommonSettings = settings_from(ns, CommonSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, CommonSettings)
     spec = {"results": RANKINGS, "dead-letters": DEAD_LETTERS, "requests": SCORE_REQUESTS, "postings": POSTINGS}[
         ns.topic
     ]
@@ -192,8 +192,7 @@ def cmd_tail(ns: argparse.Namespace) -> int:
 def cmd_build_tiny_model(ns: argparse.Namespace) -> int:
     from engine.tinymodel import build_tiny_model
 
-    s: ToolSettings = settings_from(ns, ToolSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, ToolSettings)
     print(build_tiny_model(s.cache_dir, force=ns.force))
     return 0
 
@@ -201,8 +200,7 @@ def cmd_build_tiny_model(ns: argparse.Namespace) -> int:
 def cmd_demo(ns: argparse.Namespace) -> int:
     from app.demo import demo
 
-    s: WorkerSettings = settings_from(ns, WorkerSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, WorkerSettings)
     explicit_broker = "s_kafka_bootstrap" in {k for k, v in vars(ns).items() if v is not None} or bool(
         os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")
     )
@@ -220,8 +218,7 @@ def cmd_build_scorer(ns: argparse.Namespace) -> int:
     from engine.pruned_scorer import build_pruned_scorer
     from engine.scorer import ScorerBuildError, build_scorer
 
-    s: ToolSettings = settings_from(ns, ToolSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, ToolSettings)
     try:
         full = build_scorer(s.cache_dir, force=ns.force)
         print(build_pruned_scorer(s.cache_dir, force=ns.force) if ns.pruned else full)

@@ -23,6 +23,7 @@ from jobscore.settings import ToolSettings
 log = logging.getLogger("jobscore")
 
 T = TypeVar("T")
+S = TypeVar("S", bound=ToolSettings)
 
 # The `add` helper each command module's `register(sub, add)` receives: (name, fn, help, settings model).
 AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str, type[BaseModel]], argparse.ArgumentParser]
@@ -50,7 +51,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) 
         group.add_argument(flag, dest=f"s_{name}", default=None, choices=choices, metavar=name.upper(), help=help_)
 
 
-def settings_from(ns: argparse.Namespace, model: type[ToolSettings]) -> Any:
+def settings_from(ns: argparse.Namespace, model: type[S]) -> S:
     """The settings from flags over ``JOBSCORE_*`` variables. An invalid combination exits with pydantic's
     message (it names the setting and what to set; it never echoes the input, which may be a secret)
     instead of a traceback."""
@@ -59,6 +60,16 @@ def settings_from(ns: argparse.Namespace, model: type[ToolSettings]) -> Any:
         return model(**overrides)
     except ValidationError as e:
         raise SystemExit(f"jobscore: invalid settings: {e}") from None
+
+
+def command_settings(ns: argparse.Namespace, model: type[S], *, quiet: bool = False) -> S:
+    """What every command starts with: its settings (`settings_from`) and logging set up from them.
+    ``quiet``: a command that prints its own report logs from WARNING unless another level is asked for."""
+    from jobscore.settings import setup_logging
+
+    s = settings_from(ns, model)
+    setup_logging("WARNING" if quiet and s.log_level == "INFO" else s.log_level, s.log_format)
+    return s
 
 
 class StartupInterrupted(BaseException):

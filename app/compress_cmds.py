@@ -9,17 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.commands import AddCommand, settings_from
+from app.commands import AddCommand, command_settings
 from compress.lora import ADAPTER_VERSION, DEFAULT_TARGETS
 from compress.prune import DEFAULT_CALIBRATION_PROMPTS, METHODS
 from compress.settings import CompressSettings
 
 
 def _s(ns: argparse.Namespace) -> CompressSettings:
-    from jobscore.settings import setup_logging
 
-    s: CompressSettings = settings_from(ns, CompressSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, CompressSettings)
     return s
 
 

@@ -10,15 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.commands import AddCommand, settings_from
-from jobscore.settings import ToolSettings, setup_logging
+from app.commands import AddCommand, command_settings
+from jobscore.settings import ToolSettings
 
 
 def cmd_contract(ns: argparse.Namespace) -> int:
     from ops.contract import CONTRACT_DIR, drift, render, write
 
-    s: ToolSettings = settings_from(ns, ToolSettings)
-    setup_logging(s.log_level, s.log_format)
+    command_settings(ns, ToolSettings)
     directory = Path(ns.dir) if ns.dir else CONTRACT_DIR
     if ns.write:
         for p in write(directory):

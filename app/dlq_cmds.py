@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any
 
-from app.commands import AddCommand, run_until_signal, settings_from
-from jobscore.settings import CommonSettings, setup_logging
+from app.commands import AddCommand, command_settings, run_until_signal
+from jobscore.settings import CommonSettings
 
 
 def _filter(ns: argparse.Namespace) -> Any:
@@ -34,8 +34,7 @@ def _filter(ns: argparse.Namespace) -> Any:
 def _run(ns: argparse.Namespace, body: Any) -> int:
     from aiokafka.errors import KafkaError
 
-    s: CommonSettings = settings_from(ns, CommonSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, CommonSettings)
     try:
         flt = _filter(ns) if hasattr(ns, "stage") else None
     except ValueError as e:

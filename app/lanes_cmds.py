@@ -13,16 +13,15 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from app.commands import AddCommand, settings_from
+from app.commands import AddCommand, command_settings
 from bench.corpora import CORPUS_CHOICES, CORPUS_HELP
-from jobscore.settings import WorkerSettings, setup_logging
+from jobscore.settings import WorkerSettings
 
 
 def _run_worker_bench(ns: argparse.Namespace, run: Callable[[Any, WorkerSettings], dict[str, Any]]) -> int:
     """Both benches: worker settings from flags/env, quiet engine logs, the embedded stack unless a broker is
     given; the result printed as JSON (and written to --json)."""
-    s: WorkerSettings = settings_from(ns, WorkerSettings)
-    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
+    s = command_settings(ns, WorkerSettings, quiet=True)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     ns.kafka_bootstrap = getattr(ns, "s_kafka_bootstrap", None) or os.environ.get("JOBSCORE_KAFKA_BOOTSTRAP")

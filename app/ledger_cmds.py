@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Any
 
-from app.commands import AddCommand, run_until_signal, settings_from
-from jobscore.settings import CommonSettings, SummarizerSettings, setup_logging
+from app.commands import AddCommand, command_settings, run_until_signal
+from jobscore.settings import CommonSettings, SummarizerSettings
 
 HELP = (
     "After an incident: read the requests, rankings and dead-letter topics and balance them — requests sent, "
@@ -36,8 +36,7 @@ def cmd_ledger(ns: argparse.Namespace) -> int:
     from ops.ledger import Window, postings_ledger, request_ledger
     from ops.times import parse_time
 
-    s: CommonSettings = settings_from(ns, CommonSettings)
-    setup_logging("WARNING" if s.log_level == "INFO" else s.log_level, s.log_format)
+    s = command_settings(ns, CommonSettings, quiet=True)
     try:
         window = Window(
             since=parse_time(ns.since) if ns.since else None,

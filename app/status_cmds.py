@@ -12,8 +12,8 @@ import json
 import sys
 from typing import Any
 
-from app.commands import AddCommand, run_until_signal, settings_from
-from jobscore.settings import CommonSettings, setup_logging
+from app.commands import AddCommand, command_settings, run_until_signal
+from jobscore.settings import CommonSettings
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
@@ -21,8 +21,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
     from ops.status import collect_status, default_groups, render_text, watch
 
-    s: CommonSettings = settings_from(ns, CommonSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, CommonSettings)
     groups = default_groups(s, ns.worker_group, ns.summarizer_group)
     kw: dict[str, Any] = {
         "window_s": ns.window,

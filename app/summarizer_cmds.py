@@ -12,15 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.commands import AddCommand, run_until_signal, settings_from
-from jobscore.settings import SummarizerSettings, setup_logging
+from app.commands import AddCommand, command_settings, run_until_signal
+from jobscore.settings import SummarizerSettings
 
 
 def cmd_backfill(ns: argparse.Namespace) -> int:
     from summarizer.backfill import backfill
 
-    s: SummarizerSettings = settings_from(ns, SummarizerSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, SummarizerSettings)
     source = Path(ns.file)
     if not source.exists():
         print(f"{source}: no such file", file=sys.stderr)

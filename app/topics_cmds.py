@@ -11,8 +11,8 @@ import argparse
 import asyncio
 import sys
 
-from app.commands import AddCommand, run_until_signal, settings_from
-from jobscore.settings import CommonSettings, setup_logging
+from app.commands import AddCommand, command_settings, run_until_signal
+from jobscore.settings import CommonSettings
 
 
 def cmd_topics(ns: argparse.Namespace) -> int:
@@ -21,8 +21,7 @@ def cmd_topics(ns: argparse.Namespace) -> int:
     from jobscore.kafka import unreachable_message
     from jobscore.topics import TopicPlanError, apply_plan, plan_topics, render_strimzi, render_text
 
-    s: CommonSettings = settings_from(ns, CommonSettings)
-    setup_logging(s.log_level, s.log_format)
+    s = command_settings(ns, CommonSettings)
     try:
         plan = plan_topics(s)
     except TopicPlanError as e:
