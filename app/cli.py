@@ -162,9 +162,14 @@ def cmd_tail(ns: argparse.Namespace) -> int:
     from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SchemaError
 
     s = command_settings(ns, CommonSettings)
-    spec = {"results": RANKINGS, "dead-letters": DEAD_LETTERS, "requests": SCORE_REQUESTS, "postings": POSTINGS}[
-        ns.topic
-    ]
+    # "results": the rankings topic's old name, still accepted.
+    spec = {
+        "rankings": RANKINGS,
+        "results": RANKINGS,
+        "dead-letters": DEAD_LETTERS,
+        "requests": SCORE_REQUESTS,
+        "postings": POSTINGS,
+    }[ns.topic]
 
     async def main(stop: asyncio.Event) -> int:
         async def pump() -> None:
@@ -273,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the summarizer service (postings topic → summaries in Redis).",
         SummarizerSettings,
     )
-    add("worker", cmd_worker, "Run a scoring worker (requests topic → rankings on the results topic).", WorkerSettings)
+    add("worker", cmd_worker, "Run a scoring worker (requests topic → rankings on the rankings topic).", WorkerSettings)
     p = add(
         "dev",
         cmd_dev,
@@ -299,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline", type=float, default=None, help="Seconds from now after which to give up.")
     p.add_argument("--timeout", type=float, default=120.0, help="Seconds to wait for the ranking.")
     p = add("tail", cmd_tail, "Print messages of a topic as JSON lines (results by default).", CommonSettings)
-    p.add_argument("--topic", choices=["results", "dead-letters", "requests", "postings"], default="results")
+    p.add_argument(
+        "--topic", choices=["rankings", "results", "dead-letters", "requests", "postings"], default="rankings"
+    )
     p.add_argument("--from-beginning", action="store_true")
     p.add_argument("--limit", type=int, default=None, help="Stop after N messages.")
     p.add_argument("--idle-exit", type=float, default=None, help="Stop after this many idle seconds.")

@@ -62,7 +62,7 @@ def demo(
             "redis_url": url,
             "topic_postings": f"jobscore-demo-{run}.postings",
             "topic_requests": f"jobscore-demo-{run}.requests",
-            "topic_results": f"jobscore-demo-{run}.rankings",
+            "topic_rankings": f"jobscore-demo-{run}.rankings",
             "topic_dead_letters": f"jobscore-demo-{run}.dlq",
         }
         ws = settings.model_copy(update={**common, "group_id": f"jobscore-demo-{run}-worker"})

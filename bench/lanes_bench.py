@@ -137,7 +137,7 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
                 "redis_url": redis_url,
                 "topic_requests": f"bench-{run_id}.requests",
                 "topic_requests_bulk": f"bench-{run_id}.requests.bulk",
-                "topic_results": f"bench-{run_id}.rankings",
+                "topic_rankings": f"bench-{run_id}.rankings",
                 "topic_dead_letters": f"bench-{run_id}.dlq",
                 "group_id": f"bench-lanes-{run_id}",
                 "summarizer_version": f"bench-{run_id}",

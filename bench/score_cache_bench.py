@@ -124,7 +124,7 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
             update={
                 "kafka_bootstrap": bootstrap,
                 "redis_url": redis_url,
-                "topic_results": f"bench-{run_id}.rankings",
+                "topic_rankings": f"bench-{run_id}.rankings",
                 "topic_dead_letters": f"bench-{run_id}.dlq",
                 "summarizer_version": f"bench-{run_id}",
             }

@@ -7,7 +7,7 @@ A leak shows as RSS that keeps growing after warm-up; the report gives the growt
 between the first sample after warm-up and the last, and the least-squares slope over all of them.
 
 Throughput and latency are measured at the client: a request's latency is from its ``created_at`` (just
-before it is sent) to the arrival of its ranking on the results topic. At the end the sender stops, the
+before it is sent) to the arrival of its ranking on the rankings topic. At the end the sender stops, the
 run waits (bounded) for the last answers, and the ledger (ops/ledger.py) of the run's request ids is
 printed: ``lost`` must be 0.
 
@@ -387,7 +387,7 @@ def run(
                 "kafka_bootstrap": bs,
                 "redis_url": type(s.redis_url)(url) if hasattr(s.redis_url, "get_secret_value") else url,
                 "topic_requests": f"soak-{tag}.requests",
-                "topic_results": f"soak-{tag}.rankings",
+                "topic_rankings": f"soak-{tag}.rankings",
                 "topic_dead_letters": f"soak-{tag}.dlq",
                 "topic_postings": f"soak-{tag}.postings",
                 "summarizer_version": f"soak-{tag}",

@@ -389,7 +389,7 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
                     "group_id": f"bench-{run_id}",
                     "summarizer_version": f"bench-{run_id}",
                     "topic_requests": f"bench-{run_id}.requests",
-                    "topic_results": f"bench-{run_id}.rankings",
+                    "topic_rankings": f"bench-{run_id}.rankings",
                     "topic_dead_letters": f"bench-{run_id}.dlq",
                     "topic_postings": f"bench-{run_id}.postings",
                     "max_doc_tokens": args.summary_tokens + 64,

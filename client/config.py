@@ -136,6 +136,8 @@ class ClientConfig:
             value = get("TOPIC_" + fld.upper())
             if value is not None:
                 topics[fld] = value
+        if "rankings" not in topics and get("TOPIC_RESULTS") is not None:
+            topics["rankings"] = str(get("TOPIC_RESULTS"))  # the setting's old name, still read (deprecated)
         kw["topics"] = TopicNames(**topics)
         kw.update(overrides)
         return cls(**kw)

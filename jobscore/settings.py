@@ -68,6 +68,10 @@ class ToolSettings(BaseSettings):
         return out
 
 
+# Old setting name → new: read for a deprecation period by CommonSettings._renamed_settings.
+RENAMED_SETTINGS = {"topic_results": "topic_rankings", "topic_retention_ms_results": "topic_retention_ms_rankings"}
+
+
 class CommonSettings(ToolSettings):
     """Settings of the commands that talk to the broker and Redis."""
 
@@ -106,6 +110,25 @@ class CommonSettings(ToolSettings):
         description="Check that the broker certificate names the host connected to. Turn off only for "
         "certificates issued to other names (it still checks the CA signature).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_settings(cls, data: Any) -> Any:
+        """Settings renamed for one word per topic ("results" → "rankings"): the old names, as keyword or
+        ``JOBSCORE_*`` variable, still work for a while, with a warning saying the new name."""
+        if not isinstance(data, dict):
+            return data
+        for old, new in RENAMED_SETTINGS.items():
+            given = data.pop(old, None)
+            if given is None:
+                given = os.environ.get(f"JOBSCORE_{old.upper()}") or None
+            if given is not None:
+                logging.getLogger("jobscore").warning(
+                    f"setting {old} (JOBSCORE_{old.upper()}) is renamed {new} (JOBSCORE_{new.upper()}); "
+                    "the old name will stop working in a later release"
+                )
+                data.setdefault(new, given)
+        return data
 
     @field_validator(
         "kafka_sasl_username",
@@ -149,7 +172,7 @@ class CommonSettings(ToolSettings):
         "jobscore.requests.bulk",
         description="Bulk-lane scoring requests (backfills): workers take them only with spare capacity.",
     )
-    topic_results: str = Field("jobscore.rankings", description="Rankings (Ranking) topic.")
+    topic_rankings: str = Field("jobscore.rankings", description="Rankings (Ranking) topic.")
     topic_dead_letters: str = Field("jobscore.dead-letters", description="Dead letters (DeadLetter) topic.")
     topic_partitions: int = Field(4, ge=1, description="Partitions when this tool creates a topic.")
 
@@ -159,7 +182,7 @@ class CommonSettings(ToolSettings):
             postings=self.topic_postings,
             requests=self.topic_requests,
             requests_bulk=self.topic_requests_bulk,
-            rankings=self.topic_results,
+            rankings=self.topic_rankings,
             dead_letters=self.topic_dead_letters,
         )
 
@@ -207,7 +230,7 @@ class CommonSettings(ToolSettings):
         ge=-1,
         description="Requests retention: how long an outage may last before unanswered requests are lost.",
     )
-    topic_retention_ms_results: int = Field(
+    topic_retention_ms_rankings: int = Field(
         3 * 24 * 3_600_000, ge=-1, description="Rankings retention: how late a publisher may read its answers."
     )
     topic_retention_ms_dead_letters: int = Field(

@@ -89,7 +89,7 @@ def _role_names(settings: CommonSettings) -> list[tuple[TopicSpec[Any], str, int
         POSTINGS.role: settings.topic_retention_ms_postings,
         SCORE_REQUESTS.role: settings.topic_retention_ms_requests,
         SCORE_REQUESTS_BULK.role: settings.topic_retention_ms_requests,
-        RANKINGS.role: settings.topic_retention_ms_results,
+        RANKINGS.role: settings.topic_retention_ms_rankings,
         DEAD_LETTERS.role: settings.topic_retention_ms_dead_letters,
     }
     return [(spec, name, retention[spec.role]) for spec, name in settings.topic_names().bound()]

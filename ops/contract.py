@@ -136,7 +136,7 @@ def _topics(settings: CommonSettings) -> list[TopicDoc]:
             "requests",
             "request_id (UTF-8)",
             "Scoring requests (online lane). Workers consume them in a consumer group; every request is answered "
-            "by exactly one ranking on the results topic (or `reply_topic`), at least once.",
+            "by exactly one ranking on the rankings topic (or `reply_topic`), at least once.",
             "send",
         ),
         TopicDoc(
@@ -150,7 +150,7 @@ def _topics(settings: CommonSettings) -> list[TopicDoc]:
         ),
         TopicDoc(
             RANKINGS,
-            "results",
+            "rankings",
             "request_id (UTF-8): the answered request's id",
             "Rankings. Delivery is at-least-once: after a worker crash or rebalance the same ranking may be "
             "published again; readers deduplicate by `request_id` (the first one wins, duplicates are equal).",
@@ -239,7 +239,7 @@ def asyncapi(settings: CommonSettings | None = None) -> dict[str, Any]:
             "description": (
                 f"{GENERATED_NOTE}\n\n"
                 "Streaming scoring for semantic job search. Clients publish `score_request.v1` to the requests "
-                "topic and read `ranking.v1` from the results topic (or the request's `reply_topic`).\n\n"
+                "topic and read `ranking.v1` from the rankings topic (or the request's `reply_topic`).\n\n"
                 "Values are UTF-8 JSON objects; every one has a `schema` field naming its type and version. "
                 'Fields equal to their default are omitted on the wire (a missing `status` means "ok", a '
                 "missing `top_k` means 10). Unknown fields must be ignored by readers (new optional fields are "

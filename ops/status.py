@@ -269,7 +269,7 @@ async def collect_status(
     notes: list[str] = []
     async with topic_reader(settings, "status") as reader:
         gs = [await group_status(reader, g, pair_scan) for g in groups]
-        ranks = await _tail(reader, settings.topic_results, recent, now - window_s)
+        ranks = await _tail(reader, settings.topic_rankings, recent, now - window_s)
         dls = await _tail(reader, settings.topic_dead_letters, recent, now - window_s)
     for name, t in (("rankings", ranks), ("dead letters", dls)):
         if t.capped and t.oldest_ts is not None and t.oldest_ts > now - window_s:

@@ -84,12 +84,12 @@ class ScoreRequest(Message, tag="score_request.v1", frozen=True):
     top_k: Annotated[int, Meta(ge=1, le=MAX_TOP_K)] = 10
     # Absolute deadline (unix seconds). Past it the request is answered with status "timeout".
     deadline: Optional[EpochSeconds] = None
-    # Where to publish the ranking; default is the deployment's results topic.
+    # Where to publish the ranking; default is the deployment's rankings topic.
     reply_topic: Optional[Topic] = None
     created_at: EpochSeconds = 0.0
 
 
-# --- results topic --------------------------------------------------------------------------------
+# --- rankings topic --------------------------------------------------------------------------------
 
 
 class ScoredJob(Struct, frozen=True, array_like=True):

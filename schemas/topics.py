@@ -152,7 +152,7 @@ SCORE_REQUESTS: TopicSpec[ScoreRequest] = TopicSpec("requests", (ScoreRequest,),
 # online work first (a topic per lane, not a priority field: a field would still queue bulk ahead of online
 # in the partition's log, and only a separate topic can be paused, sized and lag-monitored on its own).
 SCORE_REQUESTS_BULK: TopicSpec[ScoreRequest] = TopicSpec("requests.bulk", (ScoreRequest,), max_bytes=2_000_000)
-RANKINGS: TopicSpec[Ranking] = TopicSpec("results", (Ranking,), max_bytes=4_000_000)
+RANKINGS: TopicSpec[Ranking] = TopicSpec("rankings", (Ranking,), max_bytes=4_000_000)
 DEAD_LETTERS: TopicSpec[DeadLetter] = TopicSpec("dead-letters", (DeadLetter,), max_bytes=DEAD_LETTER_MAX_BYTES)
 
 ALL_TOPICS: tuple[TopicSpec[Any], ...] = (POSTINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, RANKINGS, DEAD_LETTERS)

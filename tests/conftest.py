@@ -253,7 +253,7 @@ def names() -> dict[str, str]:
         "topic_postings": f"t-{run}.postings",
         "topic_requests": f"t-{run}.requests",
         "topic_requests_bulk": f"t-{run}.requests.bulk",
-        "topic_results": f"t-{run}.rankings",
+        "topic_rankings": f"t-{run}.rankings",
         "topic_dead_letters": f"t-{run}.dlq",
         "run": run,
     }
@@ -267,7 +267,7 @@ def common(kafka_bootstrap: str, redis_url: str, names: dict[str, str]) -> dict[
         "topic_postings": names["topic_postings"],
         "topic_requests": names["topic_requests"],
         "topic_requests_bulk": names["topic_requests_bulk"],
-        "topic_results": names["topic_results"],
+        "topic_rankings": names["topic_rankings"],
         "topic_dead_letters": names["topic_dead_letters"],
         "topic_partitions": 2,
         "session_timeout_ms": SESSION_TIMEOUT_MS,

@@ -1,6 +1,6 @@
 """client.ScoringClient against the real broker (and, where marked, a real worker on the tiny model).
 
-Rankings the reader must cope with are produced directly onto the results topic, as any producer could."""
+Rankings the reader must cope with are produced directly onto the rankings topic, as any producer could."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def test_reader_skips_undecodable_and_newer_versions_and_counts_them(topic
         rid = await client.submit(new_request("q", ["job-1"]))
         await produce(
             topics,
-            topics.topic_results,
+            topics.topic_rankings,
             b"\xff not json",
             b'{"schema": "ranking.v2", "request_id": "' + rid.encode() + b'", "ranked": []}',
             ranking_bytes("someone-elses-request"),
@@ -86,13 +86,13 @@ async def test_wait_timed_out_then_retried_on_same_id_gets_ranking(topics: Commo
         with pytest.raises(ScoreTimeout) as e:
             await client.result(rid, SHORT_WAIT_S)
         assert e.value.request_id == rid
-        await produce(topics, topics.topic_results, ranking_bytes(rid))
+        await produce(topics, topics.topic_rankings, ranking_bytes(rid))
         assert (await client.result(rid, WAIT_S)).request_id == rid
     # The older observer too: a second wait on the same id after a timeout (was CancelledError).
     async with RankingWaiter(topics) as waiter:
         with pytest.raises(TimeoutError):
             await waiter.wait("late-1", SHORT_WAIT_S)
-        await produce(topics, topics.topic_results, b"garbage", ranking_bytes("late-1"))
+        await produce(topics, topics.topic_rankings, b"garbage", ranking_bytes("late-1"))
         assert (await waiter.wait("late-1", WAIT_S)).request_id == "late-1"
         assert waiter.undecodable == 1
 
@@ -107,7 +107,7 @@ async def test_tracking_bounded_by_count_and_ttl(topics: CommonSettings) -> None
         await wait_until(lambda: len(client.reader) == 0, what="tracked ids to expire")
         assert client.stats.expired == 5
         # A ranking for an expired id is dropped, not kept.
-        await produce(topics, topics.topic_results, ranking_bytes(ids[-1]))
+        await produce(topics, topics.topic_rankings, ranking_bytes(ids[-1]))
         await wait_until(lambda: client.stats.unknown == 1, what="the stale ranking to be dropped")
         assert len(client.reader) == 0
 
@@ -139,14 +139,14 @@ async def test_client_against_worker_readme_example_reply_topic_and_typed_errors
     ws = worker_settings(max_candidates=5)
     items = postings(3, seed=1, prefix="job")  # job-000000..2, as in the README example
     await seed(ws, items)
-    reply = f"{ws.topic_results}.reply"
+    reply = f"{ws.topic_rankings}.reply"
     await ensure_topics(ws, [reply])
     async with running(Worker(ws, vllm_engine)):
         # 1. The README snippets, run as written (their own event loop in a thread), config from the env.
         env = {
             "KAFKA_BOOTSTRAP": ws.kafka_bootstrap,
             "TOPIC_REQUESTS": ws.topic_requests,
-            "TOPIC_RANKINGS": ws.topic_results,
+            "TOPIC_RANKINGS": ws.topic_rankings,
             "TOPIC_DEAD_LETTERS": ws.topic_dead_letters,
         }
         for name, value in env.items():

@@ -137,7 +137,7 @@ async def test_publishers_on_every_supported_python_get_rankings_without_the_eng
         **os.environ,
         "JOBSCORE_KAFKA_BOOTSTRAP": ws.kafka_bootstrap,
         "JOBSCORE_TOPIC_REQUESTS": ws.topic_requests,
-        "JOBSCORE_TOPIC_RANKINGS": ws.topic_results,
+        "JOBSCORE_TOPIC_RANKINGS": ws.topic_rankings,
         "JOBSCORE_TOPIC_DEAD_LETTERS": ws.topic_dead_letters,
         "PYTHONPATH": "",  # nothing of the repository: only what the wheel installed
     }

@@ -90,7 +90,7 @@ def test_contract_has_a_schema_per_message_and_asyncapi_refs_resolve() -> None:
     doc = yaml.safe_load(files["asyncapi.yaml"])
     assert doc == json.loads(json.dumps(asyncapi()))
     assert doc["asyncapi"].startswith("3.")
-    assert set(doc["channels"]) == {"postings", "requests", "requests-bulk", "results", "dead-letters"}
+    assert set(doc["channels"]) == {"postings", "requests", "requests-bulk", "rankings", "dead-letters"}
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
@@ -212,7 +212,7 @@ async def test_confluent_client_from_schema_and_readme_gets_ranking_and_dead_let
     ]
     async with running(Worker(ws, vllm_engine)):
         rankings, letters = await asyncio.to_thread(
-            _confluent_roundtrip, ws.kafka_bootstrap, ws.topic_requests, ws.topic_results, ws.topic_dead_letters, sends
+            _confluent_roundtrip, ws.kafka_bootstrap, ws.topic_requests, ws.topic_rankings, ws.topic_dead_letters, sends
         )
     assert len(rankings) == 1, "the valid request was not answered"
     rec = rankings[0]

@@ -120,7 +120,7 @@ class TestRequestLedger:
                     got = await waiter.wait_all([r.request_id for r in answered], WAIT_S)
                 # A replay after a crash republishes the same ranking: a duplicate, not a second answer.
                 await producer.send_and_wait(
-                    ws.topic_results, RANKINGS.encode(got[answered[0].request_id]), key=answered[0].request_id.encode()
+                    ws.topic_rankings, RANKINGS.encode(got[answered[0].request_id]), key=answered[0].request_id.encode()
                 )
             finally:
                 await producer.stop()
@@ -148,7 +148,7 @@ class TestRequestLedger:
             "JOBSCORE_KAFKA_BOOTSTRAP": ws.kafka_bootstrap,
             "JOBSCORE_REDIS_URL": plain(ws.redis_url),
             "JOBSCORE_TOPIC_REQUESTS": ws.topic_requests,
-            "JOBSCORE_TOPIC_RESULTS": ws.topic_results,
+            "JOBSCORE_TOPIC_RANKINGS": ws.topic_rankings,
             "JOBSCORE_TOPIC_DEAD_LETTERS": ws.topic_dead_letters,
         }
         proc = await asyncio.to_thread(

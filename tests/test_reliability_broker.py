@@ -4,7 +4,7 @@ by the worker (rankings) or the summarizer (dead letters).
 The embedded broker (tansu, memory-only) restarted empty still acknowledges writes to the topics it lost
 and drops them. This test starts its own broker on a free port, holds requests inside the engine (a gate
 around the real vLLM engine), restarts the broker, then lets the worker publish: the rankings are
-acknowledged by a broker without the results topic, and the worker must stop without committing them.
+acknowledged by a broker without the rankings topic, and the worker must stop without committing them.
 """
 
 from __future__ import annotations

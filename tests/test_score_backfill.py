@@ -42,7 +42,7 @@ async def backfill_process(ws: WorkerSettings, src: Path, out: Path) -> asyncio.
         "JOBSCORE_REDIS_URL": ws.redis_url.get_secret_value(),
         "JOBSCORE_TOPIC_REQUESTS": ws.topic_requests,
         "JOBSCORE_TOPIC_REQUESTS_BULK": ws.topic_requests_bulk,
-        "JOBSCORE_TOPIC_RESULTS": ws.topic_results,
+        "JOBSCORE_TOPIC_RANKINGS": ws.topic_rankings,
         "JOBSCORE_TOPIC_DEAD_LETTERS": ws.topic_dead_letters,
     }
     args = [str(src), "--out", str(out), "--chunk", str(CHUNK), "--max-in-flight", "1", "--no-progress"]

@@ -321,7 +321,7 @@ def _settings(bootstrap: str, **kw: Any) -> CommonSettings:
         kafka_bootstrap=bootstrap,
         topic_postings=f"sec-{run}.postings",
         topic_requests=f"sec-{run}.requests",
-        topic_results=f"sec-{run}.rankings",
+        topic_rankings=f"sec-{run}.rankings",
         topic_dead_letters=f"sec-{run}.dlq",
         topic_partitions=1,
         session_timeout_ms=6_000,

@@ -74,7 +74,7 @@ async def produce_outputs(s: CommonSettings, run: str) -> None:
         futs = []
         for i in range(6):
             r = Ranking(request_id=f"x{i}", model_id="tiny", model_revision="rev1", summarizer_version=f"v-{run}")
-            futs.append(await producer.send(s.topic_results, RANKINGS.encode(r)))
+            futs.append(await producer.send(s.topic_rankings, RANKINGS.encode(r)))
         for i, (stage, et) in enumerate([("worker", "malformed"), ("worker", "malformed"), ("summarizer", "invalid")]):
             dl = DeadLetter(stage=stage, reason="r", error_type=et, topic="t", partition=0, offset=i, original=b"{")  # type: ignore[arg-type]
             futs.append(await producer.send(s.topic_dead_letters, DEAD_LETTERS.encode(dl)))
@@ -169,7 +169,7 @@ class TestStatus:
             "JOBSCORE_REDIS_URL": redis_url(s),
             "JOBSCORE_TOPIC_REQUESTS": s.topic_requests,
             "JOBSCORE_TOPIC_POSTINGS": s.topic_postings,
-            "JOBSCORE_TOPIC_RESULTS": s.topic_results,
+            "JOBSCORE_TOPIC_RANKINGS": s.topic_rankings,
             "JOBSCORE_TOPIC_DEAD_LETTERS": s.topic_dead_letters,
         }
         cmd = [sys.executable, "-m", "app.cli", "status", "--worker-group", group]
@@ -190,7 +190,7 @@ class TestStatus:
         s = topics
         env = {**os.environ, "JOBSCORE_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "JOBSCORE_REDIS_URL": redis_url(s)}
         env |= {f"JOBSCORE_{k.upper()}": getattr(s, k) for k in ("topic_requests", "topic_postings")}
-        env |= {f"JOBSCORE_{k.upper()}": getattr(s, k) for k in ("topic_results", "topic_dead_letters")}
+        env |= {f"JOBSCORE_{k.upper()}": getattr(s, k) for k in ("topic_rankings", "topic_dead_letters")}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "app.cli", "status", "--watch", "0.2", "--json",
             env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -52,7 +52,7 @@ class TestPlan:
         assert postings.configs["cleanup.policy"] == "compact" and "retention.ms" not in postings.configs
         for t, ms in (
             (requests, s.topic_retention_ms_requests),
-            (results, s.topic_retention_ms_results),
+            (results, s.topic_retention_ms_rankings),
             (dlq, s.topic_retention_ms_dead_letters),
         ):
             assert t.configs["cleanup.policy"] == "delete" and t.configs["retention.ms"] == str(ms)
@@ -191,7 +191,7 @@ class TestBroker:
         drift = outcomes[s.topic_requests]
         assert drift.action == "drift"
         assert f"partitions 1 (plan {s.topic_partitions})" in drift.detail and "retention.ms=1000" in drift.detail
-        assert outcomes[s.topic_results].action == "create"
+        assert outcomes[s.topic_rankings].action == "create"
         parts, cfg = await _describe(s.kafka_bootstrap, [s.topic_requests])
         assert parts[s.topic_requests] == 1 and cfg[s.topic_requests]["retention.ms"] == "1000"
         # services starting (ensure_topics) do not inspect existing topics: no DescribeConfigs needed
@@ -231,9 +231,30 @@ class TestBroker:
             common["topic_requests"],
             "--topic-requests-bulk",
             common["topic_requests_bulk"],
-            "--topic-results",
-            common["topic_results"],
+            "--topic-rankings",
+            common["topic_rankings"],
             "--topic-dead-letters",
             common["topic_dead_letters"],
         )
         assert rc == 0 and out.count("would create") == 5
+
+
+def test_rankings_topic_has_one_name_and_the_old_setting_still_works(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One word for the rankings topic (setting, role, AsyncAPI channel, client config); the setting's old
+    name (topic_results / JOBSCORE_TOPIC_RESULTS) is still read for a while, with a warning naming the new one."""
+    from client import ClientConfig
+    from schemas import RANKINGS
+
+    assert RANKINGS.role == "rankings"
+    assert CommonSettings().topic_names().of(RANKINGS) == CommonSettings().topic_rankings == "jobscore.rankings"
+    monkeypatch.setenv("JOBSCORE_TOPIC_RESULTS", "legacy.rankings")
+    with caplog.at_level("WARNING", logger="jobscore"):
+        assert CommonSettings().topic_rankings == "legacy.rankings"
+    assert "JOBSCORE_TOPIC_RANKINGS" in caplog.text
+    assert ClientConfig.from_env().topics.rankings == "legacy.rankings"
+    monkeypatch.setenv("JOBSCORE_TOPIC_RANKINGS", "new.rankings")  # the new name wins
+    assert CommonSettings().topic_rankings == "new.rankings" == ClientConfig.from_env().topics.rankings
+    monkeypatch.delenv("JOBSCORE_TOPIC_RANKINGS")
+    assert CommonSettings(topic_results="kw.rankings").topic_rankings == "kw.rankings"  # a keyword, too

@@ -137,7 +137,7 @@ class TestRedis:
         assert pled.lost == 0 and pled.summarized == len(ids)
 
 
-_TOPIC_FIELDS = ("topic_postings", "topic_requests", "topic_requests_bulk", "topic_results", "topic_dead_letters")
+_TOPIC_FIELDS = ("topic_postings", "topic_requests", "topic_requests_bulk", "topic_rankings", "topic_dead_letters")
 
 
 class TestBrokerRestart:

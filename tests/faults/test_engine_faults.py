@@ -111,7 +111,7 @@ class TestEngineFailure:
             assert engine.calls <= good_calls + 1 + ws.max_batch_items + 4, engine.calls
             assert task.exception() is not None, "a lost device must stop the worker (the supervisor restarts it)"
             assert not ready_while_failed and engine_check.get("ok") is False, HEALTH.report()
-            # What it committed it had answered: each committed request's ranking is on the results topic. The
+            # What it committed it had answered: each committed request's ranking is on the rankings topic. The
             # waiter may not have fetched the last of them when the worker dies a moment after publishing (it
             # once had 0 of 4 committed), so wait for exactly those ids rather than compare counts.
             covered = committed_ids(await request_positions(ws, len(reqs)), committed)

@@ -73,7 +73,7 @@ class TestWorkerKilled:
                 by_killed = len(waiter.rankings)
                 committed = await committed_offsets(ws)
                 # What it committed it had answered: a kill never loses a committed request. Each committed
-                # request's ranking is on the results topic; the waiter may still be reading the last of them
+                # request's ranking is on the rankings topic; the waiter may still be reading the last of them
                 # (it counted 11 while 12 were committed and published), so wait for exactly those ids.
                 covered = committed_ids(await request_positions(ws, len(reqs)), committed)
                 assert len(covered) == sum(v or 0 for v in committed.values())
