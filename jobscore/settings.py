@@ -46,6 +46,11 @@ class SecretUrl(SecretStr):
         return mask_url(self.get_secret_value())
 
 
+# Closed sets, named once (flags list them as choices).
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
 class ToolSettings(BaseSettings):
     """What every command has: logging and where built models live (offline tools need nothing more)."""
 
@@ -53,7 +58,13 @@ class ToolSettings(BaseSettings):
     # (a SASL password next to a missing user name, a Redis URL with its password).
     model_config = SettingsConfigDict(env_prefix="JOBSCORE_", frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    log_level: str = Field("INFO", description="Log level.")
+    log_level: LogLevel = Field("INFO", description="Log level.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v  # JOBSCORE_LOG_LEVEL=debug works too
+
     log_format: Literal["json", "text"] = Field("text", description="json for collectors, text for people.")
     cache_dir: Path = Field(Path.home() / ".cache" / "jobscore", description="Models built here live here.")
 
@@ -466,7 +477,7 @@ class WorkerSettings(CommonSettings):
         "(plumbing tests only, its scores mean nothing).",
     )
     engine: Literal["vllm", "hf"] = Field("vllm", description="vllm (production) or hf (naive baseline).")
-    dtype: str = Field("auto", description="Engine dtype: auto, float32, bfloat16, float16.")
+    dtype: Dtype = Field("auto", description="Engine dtype: auto, float32, bfloat16, float16.")
     max_model_len: int = Field(2048, ge=64, description="Longest prompt in tokens the engine accepts.")
     enable_prefix_caching: bool = Field(True, description="Reuse the shared query prefix's KV cache.")
     kv_block_size: int | None = Field(
