@@ -23,7 +23,7 @@ def cmd_topics(ns: argparse.Namespace) -> int:
 
     s = command_settings(ns, CommonSettings)
     try:
-        plan = plan_topics(s)
+        plan = plan_topics(s, ns.reply_topic)
     except TopicPlanError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -74,6 +74,14 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:  # type:
         help="Print the plan and what applying it would do; create nothing. With --offline, print the plan only.",
     )
     p.add_argument("--offline", action="store_true", help="With --dry-run: do not contact the broker.")
+    p.add_argument(
+        "--reply-topic",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Also plan a client's reply topic (a request's reply_topic must exist before requests name it), with "
+        "the rankings topic's partitions, replication, retention and size limit. Repeatable.",
+    )
     p.add_argument(
         "--allow-single-replica",
         action="store_true",

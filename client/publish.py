@@ -10,6 +10,7 @@ It keeps one producer for its lifetime and one shared `ResultsReader` (client/re
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -26,12 +27,21 @@ from client.kafka import TopicReader, make_producer, unreachable_message
 from client.results import ReaderStats, ResultsReader
 from schemas import POSTINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, JobPosted, Ranking, SchemaError, ScoreRequest
 from schemas.headers import message_headers, trace_headers
+from schemas.messages import TOPIC_NAME_PATTERN
 from schemas.topics import TopicSpec
 
 Lane = Literal["online", "bulk"]
 
 _REQUEST_TAG = str(ScoreRequest.__struct_config__.tag)
 _POSTING_TAG = str(JobPosted.__struct_config__.tag)
+
+
+def check_topic_name(name: str) -> str:
+    """``name`` if it is a legal Kafka topic name (1-249 of ``[a-zA-Z0-9._-]``, not ``.``/``..``), else
+    `ValueError`: a request naming an illegal reply topic would only be dead-lettered."""
+    if not re.fullmatch(TOPIC_NAME_PATTERN, name):
+        raise ValueError(f"{name!r} is not a legal Kafka topic name: 1-249 characters of [a-zA-Z0-9._-]")
+    return name
 
 
 def new_request(
@@ -43,6 +53,8 @@ def new_request(
     reply_topic: str | None = None,
 ) -> ScoreRequest:
     """A `ScoreRequest` with a fresh id (unless given) and ``deadline_s`` seconds from now (if given)."""
+    if reply_topic is not None:
+        check_topic_name(reply_topic)
     now = time.time()
     return ScoreRequest(
         request_id=request_id or uuid.uuid4().hex,
@@ -151,7 +163,8 @@ class ScoringClient:
         max_tracked: int = 100_000,
     ) -> None:
         self.config = as_config(source)
-        self.reply_topic = reply_topic
+        # The reply topic must exist (docs/publishing.md "Reply topics"); its name is checked here already.
+        self.reply_topic = check_topic_name(reply_topic) if reply_topic is not None else None
         # Online requests are served first; "bulk" (backfills) uses the worker's spare capacity only.
         self._requests_topic = self.config.topics.of(SCORE_REQUESTS_BULK if lane == "bulk" else SCORE_REQUESTS)
         self._producer: AIOKafkaProducer | None = None

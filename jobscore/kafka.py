@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -22,6 +22,7 @@ from schemas.messages import (
     MAX_DEAD_LETTER_KEY_BYTES,
     MAX_DEAD_LETTER_ORIGINAL_BYTES,
     MAX_REASON_CHARS,
+    DeadLetterKind,
     DeadLetterStage,
 )
 
@@ -90,7 +91,7 @@ def dead_letter(
     record: ConsumerRecord,
     stage: DeadLetterStage,
     reason: str,
-    error_type: str,
+    error_type: DeadLetterKind,
     max_original_bytes: int = MAX_DEAD_LETTER_ORIGINAL_BYTES,
 ) -> DeadLetter:
     """The dead letter of ``record``; it fits the dead-letter topic whatever the record's size.
@@ -130,6 +131,19 @@ class BrokerView(NamedTuple):
     partitions: dict[str, int]  # topic -> partition count; a missing topic is absent
 
 
+async def broker_view(client: Any, topics: Sequence[str]) -> BrokerView:
+    """The cluster id and the partitions of ``topics`` the broker has now: one Metadata request that never
+    auto-creates a topic (``client``: an aiokafka AIOKafkaClient, e.g. ``producer.client``)."""
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    node = client.get_random_node()
+    if node is None:
+        raise KafkaConnectionError("no broker known to ask for metadata")
+    resp = await client.send(node, MetadataRequest(list(topics), allow_auto_topic_creation=False))
+    parts = {t[1]: len(t[-1]) for t in resp.topics if t[0] == 0 and t[-1]}
+    return BrokerView(getattr(resp, "cluster_id", None), parts)
+
+
 class BrokerLost(KafkaError):  # type: ignore[misc]  # KafkaError is Any: aiokafka ships no type information
     """The broker no longer holds topics our acknowledged writes went to (restarted empty, topic deleted,
     another cluster behind the address): nothing acknowledged since the last good check may be committed."""
@@ -153,14 +167,7 @@ class TopicGuard:
         self.expected: BrokerView | None = None
 
     async def view(self) -> BrokerView:
-        from aiokafka.protocol.metadata import MetadataRequest
-
-        node = self.client.get_random_node()
-        if node is None:
-            raise KafkaConnectionError("no broker known to ask for metadata")
-        resp = await self.client.send(node, MetadataRequest(self.topics, allow_auto_topic_creation=False))
-        parts = {t[1]: len(t[-1]) for t in resp.topics if t[0] == 0 and t[-1]}
-        return BrokerView(getattr(resp, "cluster_id", None), parts)
+        return await broker_view(self.client, self.topics)
 
     async def start(self) -> BrokerView:
         """Record the view to hold the broker to (after the topics were ensured)."""

@@ -80,6 +80,13 @@ CONSUMER_LAG = Gauge(
     ["group", "topic", "partition"],
 )
 KAFKA_ERRORS = Counter("jobscore_kafka_errors_total", "Kafka client errors, by operation.", ["op"])
+# Answers meant for a request's reply_topic published on the rankings topic instead, by why: the reply topic
+# does not exist ("missing") or could not be written after every try ("send_failed").
+REPLY_FALLBACK = Counter(
+    "jobscore_worker_reply_topic_fallback_total",
+    "Rankings published on the rankings topic instead of the request's reply_topic.",
+    ["reason"],
+)
 ENGINE_BUSY_RATIO = Gauge(
     "jobscore_worker_engine_busy_ratio",
     "Share of the last minute the engine spent scoring (0-1); >= 0.95 for long means scale out.",

@@ -20,6 +20,7 @@ Why each topic is configured the way it is:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from aiokafka.errors import KafkaConnectionError
 from jobscore.kafka import KafkaUnreachable, make_admin, unreachable_message
 from jobscore.settings import CommonSettings
 from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, TopicSpec
+from schemas.messages import TOPIC_NAME_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,11 @@ def _role_names(settings: CommonSettings) -> list[tuple[TopicSpec[Any], str, int
     return [(spec, name, retention[spec.role]) for spec, name in settings.topic_names().bound()]
 
 
-def plan_topics(settings: CommonSettings) -> TopicPlan:
-    """The deployment's topics from settings + schema limits. Pure: no cluster is contacted."""
+def plan_topics(settings: CommonSettings, reply_topics: Iterable[str] = ()) -> TopicPlan:
+    """The deployment's topics from settings + schema limits. Pure: no cluster is contacted.
+
+    ``reply_topics``: clients' reply topics (a request's ``reply_topic``), planned like the rankings topic
+    (same partitions, replicas, retention and size limit: they carry the same messages)."""
     rf = settings.topic_replication_factor
     isr = min_insync(settings)
     if isr > rf:
@@ -117,6 +122,12 @@ def plan_topics(settings: CommonSettings) -> TopicPlan:
             configs["cleanup.policy"] = "delete"
             configs["retention.ms"] = str(retention_ms)
         topics.append(PlannedTopic(spec.role, name, settings.topic_partitions, rf, configs))
+    rankings = next(t for t in topics if t.role == RANKINGS.role)
+    for name in dict.fromkeys(reply_topics):
+        if not re.fullmatch(TOPIC_NAME_PATTERN, name):
+            raise TopicPlanError(f"reply topic {name!r} is not a legal Kafka topic name (1-249 of [a-zA-Z0-9._-])")
+        if name not in {t.name for t in topics}:
+            topics.append(PlannedTopic("reply", name, rankings.partitions, rf, dict(rankings.configs)))
     return TopicPlan(tuple(topics))
 
 

@@ -65,7 +65,22 @@ def _schema_components(
     msgspec 0.23 dedents docstrings and older releases keep their indentation, so without this the committed
     contract would depend on which msgspec a machine installed (a clean clone's CI failed on exactly that)."""
     roots, components = msgspec.json.schema_components(types, ref_template=ref_template)
-    return roots, _clean_descriptions(components)
+    return roots, _closed_tuples(_clean_descriptions(components))
+
+
+def _closed_tuples(node: Any) -> Any:
+    """A fixed-length array (``prefixItems``: a `ScoredJob` is ``[job_id, score]``) says it is closed —
+    ``items: false`` and ``maxItems`` — as strict validators require: without them ``[id, score, extra]``
+    validated (ajv's strict mode refuses such a tuple schema outright)."""
+    if isinstance(node, dict):
+        out = {k: _closed_tuples(v) for k, v in node.items()}
+        if "prefixItems" in out and "items" not in out:
+            out["items"] = False
+            out["maxItems"] = len(out["prefixItems"])
+        return out
+    if isinstance(node, list):
+        return [_closed_tuples(v) for v in node]
+    return node
 
 
 def _clean_descriptions(node: Any) -> Any:
@@ -135,8 +150,10 @@ def _topics(settings: CommonSettings) -> list[TopicDoc]:
             SCORE_REQUESTS,
             "requests",
             "request_id (UTF-8)",
-            "Scoring requests (online lane). Workers consume them in a consumer group; every request is answered "
-            "by exactly one ranking on the rankings topic (or `reply_topic`), at least once.",
+            "Scoring requests (online lane). Workers consume them in a consumer group. A request that decodes is "
+            "answered by a ranking on the rankings topic (or its `reply_topic`), at least once (so possibly twice: "
+            "deduplicate by `request_id`); one that does not (invalid JSON, unknown `schema`, a broken limit, an "
+            "illegal `reply_topic`) gets no ranking, only a dead letter whose `original` holds it.",
             "send",
         ),
         TopicDoc(
@@ -152,8 +169,14 @@ def _topics(settings: CommonSettings) -> list[TopicDoc]:
             RANKINGS,
             "rankings",
             "request_id (UTF-8): the answered request's id",
-            "Rankings. Delivery is at-least-once: after a worker crash or rebalance the same ranking may be "
-            "published again; readers deduplicate by `request_id` (the first one wins, duplicates are equal).",
+            "Rankings. Delivery is at-least-once: after a worker crash, a rebalance or a broker restart the same "
+            "ranking may be published again; readers deduplicate by `request_id` (the first one wins, duplicates "
+            "are equal). How to read it: a reader that waits for its own requests' answers uses no consumer group "
+            "(it takes no part in delivery), assigns every partition, starts at the end *before* publishing its "
+            "requests, and keeps the rankings whose `request_id` it published (the topic is shared by every "
+            "client); a service that processes every ranking uses a consumer group of its own from the earliest "
+            "offset. A `reply_topic` must exist before a request names it (it is never created by the workers); "
+            "when it does not, the ranking is published here instead.",
             "receive",
         ),
         TopicDoc(
@@ -256,6 +279,17 @@ def asyncapi(settings: CommonSettings | None = None) -> dict[str, Any]:
                 "values are dead-lettered as oversized.\n\n"
                 "Rankings: `results` is a list of `[job_id, score]` pairs, best first, at most `top_k`; score = "
                 "P(relevant) in [0, 1]. Candidates that could not be scored are listed in `errors` with a reason."
+                "\n\n"
+                "Keys and partitions: every record is keyed (see each channel's key), and keyed records must be "
+                "partitioned with Kafka's default partitioner, murmur2(key) mod partitions (the Java client's, "
+                "librdkafka's `partitioner=murmur2_random`; librdkafka's own default is consistent_random, CRC32, "
+                "which would put one job's versions on another partition than the Java client does). Order holds "
+                "per key only: a posting's versions are read in the order they were written; requests and rankings "
+                "have no order across ids.\n\n"
+                "Duplicates: besides redelivery after a worker crash or rebalance, a broker that restarts without its "
+                "data (the embedded dev broker) can resurface acknowledged copies, so duplicates are normal and "
+                "harmless to a reader that deduplicates by `request_id` (rankings) or `dead_letter_id` (dead "
+                "letters)."
             ),
         },
         "defaultContentType": h.JSON.decode(),

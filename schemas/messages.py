@@ -34,13 +34,20 @@ MAX_DEAD_LETTER_ORIGINAL_BYTES = 2 << 20
 MAX_DEAD_LETTER_KEY_BYTES = 4_096
 
 Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\s]+$")]
-Topic = Annotated[str, Meta(min_length=1, max_length=249)]
+# Kafka's rule for a topic name: 1-249 of [a-zA-Z0-9._-], and not "." or "..". A request naming anything else
+# as its reply topic is dead-lettered `invalid` at `$.reply_topic` (no answer could ever be written there).
+TOPIC_NAME_PATTERN = r"^(?!\.{1,2}$)[a-zA-Z0-9._-]{1,249}$"
+Topic = Annotated[str, Meta(min_length=1, max_length=249, pattern=TOPIC_NAME_PATTERN)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 Millis = Annotated[float, Meta(ge=0.0)]
 EpochSeconds = Annotated[float, Meta(ge=0.0)]
 # Closed sets, named once: the JSON Schemas (schemas/contract/) list the same values as enums.
 RankingStatus = Literal["ok", "timeout", "rejected"]
 DeadLetterStage = Literal["summarizer", "worker"]
+# Why a record was dead-lettered: the four ways bytes fail a topic's contract (schemas.topics.SchemaError), and
+# a posting the summarizer could not summarize. A new kind comes with a new dead-letter version.
+DecodeErrorKind = Literal["malformed", "unknown_schema", "invalid", "oversized"]
+DeadLetterKind = Literal["malformed", "unknown_schema", "invalid", "oversized", "summarize_failed"]
 
 
 class Message(Struct, tag_field="schema", frozen=True, kw_only=True, omit_defaults=True):
@@ -92,8 +99,10 @@ class ScoreRequest(Message, tag="score_request.v1", frozen=True):
 # --- rankings topic --------------------------------------------------------------------------------
 
 
-class ScoredJob(Struct, frozen=True, array_like=True):
-    """One ranked candidate: ``[job_id, score]`` on the wire (compact for 1000-candidate rankings)."""
+class ScoredJob(Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """One ranked candidate: ``[job_id, score]`` on the wire (compact for 1000-candidate rankings).
+
+    Exactly two items: a tuple cannot grow like an object (a third item would be a new ranking version)."""
 
     job_id: str
     score: Probability
@@ -150,7 +159,7 @@ class DeadLetter(Message, tag="dead_letter.v1", frozen=True):
 
     stage: DeadLetterStage
     reason: Annotated[str, Meta(max_length=MAX_REASON_CHARS)]
-    error_type: str
+    error_type: DeadLetterKind
     topic: str
     partition: int
     offset: int

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar, Union, cast
+from typing import Any, Generic, TypeVar, Union, cast
 
 import msgspec
 
@@ -20,6 +20,7 @@ from schemas.messages import (
     MAX_REASON_CHARS,
     MAX_TITLE_CHARS,
     DeadLetter,
+    DecodeErrorKind,
     JobPosted,
     Message,
     Ranking,
@@ -28,7 +29,7 @@ from schemas.messages import (
 
 M = TypeVar("M", bound=Message)
 
-ErrorKind = Literal["malformed", "unknown_schema", "invalid", "oversized"]
+ErrorKind = DecodeErrorKind
 
 # msgspec's ValidationError carries only its message; which constraint failed is read from the one
 # phrase msgspec uses for max_length/max_items ("Expected `str` of length <= 128", "array of length <=").

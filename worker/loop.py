@@ -70,7 +70,7 @@ from schemas import (
     ScoreRequest,
 )
 from schemas.headers import dead_letter_headers, trace_headers
-from schemas.messages import RankingStatus, Timings
+from schemas.messages import DeadLetterKind, RankingStatus, Timings
 from schemas.summary import SummaryRecord
 from worker.batching import LANES, Lane, RecordKey, RequestState, TokenBudgetBatcher, WorkItem
 from worker.candidates import Found, needs_raw, raw_entries, resolve
@@ -418,7 +418,7 @@ class Worker(ShellService):
             return [answer_record(answer, timed_out, trace_headers(rec.headers))]
         return req
 
-    def _dead_letter(self, rec: ConsumerRecord, reason: str, kind: str) -> Outgoing:
+    def _dead_letter(self, rec: ConsumerRecord, reason: str, kind: DeadLetterKind) -> Outgoing:
         """The dead letter of a record; cut to fit the dead-letter topic (jobscore.kafka.dead_letter)."""
         dl = dead_letter(rec, "worker", reason, kind, self.settings.dead_letter_max_original_bytes)
         # The original record's headers travel with it (its trace context included), ours beside them.

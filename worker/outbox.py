@@ -1,22 +1,29 @@
 """The worker's outbox: a request record's answers (its ranking, or a dead letter) sent and acknowledged.
 
 Every send is acknowledged (acks=all) and tried ``kafka_send_attempts`` times with backoff (logged once
-per outage). A reply topic a client named that cannot be written gets the answer on the rankings topic
-instead of failing the record forever (a crash loop); anything else that fails every try is raised, named
-`BrokerLost` when the broker lost our topics — the worker then stops without committing.
+per outage); what fails every try is raised, named `BrokerLost` when the broker lost our topics — the worker
+then stops without committing.
+
+A request's ``reply_topic`` must exist (docs/publishing.md "Reply topics"): the outbox asks the broker (one
+Metadata request, never auto-creating, remembered for ``REPLY_TOPIC_CHECK_S``) and, when it does not exist,
+publishes the answer on the rankings topic at once — counted in ``jobscore_worker_reply_topic_fallback_total
+{reason="missing"}`` and logged once per topic per ``REPLY_TOPIC_CHECK_S`` — instead of retrying a write
+that cannot succeed (the broker's health is not in question). A reply topic that exists but cannot be
+written after every try falls back the same way (``reason="send_failed"``), so one record never fails forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from aiokafka.errors import KafkaError
 
 from jobscore import metrics
-from jobscore.kafka import BrokerLost
+from jobscore.kafka import BrokerLost, broker_view
 from jobscore.retry import Backoff, Outage, retry
 from jobscore.service import Shell
 from jobscore.settings import WorkerSettings
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # The broker as the worker's sends see it: logs once per outage, drives HEALTH "broker", counts errors.
 BROKER_OUTAGE = Outage("broker", metrics.KAFKA_ERRORS)
+# How long a reply topic's existence (or absence) is taken as known, and a missing one's warning repeated.
+REPLY_TOPIC_CHECK_S = 60.0
 
 
 class Outgoing(NamedTuple):
@@ -53,27 +62,61 @@ class Outbox:
         self.shell = shell
         self.rankings_topic = rankings_topic
         self.dead_letters_topic = dead_letters_topic
+        self._reply_topics: dict[str, tuple[bool, float]] = {}  # reply topic → (exists, checked at, monotonic)
 
     async def send_all(self, outbox: Sequence[Outgoing]) -> None:
         """Send everything and wait for every acknowledgement (a failed delivery raises here)."""
+        outbox = [await self._routed(out) for out in outbox]
         results = await asyncio.gather(*(self.send(*out) for out in outbox), return_exceptions=True)
         retry_on_rankings = []
         for out, res in zip(outbox, results, strict=True):
-            topic = out.topic
             if not isinstance(res, BaseException):
                 continue
-            # A reply topic the client named may not exist; answer on the rankings topic instead of failing
+            # A reply topic that exists but cannot be written: answer on the rankings topic instead of failing
             # this record forever (a crash loop). Anything else is a broker problem: raise.
-            if topic not in (self.rankings_topic, self.dead_letters_topic) and isinstance(res, KafkaError):
+            if self._is_reply(out.topic) and isinstance(res, KafkaError):
+                metrics.REPLY_FALLBACK.labels("send_failed").inc()
                 log.warning(
-                    "reply topic failed; answering on the rankings topic",
-                    extra={"reply_topic": topic, "error": repr(res)},
+                    "reply topic could not be written; answering on the rankings topic",
+                    extra={"reply_topic": out.topic, "error": repr(res)},
                 )
                 retry_on_rankings.append(out._replace(topic=self.rankings_topic))
             else:
                 raise res
         if retry_on_rankings:
             await asyncio.gather(*(self.send(*out) for out in retry_on_rankings))
+
+    def _is_reply(self, topic: str) -> bool:
+        return topic not in (self.rankings_topic, self.dead_letters_topic)
+
+    async def _routed(self, out: Outgoing) -> Outgoing:
+        """``out`` itself, or on the rankings topic when it names a reply topic the broker does not have."""
+        if not self._is_reply(out.topic) or await self._reply_topic_exists(out.topic):
+            return out
+        metrics.REPLY_FALLBACK.labels("missing").inc()
+        return out._replace(topic=self.rankings_topic)
+
+    async def _reply_topic_exists(self, topic: str) -> bool:
+        now = time.monotonic()
+        known = self._reply_topics.get(topic)
+        if known is not None and now - known[1] < REPLY_TOPIC_CHECK_S:
+            return known[0]
+        producer = self.shell.producer
+        assert producer is not None, "the shell is not started"
+        try:
+            exists = topic in (await broker_view(producer.client, [topic])).partitions
+        except KafkaError:
+            return True  # the broker did not answer: let the send's own retries and fallback decide
+        if len(self._reply_topics) > 10_000:  # bounded: clients choose these names
+            self._reply_topics.clear()
+        self._reply_topics[topic] = (exists, now)
+        if not exists:
+            log.warning(
+                "reply topic does not exist; answering on the rankings topic (create reply topics before "
+                "naming them: `jobscore topics --reply-topic NAME`)",
+                extra={"reply_topic": topic, "rankings_topic": self.rankings_topic},
+            )
+        return exists
 
     async def send(
         self, topic: str, value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
