@@ -6,40 +6,26 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from app.commands import AddCommand, command_settings
 from compress.lora import ADAPTER_VERSION, DEFAULT_TARGETS
+from compress.models import resolve_model_arg, scorer_dir
 from compress.prune import DEFAULT_CALIBRATION_PROMPTS, METHODS
 from compress.settings import CompressSettings
 
 
 def _s(ns: argparse.Namespace) -> CompressSettings:
-
-    s = command_settings(ns, CompressSettings)
-    return s
-
-
-def _model_arg(value: str) -> Path:
-    """A model directory, ``smollm2`` / ``tiny`` for the packaged models, or a shipped scorer's name
-    (``scorer-full``, ``scorer-pruned``, ``scorer``)."""
-    if value == "smollm2":
-        from engine.models import smollm2_dir
-
-        return smollm2_dir(dtype="float32")
-    from engine.factory import MODEL_NAMES, resolve_model
-
-    if value in MODEL_NAMES:
-        return resolve_model(value, CompressSettings().cache_dir)
-    return Path(value)
+    return command_settings(ns, CompressSettings)
 
 
 def cmd_pack_pruned(ns: argparse.Namespace) -> int:
     from compress.ship import pack_pruned
 
     _s(ns)
-    unpruned = _model_arg(ns.unpruned)
+    unpruned = resolve_model_arg(ns.unpruned)
     identity = json.loads((unpruned / "jobscore_model.json").read_text())
     m = pack_pruned(
         unpruned,
@@ -64,32 +50,31 @@ def cmd_data(ns: argparse.Namespace) -> int:
 
 
 def cmd_size(ns: argparse.Namespace) -> int:
-    from compress.prune import QWEN3_0_6B, count_params, keep_ratio_for
+    from compress.prune import PARAM_BASES, QWEN3_0_6B, count_params, keep_ratio_for
 
-    cfg = QWEN3_0_6B if ns.model == "qwen3-0.6b" else json.loads((_model_arg(ns.model) / "config.json").read_text())
+    cfg = (
+        QWEN3_0_6B
+        if ns.model == "qwen3-0.6b"
+        else json.loads((resolve_model_arg(ns.model) / "config.json").read_text())
+    )
     full = count_params(cfg)
     print(json.dumps({"params": full}, indent=2))
     if ns.keep_ratio is not None:
         width = round(ns.keep_ratio * cfg["intermediate_size"])
         print(json.dumps({"keep_ratio": ns.keep_ratio, "intermediate": width, "params": count_params(cfg, width)}))
     if ns.target is not None:
-        for which in ("total", "non_embedding"):
-            print(f"{which} = {ns.target:,}: keep ratio {keep_ratio_for(cfg, ns.target, which):.4f}")  # type: ignore[arg-type]
+        for which in PARAM_BASES:
+            print(f"{which} = {ns.target:,}: keep ratio {keep_ratio_for(cfg, ns.target, which):.4f}")
     return 0
 
 
 def cmd_prune(ns: argparse.Namespace) -> int:
-    from compress.data import drop_reserved, generate_split
-    from compress.evaluate import build_prompts
-    from compress.prune import prune_model
+    from compress.prune import calibration_prompts, prune_model
 
     s = _s(ns)
-    postings, pairs = generate_split("train", max(1, ns.calibration_prompts // 6 + 1), seed=s.seed)
-    calibration = build_prompts(
-        drop_reserved(pairs)[: ns.calibration_prompts], postings, "raw", max_doc_chars=s.max_doc_chars
-    )
+    calibration = calibration_prompts(ns.calibration_prompts, seed=s.seed, max_doc_chars=s.max_doc_chars)
     report = prune_model(
-        _model_arg(ns.model),
+        resolve_model_arg(ns.model),
         Path(ns.out),
         ns.keep_ratio,
         ns.method,
@@ -105,38 +90,21 @@ def cmd_prune(ns: argparse.Namespace) -> int:
 
 
 def cmd_sft(ns: argparse.Namespace) -> int:
-    from compress.data import drop_reserved, drop_titles, generate_hard_split, generate_split, load_pairs
-    from compress.train import TrainConfig, distil_examples, make_examples, train
+    from compress.lora import lora_spec_for
+    from compress.train import TrainConfig, distil_examples, make_examples, record_sft_output, sft_data, train
 
     s = _s(ns)
-    recipe: dict[str, Any] = {"seed": s.seed, "max_doc_chars": s.max_doc_chars, "modes": ["raw", "summary"]}
-    if ns.data:
-        postings, pairs = load_pairs(Path(ns.data))
-        recipe["file"] = ns.data
-    else:
-        postings, pairs = generate_split("train", ns.queries, seed=s.seed)
-        recipe["esco_train"] = {"queries": ns.queries, "seed": s.seed, "pairs_per_query": 6}
-    if ns.drop_title_frac > 0:
-        pairs = drop_titles(postings, pairs, ns.drop_title_frac, seed=s.seed)
-        recipe["drop_title_frac"] = ns.drop_title_frac
-    if ns.hard_queries > 0:
-        c = ns.hard_candidates
-        hp, hpairs = generate_hard_split(
-            "train",
-            ns.hard_queries,
-            seed=s.seed + 100,
-            candidates=c,
-            title_negatives=(c - 1) * 2 // 5,
-            similar_negatives=(c - 1) * 2 // 5,
-        )
-        postings.update(hp)
-        pairs = [*pairs, *hpairs]
-        recipe["esco_train_hard_format"] = {"queries": ns.hard_queries, "seed": s.seed + 100, "candidates": c}
-    kept = drop_reserved(pairs)
-    if len(kept) < len(pairs):
-        print(f"dropped {len(pairs) - len(kept)} pairs on reserved evaluation occupations", file=sys.stderr)
-    recipe["pairs"] = len(kept)
-    recipe["relevant"] = sum(p.label > 0 for p in kept)
+    data = sft_data(
+        data=ns.data,
+        queries=ns.queries,
+        drop_title_frac=ns.drop_title_frac,
+        hard_queries=ns.hard_queries,
+        hard_candidates=ns.hard_candidates,
+        seed=s.seed,
+        max_doc_chars=s.max_doc_chars,
+    )
+    if data.dropped:
+        print(f"dropped {data.dropped} pairs on reserved evaluation occupations", file=sys.stderr)
     cfg = TrainConfig(
         lr=ns.lr,
         epochs=ns.epochs,
@@ -148,22 +116,16 @@ def cmd_sft(ns: argparse.Namespace) -> int:
         save_every=ns.save_every,
     )
     ex = make_examples(
-        kept, postings, seed=s.seed, max_doc_chars=s.max_doc_chars, budget_tokens=s.summary_budget_tokens
+        data.pairs, data.postings, seed=s.seed, max_doc_chars=s.max_doc_chars, budget_tokens=s.summary_budget_tokens
     )
     if ns.teacher:
-        ex = distil_examples(_model_arg(ns.teacher), ex, cfg)
-    lora = None
-    base = _model_arg(ns.model)
-    if ns.lora:
-        from compress.lora import LoraSpec, parse_layers
-
-        n_layers = json.loads((base / "config.json").read_text()).get("num_hidden_layers")
-        lora = LoraSpec(
-            rank=ns.lora_rank,
-            alpha=ns.lora_alpha,
-            targets=tuple(ns.lora_targets),
-            layers=parse_layers(ns.lora_layers, n_layers),
-        )
+        ex = distil_examples(resolve_model_arg(ns.teacher), ex, cfg)
+    base = resolve_model_arg(ns.model)
+    lora = (
+        lora_spec_for(base, rank=ns.lora_rank, alpha=ns.lora_alpha, targets=ns.lora_targets, layers=ns.lora_layers)
+        if ns.lora
+        else None
+    )
     out = train(
         base,
         ex,
@@ -174,58 +136,25 @@ def cmd_sft(ns: argparse.Namespace) -> int:
         grad_checkpointing=ns.grad_checkpointing,
         freeze_embeddings_norms=ns.freeze_embeddings_norms,
     )
-    if out and lora is None:  # what made this model: compress-extract-lora copies it into an adapter's manifest
-        made: dict[str, Any] = {"command": ["jobscore", *sys.argv[1:]], "data": recipe}
-        if (base / "recipe.json").exists():  # a second stage: the model it started from, and how that was made
-            made["starting_from"] = json.loads((base / "recipe.json").read_text())
-        (out / "recipe.json").write_text(json.dumps(made, indent=2) + "\n")
-    if out and lora is not None:
-        from compress.lora import write_manifest
-        from engine.identity import source_model_id
-
-        training = json.loads((out / "training.json").read_text())
-        (out / "training.json").unlink()
-        write_manifest(
+    if out:
+        record_sft_output(
             out,
             base,
-            base_model=source_model_id(base),
-            spec=lora,
-            training=training,
-            data=recipe,
+            recipe=data.recipe,
+            lora=lora,
             command=["jobscore", *sys.argv[1:]],
-            version=ns.adapter_version,
+            adapter_version=ns.adapter_version,
         )
     print(f"saved {out}" if out else f"stopped after {ns.stop_after} steps; rerun to resume")
     return 0
 
 
-def _scorer_dir(path: Path, base: str) -> Path:
-    """A model directory as is; an adapter directory (``adapter_config.json``) merged into ``base`` first
-    (cached under ~/.cache/jobscore/merged/<version>-<adapter sha>), so it is scored exactly as served."""
-    if not (path / "adapter_config.json").exists():
-        return path
-    from compress.lora import merge_adapter, read_manifest
-    from engine.identity import read_identity
-    from engine.tinymodel import default_cache_dir
-
-    m = read_manifest(path)
-    out = default_cache_dir() / "merged" / f"{m['adapter_version']}-{m['adapter_sha256'][:12]}"
-    if not read_identity(out):
-        merge_adapter(_model_arg(base), path, out)
-    return out
-
-
 def cmd_eval(ns: argparse.Namespace) -> int:
-    from compress.data import generate_hard_split, generate_split, load_pairs
+    from compress.data import heldout_data
     from compress.evaluate import evaluate_baselines, evaluate_model, format_table, write_json
 
     s = _s(ns)
-    if ns.data:
-        postings, pairs = load_pairs(Path(ns.data))
-    elif ns.split == "hard":
-        postings, pairs = generate_hard_split("heldout", ns.queries, seed=s.seed + 3)
-    else:
-        postings, pairs = generate_split("heldout", ns.queries, seed=s.seed + 2)
+    postings, pairs = heldout_data(Path(ns.data) if ns.data else None, ns.split, ns.queries, seed=s.seed)
     results = evaluate_baselines(
         pairs,
         postings,
@@ -236,7 +165,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     )
     for m in ns.model:
         results += evaluate_model(
-            _scorer_dir(_model_arg(m), ns.base),
+            scorer_dir(resolve_model_arg(m), ns.base),
             pairs,
             postings,
             modes=ns.modes,
@@ -257,40 +186,20 @@ def cmd_merge(ns: argparse.Namespace) -> int:
     from compress.lora import merge_adapter
 
     _s(ns)
-    out = merge_adapter(_model_arg(ns.base), Path(ns.adapter), Path(ns.out), dtype=ns.merged_dtype)
+    out = merge_adapter(resolve_model_arg(ns.base), Path(ns.adapter), Path(ns.out), dtype=ns.merged_dtype)
     print(f"merged {ns.adapter} into {ns.base} → {out}")
     return 0
 
 
 def cmd_extract_lora(ns: argparse.Namespace) -> int:
-    from compress.lora import LoraSpec, extract_lora, write_manifest
-    from engine.identity import read_identity, source_model_id
+    from compress.lora import LoraSpec, extract_lora, write_extracted_manifest
 
     _s(ns)
-    base, tuned, out = _model_arg(ns.base), Path(ns.tuned), Path(ns.out)
+    base, tuned, out = resolve_model_arg(ns.base), Path(ns.tuned), Path(ns.out)
     spec = LoraSpec(rank=ns.rank, alpha=float(ns.alpha if ns.alpha is not None else ns.rank))
     kept = extract_lora(base, tuned, out, spec)
-    # The tuned model's own recipe (compress-sft writes recipe.json: its command and data) makes the adapter
-    # reproducible from the manifest: that command, then this one.
-    recipe_file = tuned / "recipe.json"
-    teacher = json.loads(recipe_file.read_text()) if recipe_file.exists() else {}
-    write_manifest(
-        out,
-        base,
-        base_model=source_model_id(base),
-        spec=spec,
-        training={
-            "method": "truncated SVD of a full fine-tune's linear-layer change (compress.lora.extract_lora)",
-            **kept,
-            "fine_tune": {
-                "command": teacher.get("command"),
-                "starting_from": teacher.get("starting_from"),  # an earlier stage's recipe, when there was one
-                "identity": read_identity(tuned),
-            },
-        },
-        data=teacher.get("data", {}),
-        command=["jobscore", *sys.argv[1:]],
-        version=ns.adapter_version,
+    write_extracted_manifest(
+        out, base, tuned, spec, kept, command=["jobscore", *sys.argv[1:]], version=ns.adapter_version
     )
     print(
         f"saved {out}: rank {spec.rank} keeps {kept['energy_kept']:.1%} of the change's energy "
@@ -304,11 +213,11 @@ def cmd_pipeline(ns: argparse.Namespace) -> int:
     from compress.train import TrainConfig
 
     s = _s(ns)
-    tc = {"max_len": s.max_len, "seed": s.seed, "threads": s.threads}
+    shared = TrainConfig(max_len=s.max_len, seed=s.seed, threads=s.threads)  # the settings' part of both runs
     cfg = PipelineConfig(
-        base=_model_arg(ns.model),
+        base=resolve_model_arg(ns.model),
         out=Path(ns.out),
-        teacher=_model_arg(ns.teacher) if ns.teacher else None,
+        teacher=resolve_model_arg(ns.teacher) if ns.teacher else None,
         keep_ratio=ns.keep_ratio,
         methods=tuple(ns.methods),
         distil_methods=tuple(ns.distil_methods) if ns.distil_methods else None,
@@ -316,8 +225,8 @@ def cmd_pipeline(ns: argparse.Namespace) -> int:
         train_queries=ns.train_queries,
         distil_queries=ns.distil_queries,
         eval_queries=ns.eval_queries,
-        sft=TrainConfig(lr=ns.lr, epochs=ns.epochs, **tc),  # type: ignore[arg-type]
-        distil=TrainConfig(lr=ns.distil_lr, epochs=ns.epochs, alpha=ns.distil_alpha, **tc),  # type: ignore[arg-type]
+        sft=replace(shared, lr=ns.lr, epochs=ns.epochs),
+        distil=replace(shared, lr=ns.distil_lr, epochs=ns.epochs, alpha=ns.distil_alpha),
         evaluate_base=ns.evaluate_base,
         export=Path(ns.export) if ns.export else None,
     )

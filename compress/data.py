@@ -452,3 +452,22 @@ def drop_titles(postings: dict[str, JobPosted], pairs: Sequence[Pair], frac: flo
             p = Pair(p.qid, p.query, jid, p.label)
         out.append(p)
     return out
+
+
+# --- evaluation sets --------------------------------------------------------------------------------
+
+EvalSplit = Literal["default", "hard"]
+
+
+def heldout_data(
+    data: Path | None, split: EvalSplit, n_queries: int, *, seed: int
+) -> tuple[dict[str, JobPosted], list[Pair]]:
+    """The set models are evaluated on: the pairs file ``data`` as it is, else ``n_queries`` generated from
+    the reserved occupations in the ``split`` format. ``seed`` is the run's seed, offset here (default +2,
+    hard +3) as compress-pipeline offsets it for its held-out set: the same seed and query count give
+    compress-eval and the pipeline the same default set, so their numbers compare."""
+    if data is not None:
+        return load_pairs(data)
+    if split == "hard":
+        return generate_hard_split("heldout", n_queries, seed=seed + 3)
+    return generate_split("heldout", n_queries, seed=seed + 2)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.identity import write_identity
+from engine.identity import read_identity, source_model_id, write_identity
 from engine.models import SMOLLM2_GGUF, package_dir
 from engine.scorer import merge_lora, sha256_file
 
@@ -70,6 +70,13 @@ def parse_layers(value: str, n_layers: int | None = None) -> tuple[int, ...] | N
     if n_layers is not None and any(not 0 <= i < n_layers for i in layers):
         raise ValueError(f"{value!r}: the model has {n_layers} layers (0-{n_layers - 1})")
     return layers
+
+
+def lora_spec_for(base_dir: Path, *, rank: int, alpha: float, targets: Sequence[str], layers: str = "all") -> LoraSpec:
+    """The spec for an adapter on ``base_dir``, ``layers`` read by `parse_layers` with the base's own layer
+    count (from its config.json), so ``topN`` names that model's last N layers."""
+    n_layers = json.loads((Path(base_dir) / "config.json").read_text()).get("num_hidden_layers")
+    return LoraSpec(rank=rank, alpha=alpha, targets=tuple(targets), layers=parse_layers(layers, n_layers))
 
 
 class BaseMismatch(ValueError):
@@ -274,3 +281,38 @@ def extract_lora(base_dir: Path, tuned_dir: Path, out_dir: Path, spec: LoraSpec)
             worst = min(worst, e_kept / e_all if e_all else 1.0)
     save_adapter(peft_model, out_dir, spec.save_dtype)
     return {"energy_kept": kept / total if total else 1.0, "energy_kept_worst_matrix": worst}
+
+
+def write_extracted_manifest(
+    adapter_dir: Path,
+    base_dir: Path,
+    tuned_dir: Path,
+    spec: LoraSpec,
+    kept: dict[str, float],
+    *,
+    command: Sequence[str],
+    version: str = ADAPTER_VERSION,
+) -> dict[str, Any]:
+    """`write_manifest` for an `extract_lora` adapter (``kept``: what it returned). The tuned model's own
+    recipe (compress-sft writes recipe.json: its command and data) goes in, so the adapter is reproducible
+    from its manifest alone: that command, then ``command``."""
+    recipe_file = Path(tuned_dir) / "recipe.json"
+    fine_tune = json.loads(recipe_file.read_text()) if recipe_file.exists() else {}
+    return write_manifest(
+        adapter_dir,
+        base_dir,
+        base_model=source_model_id(base_dir),
+        spec=spec,
+        training={
+            "method": "truncated SVD of a full fine-tune's linear-layer change (compress.lora.extract_lora)",
+            **kept,
+            "fine_tune": {
+                "command": fine_tune.get("command"),
+                "starting_from": fine_tune.get("starting_from"),  # an earlier stage's recipe, when there was one
+                "identity": read_identity(tuned_dir),
+            },
+        },
+        data=fine_tune.get("data", {}),
+        command=command,
+        version=version,
+    )

@@ -45,6 +45,9 @@ Method = Literal["osscar", "magnitude", "activation"]
 # 256 prompts kept 0.953 with no fine-tuning at all. Pruning all 30 layers took ~2 min on 2 vCPUs at 256.
 DEFAULT_CALIBRATION_PROMPTS = 256
 METHODS: tuple[Method, ...] = ("osscar", "magnitude", "activation")
+# Which parameters a size target counts: all of them, or without the embedding (and an untied LM head).
+ParamBasis = Literal["total", "non_embedding"]
+PARAM_BASES: tuple[ParamBasis, ...] = ("total", "non_embedding")
 
 # Qwen3-0.6B (the paper's starting model): the figures the size report is computed from.
 QWEN3_0_6B: dict[str, Any] = {
@@ -81,12 +84,26 @@ def count_params(cfg: dict[str, Any], intermediate_size: int | None = None) -> d
     return {"total": total, "non_embedding": total - emb - head, "mlp": n_layers * mlp, "embedding": emb + head}
 
 
-def keep_ratio_for(cfg: dict[str, Any], target: int, which: Literal["total", "non_embedding"] = "total") -> float:
+def keep_ratio_for(cfg: dict[str, Any], target: int, which: ParamBasis = "total") -> float:
     """The MLP keep ratio that brings ``which`` parameters to ``target`` (MLP width is the only cut)."""
     full = count_params(cfg)
     per_neuron = full["mlp"] / int(cfg["intermediate_size"])
     removed = full[which] - target
     return max(0.0, 1.0 - removed / full["mlp"]) if per_neuron else 1.0
+
+
+# --- calibration ----------------------------------------------------------------------------------
+
+
+def calibration_prompts(n: int, *, seed: int, max_doc_chars: int) -> list[str]:
+    """``n`` worker prompts (raw context) from the train split to calibrate on: never a reserved evaluation
+    occupation, so pruning sees nothing of the held-out set it is then measured on. Each query has ~6 pairs,
+    so ``n // 6 + 1`` queries are generated and the first ``n`` prompts kept."""
+    from compress.data import drop_reserved, generate_split
+    from compress.evaluate import build_prompts
+
+    postings, pairs = generate_split("train", max(1, n // 6 + 1), seed=seed)
+    return build_prompts(drop_reserved(pairs)[:n], postings, "raw", max_doc_chars=max_doc_chars)
 
 
 # --- per-layer algorithms -------------------------------------------------------------------------

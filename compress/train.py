@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compress.data import Pair
+from compress.data import Pair, drop_reserved, drop_titles, generate_hard_split, generate_split, load_pairs
 from compress.evaluate import ContextMode, render_doc
-from compress.lora import LoraSpec
+from compress.lora import ADAPTER_VERSION, LoraSpec, write_manifest
 from engine.answer import answer_ids, answer_logits, p_yes
 from engine.identity import derive_identity, source_model_id
 from engine.prompt import PromptTemplate
@@ -323,3 +323,95 @@ def distil_examples(teacher_dir: Path, examples: Sequence[Example], cfg: TrainCo
         Example(e.prompt, cfg.alpha * s + (1 - cfg.alpha) * e.target, e.label)
         for e, s in zip(examples, soft, strict=True)
     ]
+
+
+# --- compress-sft: the training set, and the record of what made the model ------------------------
+
+
+@dataclass(frozen=True)
+class SftData:
+    """An SFT run's training set and how it was made: ``recipe`` is recorded beside the output (recipe.json
+    or the adapter's manifest), so a model carries the data that made it."""
+
+    postings: dict[str, JobPosted]
+    pairs: list[Pair]  # reserved evaluation occupations already dropped
+    recipe: dict[str, Any]  # JSON: seed, document cut, context modes, data source and variations, pair counts
+    dropped: int  # pairs dropped for a reserved evaluation occupation (a --data file may hold them)
+
+
+def sft_data(
+    *,
+    data: str | Path | None = None,
+    queries: int = 128,
+    drop_title_frac: float = 0.0,
+    hard_queries: int = 0,
+    hard_candidates: int = 6,
+    seed: int,
+    max_doc_chars: int,
+) -> SftData:
+    """The compress-sft training set: the pairs file ``data`` (recorded as given), else ``queries`` generated
+    from the train split; a ``drop_title_frac`` of the queries then lose their jobs' title line (`drop_titles`)
+    and ``hard_queries`` hard-format queries are added (``hard_candidates`` jobs each, one relevant, the
+    negatives shared between title and similar-occupation ones). Reserved evaluation occupations are dropped
+    last, whatever the source: the held-out set must stay unseen. ``max_doc_chars`` is only recorded (the
+    examples are cut there)."""
+    recipe: dict[str, Any] = {"seed": seed, "max_doc_chars": max_doc_chars, "modes": ["raw", "summary"]}
+    if data:
+        postings, pairs = load_pairs(Path(data))
+        recipe["file"] = str(data)
+    else:
+        postings, pairs = generate_split("train", queries, seed=seed)
+        recipe["esco_train"] = {"queries": queries, "seed": seed, "pairs_per_query": 6}
+    if drop_title_frac > 0:
+        pairs = drop_titles(postings, pairs, drop_title_frac, seed=seed)
+        recipe["drop_title_frac"] = drop_title_frac
+    if hard_queries > 0:
+        c = hard_candidates
+        hp, hpairs = generate_hard_split(
+            "train",
+            hard_queries,
+            seed=seed + 100,
+            candidates=c,
+            title_negatives=(c - 1) * 2 // 5,
+            similar_negatives=(c - 1) * 2 // 5,
+        )
+        postings.update(hp)
+        pairs = [*pairs, *hpairs]
+        recipe["esco_train_hard_format"] = {"queries": hard_queries, "seed": seed + 100, "candidates": c}
+    kept = drop_reserved(pairs)
+    recipe["pairs"] = len(kept)
+    recipe["relevant"] = sum(p.label > 0 for p in kept)
+    return SftData(postings=postings, pairs=kept, recipe=recipe, dropped=len(pairs) - len(kept))
+
+
+def record_sft_output(
+    out_dir: Path,
+    base_dir: Path,
+    *,
+    recipe: dict[str, Any],
+    lora: LoraSpec | None,
+    command: Sequence[str],
+    adapter_version: str = ADAPTER_VERSION,
+) -> None:
+    """Write what made the model `train` saved at ``out_dir`` from ``base_dir`` beside it. A full fine-tune
+    gets recipe.json (``command`` and the data ``recipe``, and the base's own recipe.json when the base was
+    itself a compress-sft output: a second stage), which compress-extract-lora copies into an adapter's
+    manifest. An adapter gets manifest.json (`write_manifest`), taking in the training.json `train` left."""
+    if lora is None:
+        made: dict[str, Any] = {"command": list(command), "data": recipe}
+        if (base_dir / "recipe.json").exists():
+            made["starting_from"] = json.loads((base_dir / "recipe.json").read_text())
+        (out_dir / "recipe.json").write_text(json.dumps(made, indent=2) + "\n")
+        return
+    training = json.loads((out_dir / "training.json").read_text())
+    (out_dir / "training.json").unlink()
+    write_manifest(
+        out_dir,
+        base_dir,
+        base_model=source_model_id(base_dir),
+        spec=lora,
+        training=training,
+        data=recipe,
+        command=command,
+        version=adapter_version,
+    )
