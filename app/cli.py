@@ -35,6 +35,7 @@ from app.commands import (
     add_settings_flags,
     build_obeying_signals,
     command_settings,
+    run_service_command,
     run_until_signal,
 )
 from jobscore.settings import CommonSettings, SummarizerSettings, ToolSettings, WorkerSettings
@@ -50,7 +51,7 @@ def cmd_summarizer(ns: argparse.Namespace) -> int:
 
     s = command_settings(ns, SummarizerSettings)
     metrics.serve(s.metrics_port)
-    return run_until_signal(lambda stop: run_summarizer(s, stop))
+    return run_service_command("summarizer", lambda stop: run_summarizer(s, stop))
 
 
 def cmd_worker(ns: argparse.Namespace) -> int:
@@ -72,7 +73,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         return 0
 
     try:
-        return run_until_signal(main)
+        return run_service_command("worker", main)
     finally:
         engine.close()
 

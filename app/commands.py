@@ -72,6 +72,42 @@ def command_settings(ns: argparse.Namespace, model: type[S], *, quiet: bool = Fa
     return s
 
 
+# Exit codes of a service command that stopped on a failure (docs/operating.md "Exit codes").
+EXIT_FAILED = 1  # anything unexpected (the traceback is logged)
+EXIT_BROKER_LOST = 3  # the broker lost our topics: nothing unanswered was committed; a restart recovers
+EXIT_ENGINE_FAILED = 4  # the engine cannot score (device lost): another replica answers what is uncommitted
+EXIT_KAFKA_UNREACHABLE = 5  # no broker answered with the configured address and transport security
+
+
+def service_failed(name: str, e: BaseException) -> int:
+    """One ERROR line (no traceback for the failures the services expect) and the command's exit code."""
+    from jobscore.kafka import BrokerLost, KafkaUnreachable
+    from worker.scoring import EngineFailure
+
+    known = {
+        BrokerLost: (
+            EXIT_BROKER_LOST,
+            "nothing unanswered was committed; on restart the topics are re-created and the group replays",
+        ),
+        EngineFailure: (EXIT_ENGINE_FAILED, "nothing unanswered was committed; another replica answers it"),
+        KafkaUnreachable: (EXIT_KAFKA_UNREACHABLE, "check the address and the transport security settings"),
+    }
+    for kind, (code, what) in known.items():
+        if isinstance(e, kind):
+            log.error(f"{name} stopped: {e} ({what}; exit {code})", extra={"error_class": type(e).__name__})
+            return code
+    log.error(f"{name} stopped on an unexpected error (exit {EXIT_FAILED})", exc_info=e)
+    return EXIT_FAILED
+
+
+def run_service_command(name: str, main: Callable[[asyncio.Event], Coroutine[Any, Any, int | None]]) -> int:
+    """`run_until_signal` for a service: a failure it stops on becomes one ERROR line and an exit code."""
+    try:
+        return run_until_signal(main)
+    except Exception as e:
+        return service_failed(name, e)
+
+
 class StartupInterrupted(BaseException):
     """SIGINT/SIGTERM arrived while a blocking start-up step (loading an engine) was running. A
     BaseException, like KeyboardInterrupt, so a library's ``except Exception`` does not swallow it."""

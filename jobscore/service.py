@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -73,6 +74,7 @@ class Shell:
         self.guard: TopicGuard | None = None
         self.stopping = asyncio.Event()
         self._probes: asyncio.Task[None] | None = None
+        self._topics_checked = 0.0  # monotonic time of the last broker check (a commit's or the timer's)
 
     def reset_health(self, own: Mapping[str, tuple[bool, str]], **build: str) -> None:
         """Readiness from scratch: the service's own checks (``own``), broker and Redis not ready until first
@@ -121,6 +123,7 @@ class Shell:
             metrics.KAFKA_ERRORS.labels("metadata").inc()
             log.warning("broker check failed; commit postponed", extra={"error": repr(e)})
             return Committed.POSTPONED
+        self._topics_checked = time.monotonic()
         try:
             await self.consumer.commit(dict(offsets))
         except CommitFailedError as e:
@@ -130,6 +133,21 @@ class Shell:
             log.warning("commit failed after a rebalance; the records will be replayed", extra={"error": str(e)})
             return Committed.REBALANCED
         return Committed.DONE
+
+    async def check_topics_if_due(self) -> None:
+        """The broker check on a timer (every ``health_probe_interval_s``), so an idle service notices a broker
+        that lost its topics too, not only at its next commit. Raises `BrokerLost`; a check that fails for
+        another reason is left to the probes and the next commit."""
+        if self.guard is None or time.monotonic() - self._topics_checked < self.settings.health_probe_interval_s:
+            return
+        self._topics_checked = time.monotonic()
+        try:
+            await self.guard.check()
+        except BrokerLost:
+            raise
+        except KafkaError as e:
+            metrics.KAFKA_ERRORS.labels("metadata").inc()
+            log.debug("timed broker check failed", extra={"error": repr(e)})
 
     async def wait_for_redis(self) -> bool:
         """After `CacheUnavailable`: wait one backoff (alive meanwhile: waiting on purpose). False when a stop

@@ -102,6 +102,11 @@ class Summarizer(ShellService):
         while not self._stop.is_set():
             HEALTH.beat()
             try:
+                await self.shell.check_topics_if_due()  # not only before commits: an idle summarizer too
+            except BrokerLost as e:
+                HEALTH.set("broker", False, str(e))
+                raise
+            try:
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=max_records)
             except KafkaError as e:
                 metrics.KAFKA_ERRORS.labels("fetch").inc()
@@ -163,9 +168,8 @@ class Summarizer(ShellService):
             outcome = await self.shell.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
         except BrokerLost as e:
             HEALTH.set("broker", False, str(e))
-            log.error(
-                "the broker lost our topics: stopping without committing; the group replays", extra={"error": str(e)}
-            )
+            # The command logs the one ERROR line with its exit code (app/commands.py `service_failed`).
+            log.warning("the broker lost our topics: stopping without committing", extra={"error": str(e)})
             raise
         if outcome is not Committed.DONE:
             return

@@ -316,6 +316,16 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S, what
         await asyncio.sleep(0.05)
 
 
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """An embedded broker of the test's own (the session broker must not be restarted under others)."""
+    b = EmbeddedBroker().start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
 class RedisServer:
     """A redis-server a test owns on a free port, to freeze (SIGSTOP), thaw, stop and start again on the same port.
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from app.commands import EXIT_BROKER_LOST, service_failed
 from client import new_request, publish_postings, publish_requests
 from engine.corpus import postings
 from jobscore.cache import SummaryCache
+from jobscore.health import HEALTH
 from jobscore.kafka import BrokerLost, make_producer
 from jobscore.settings import SummarizerSettings, WorkerSettings
 from jobscore.topics import ensure_topics
@@ -30,15 +33,6 @@ from tests.helpers import GatedEngine, committed
 from worker.loop import Worker
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def own_broker() -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker().start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 async def test_broker_restarted_empty_worker_commits_nothing_it_answered_into_the_void(
@@ -118,3 +112,35 @@ async def test_broker_restarted_empty_summarizer_commits_nothing_after_dead_lett
     assert svc.postings_done == 0
     offsets = await committed(ss, ss.group_id, ss.topic_postings)
     assert all(v is None for v in offsets.values()), offsets
+
+
+async def test_idle_summarizer_notices_the_lost_topics_on_a_timer_and_stops_with_one_error_line(
+    summarizer_settings: Callable[..., SummarizerSettings],
+    own_broker: EmbeddedBroker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 30: the summarizer checked its topics only before a commit, so an idle one stayed ready for as long
+    as no posting came while its topics did not exist. Now the shell checks on a timer; the service stops with
+    `BrokerLost` (logging no ERROR itself) and the command turns that into one ERROR line and exit code 3."""
+    ss = summarizer_settings(kafka_bootstrap=own_broker.bootstrap, health_probe_interval_s=0.5)
+    svc = Summarizer(ss)
+    caplog.set_level(logging.INFO)
+    await svc.start()
+    task = asyncio.create_task(svc.run())
+    try:
+        await wait_until(lambda: HEALTH.report()["checks"]["broker"]["ok"], what="the broker probed ready")
+        own_broker.restart()  # same port, empty: the summarizer's topics are gone; no posting will come
+        await wait_until(task.done, what="the idle summarizer to notice the lost topics")
+    finally:
+        svc.stop()
+        with contextlib.suppress(BaseException):
+            await task
+        await svc.close()
+    lost = task.exception()
+    assert isinstance(lost, BrokerLost) and not HEALTH.report()["checks"]["broker"]["ok"]
+    ours = ("jobscore", "summarizer", "worker", "app", "ops")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.split(".")[0] in ours]
+    assert service_failed("summarizer", lost) == EXIT_BROKER_LOST
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.split(".")[0] in ours]
+    assert len(errors) == 1 and errors[0].exc_info is None, "one ERROR line, no traceback"
+    assert "exit 3" in errors[0].getMessage() and "no longer exists" in errors[0].getMessage()

@@ -208,6 +208,11 @@ class Worker(ShellService):
                 metrics.LAST_LOOP.set_to_current_time()
                 HEALTH.beat()
                 await self._commit()
+                try:
+                    await self.shell.check_topics_if_due()  # an idle worker notices a lost broker too
+                except BrokerLost as e:
+                    self._fail(e)
+                    break
                 self._backpressure()
                 try:
                     online, bulk = await self.lanes.poll()
@@ -546,9 +551,18 @@ class Worker(ShellService):
 
     def _fail(self, e: BaseException) -> None:
         if self._failed is None:
-            log.error("worker failed; stopping without committing unfinished work", exc_info=e)
-            self._failed = e if isinstance(e, EngineFailure | KafkaError) else EngineFailure(str(e))
-            self._failed.__cause__ = e
+            # The command logs the one ERROR line, with the exit code (app/commands.py `service_failed`); here
+            # the context, with the traceback only where it says more than the message (not a lost broker).
+            log.warning(
+                "worker failing: stopping without committing unfinished work",
+                extra={"error": repr(e)},
+                exc_info=None if isinstance(e, BrokerLost) else e,
+            )
+            if isinstance(e, EngineFailure | KafkaError):
+                self._failed = e
+            else:
+                self._failed = EngineFailure(str(e))
+                self._failed.__cause__ = e
             HEALTH.set("engine" if isinstance(self._failed, EngineFailure) else "broker", False, f"failed: {e!r}")
             self._stop.set()
             # Wake anyone draining: they wait on the condition, and a failure ends the wait too.

@@ -15,17 +15,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 
 from engine.tinymodel import build_tiny_model
 from jobscore.settings import CommonSettings, WorkerSettings, settings_env
-from ops.devstack import EmbeddedBroker
 from ops.ledger import PostingsLedger, RequestLedger, Window, postings_ledger, request_ledger
 
 # After its end offset, a partition counts as read once idle this long (the ledger's tansu grace).
@@ -88,16 +86,6 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-
-
-@pytest.fixture
-def own_broker() -> Iterator[EmbeddedBroker]:
-    """An embedded broker of the scenario's own (the session broker must not be restarted under others)."""
-    b = EmbeddedBroker().start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 class DelegatingEngine:
