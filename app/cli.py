@@ -45,22 +45,38 @@ log = logging.getLogger("jobscore")
 # --- subcommands ----------------------------------------------------------------------------------
 
 
-def cmd_summarizer(ns: argparse.Namespace) -> int:
+def serve_health(port: int) -> bool:
+    """/metrics, /healthz and /readyz on ``port`` (0: off). False, with one line saying what to do, when the
+    port is taken (another service on this host): the service must not run without the endpoints it promises."""
     from jobscore import metrics
+
+    try:
+        metrics.serve(port)
+    except OSError as e:
+        log.error(
+            f"cannot serve /metrics, /healthz and /readyz on port {port}: {e.strerror or e}; give this service its "
+            "own port (--metrics-port, JOBSCORE_METRICS_PORT) or 0 to turn the endpoints off"
+        )
+        return False
+    return True
+
+
+def cmd_summarizer(ns: argparse.Namespace) -> int:
     from summarizer.service import run_summarizer
 
     s = command_settings(ns, SummarizerSettings)
-    metrics.serve(s.metrics_port)
+    if not serve_health(s.metrics_port):
+        return 2
     return run_service_command("summarizer", lambda stop: run_summarizer(s, stop))
 
 
 def cmd_worker(ns: argparse.Namespace) -> int:
     from engine.factory import DEFAULT_SCORER, engine_from_settings
-    from jobscore import metrics
     from worker.loop import run_worker
 
     s = command_settings(ns, WorkerSettings)
-    metrics.serve(s.metrics_port)
+    if not serve_health(s.metrics_port):
+        return 2
     log.info("start-up: loading the engine", extra={"engine": s.engine, "model": str(s.model or DEFAULT_SCORER)})
     try:
         engine = build_obeying_signals(lambda: engine_from_settings(s))

@@ -232,7 +232,8 @@ async def soak(
     job_ids = [p.job_id for p in items]
 
     logdir = Path(tempfile.mkdtemp(prefix="jobscore-soak-"))
-    env = settings_env(s)
+    # Several workers on this host: the health endpoints' default port would be taken by the first.
+    env = settings_env(s, JOBSCORE_METRICS_PORT="0")
     procs: list[subprocess.Popen[bytes]] = []
     answers = _Answers(s)
     try:

@@ -16,6 +16,7 @@ from client.errors import (
 )
 from client.publish import Lane, ScoringClient, new_request, new_traceparent, publish_postings, publish_requests, tail
 from client.results import RankingWaiter, ReaderStats, ResultsReader
+from client.summaries import NotSummarized, wait_summarized
 from client.sync import SyncScoringClient
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "DeadlineExceeded",
     "HasClientConfig",
     "Lane",
+    "NotSummarized",
     "RankingWaiter",
     "ReaderStats",
     "RequestRejected",
@@ -41,4 +43,5 @@ __all__ = [
     "publish_postings",
     "publish_requests",
     "tail",
+    "wait_summarized",
 ]

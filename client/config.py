@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, Union, get_args
 
-from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, TopicSpec
+from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, SUMMARIES, TopicSpec
+from schemas.topics import ALL_TOPICS
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -34,6 +35,7 @@ class TopicNames:
     requests_bulk: str = "jobscore.requests.bulk"
     rankings: str = "jobscore.rankings"
     dead_letters: str = "jobscore.dead-letters"
+    summaries: str = "jobscore.summaries"
 
     def of(self, spec: TopicSpec[Any]) -> str:
         """The name of the topic ``spec`` declares."""
@@ -43,13 +45,12 @@ class TopicNames:
             SCORE_REQUESTS_BULK.role: self.requests_bulk,
             RANKINGS.role: self.rankings,
             DEAD_LETTERS.role: self.dead_letters,
+            SUMMARIES.role: self.summaries,
         }[spec.role]
 
     def bound(self) -> list[tuple[TopicSpec[Any], str]]:
         """Every topic with its name, in the order schemas.topics declares them."""
-        return [
-            (spec, self.of(spec)) for spec in (POSTINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, RANKINGS, DEAD_LETTERS)
-        ]
+        return [(spec, self.of(spec)) for spec in ALL_TOPICS]
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class ClientConfig:
         """Read ``JOBSCORE_KAFKA_BOOTSTRAP``, ``JOBSCORE_CLIENT_ID``, ``JOBSCORE_KAFKA_SECURITY_PROTOCOL``,
         ``JOBSCORE_KAFKA_SASL_{MECHANISM,USERNAME,PASSWORD}``, ``JOBSCORE_KAFKA_SSL_{CAFILE,CERTFILE,KEYFILE,
         KEY_PASSWORD,CHECK_HOSTNAME}`` and ``JOBSCORE_TOPIC_{POSTINGS,REQUESTS,REQUESTS_BULK,RANKINGS,
-        DEAD_LETTERS}``; a secret ``X`` may instead be read from the file named by ``X_FILE``. Unset ones keep
+        DEAD_LETTERS,SUMMARIES}``; a secret ``X`` may instead be read from the file named by ``X_FILE``. Unset ones keep
         their defaults; ``overrides`` win over both."""
         env = os.environ if environ is None else environ
 
@@ -132,7 +133,7 @@ class ClientConfig:
         if check is not None:
             kw["ssl_check_hostname"] = check.strip().lower() not in ("0", "false", "no", "off")
         topics: dict[str, str] = {}
-        for fld in ("postings", "requests", "requests_bulk", "rankings", "dead_letters"):
+        for fld in ("postings", "requests", "requests_bulk", "rankings", "dead_letters", "summaries"):
             value = get("TOPIC_" + fld.upper())
             if value is not None:
                 topics[fld] = value

@@ -185,6 +185,11 @@ class CommonSettings(ToolSettings):
     )
     topic_rankings: str = Field("jobscore.rankings", description="Rankings (Ranking) topic.")
     topic_dead_letters: str = Field("jobscore.dead-letters", description="Dead letters (DeadLetter) topic.")
+    topic_summaries: str = Field(
+        "jobscore.summaries",
+        description="Summary readiness (JobSummarized) topic, compacted by job id: clients wait on it to know a "
+        "posting is scorable.",
+    )
     topic_partitions: int = Field(4, ge=1, description="Partitions when this tool creates a topic.")
 
     def topic_names(self) -> TopicNames:
@@ -195,6 +200,7 @@ class CommonSettings(ToolSettings):
             requests_bulk=self.topic_requests_bulk,
             rankings=self.topic_rankings,
             dead_letters=self.topic_dead_letters,
+            summaries=self.topic_summaries,
         )
 
     def client_config(self) -> ClientConfig:
@@ -400,6 +406,13 @@ SUMMARIZE_WORST_S_PER_POSTING: dict[str, float] = {"extractive": 0.25, "hybrid":
 
 class SummarizerSettings(CommonSettings):
     group_id: str = Field("jobscore-summarizer", description="Consumer group of the summarizer.")
+    metrics_port: int = Field(
+        9101,
+        ge=0,
+        le=65535,
+        description="Port of /metrics, /healthz and /readyz (docs/operating.md 'Health endpoints'); 0 turns them "
+        "off. The worker's default is 9100, so both run on one host as they are.",
+    )
     summarizer_version: str = Field(
         "extractive-v1",
         description="Version written into cache keys. Bump it when the summarizer changes so workers "
@@ -468,6 +481,13 @@ class SummarizerSettings(CommonSettings):
 
 class WorkerSettings(CommonSettings):
     group_id: str = Field("jobscore-worker", description="Consumer group of the scoring workers.")
+    metrics_port: int = Field(
+        9100,
+        ge=0,
+        le=65535,
+        description="Port of /metrics, /healthz and /readyz (docs/operating.md 'Health endpoints'); 0 turns them "
+        "off. Several workers on one host need one port each.",
+    )
     model: Path | None = Field(
         None,
         description="What scores: an HF model directory (a compress-sft output, a merged adapter), or a shipped "

@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from jobscore.kafka import KafkaUnreachable, make_admin, unreachable_message
 from jobscore.settings import CommonSettings
-from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, TopicSpec
+from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, SUMMARIES, TopicSpec
 from schemas.messages import TOPIC_NAME_PATTERN
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def _role_names(settings: CommonSettings) -> list[tuple[TopicSpec[Any], str, int
         SCORE_REQUESTS_BULK.role: settings.topic_retention_ms_requests,
         RANKINGS.role: settings.topic_retention_ms_rankings,
         DEAD_LETTERS.role: settings.topic_retention_ms_dead_letters,
+        SUMMARIES.role: -1,  # compacted: the latest event per job id stays
     }
     return [(spec, name, retention[spec.role]) for spec, name in settings.topic_names().bound()]
 
@@ -116,7 +117,7 @@ def plan_topics(settings: CommonSettings, reply_topics: Iterable[str] = ()) -> T
         if spec is DEAD_LETTERS:
             max_bytes += max(limit.values())  # the original's headers ride along, uncut
         configs = {"min.insync.replicas": str(isr), "max.message.bytes": str(max_bytes)}
-        if spec is POSTINGS and settings.topic_postings_compact:
+        if (spec is POSTINGS and settings.topic_postings_compact) or spec is SUMMARIES:
             configs["cleanup.policy"] = "compact"
         else:
             configs["cleanup.policy"] = "delete"

@@ -25,9 +25,10 @@ import yaml
 
 from jobscore.settings import CommonSettings, WorkerSettings
 from jobscore.topics import plan_topics
-from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, TopicSpec
+from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, SUMMARIES, TopicSpec
 from schemas import headers as h
 from schemas.messages import MAX_CANDIDATES_WIRE, MAX_ID_CHARS, MAX_QUERY_CHARS, Message
+from schemas.topics import ALL_TOPICS
 
 CONTRACT_DIR = Path(__file__).resolve().parent.parent / "schemas" / "contract"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -53,7 +54,7 @@ def _tag(t: type[Message]) -> str:
 def message_types() -> list[type[Message]]:
     """Every message version any topic carries, in topic order."""
     out: list[type[Message]] = []
-    for spec in (POSTINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, RANKINGS, DEAD_LETTERS):
+    for spec in ALL_TOPICS:
         out += [t for t in spec.types if t not in out]
     return out
 
@@ -188,6 +189,21 @@ def _topics(settings: CommonSettings) -> list[TopicDoc]:
             "jobscore-original-*). `dead_letter_id` (topic:partition:offset:stage) dedupes replays; a request that "
             "breaks a schema rule gets no ranking, only a dead letter (its `original` holds the request); a valid "
             "request over the deployment's max_candidates is answered `rejected` and dead-lettered.",
+            "receive",
+        ),
+        TopicDoc(
+            SUMMARIES,
+            "summaries",
+            "job_id (UTF-8): the latest event per job is kept (compacted)",
+            "Summary readiness. After the summarizer stores a posting's summary (or finds the same content already "
+            "summarized) it publishes `job_summarized.v1` here, before committing the posting: from then on "
+            "requests naming the job are scored on it. `content_hash` names the posting version: the first 32 hex "
+            "digits of sha256 over title, company, location and description, each UTF-8 and followed by the byte "
+            "0x1F (`schemas.summary.content_hash`); `deleted: true` follows a withdrawn "
+            "posting. To know postings are scorable, read this topic from the beginning (no consumer group "
+            "needed) until every job id you published shows the content hash you published; a request sent "
+            "earlier answers those candidates `missing_summary` — retry them after their event (or with backoff: "
+            "1 s, 2 s, 4 s… up to the summarizer's lag).",
             "receive",
         ),
     ]

@@ -79,6 +79,27 @@ def posting_from_row(row: dict[str, object]) -> JobPosted:
     return _POSTING_ROW.decode(msgspec.json.encode({**row, "schema": row.get("schema", tag)}))
 
 
+# --- summaries topic (readiness) ------------------------------------------------------------------
+
+
+class JobSummarized(Message, tag="job_summarized.v1", frozen=True):
+    """A posting's summary is stored: from now on requests naming ``job_id`` are scored on it (or, with
+    ``deleted``, a withdrawn posting's summary was removed).
+
+    Published by the summarizer on the summaries topic (compacted, keyed by job id) after the summary is
+    written and before the posting's offset is committed, also for a re-posted posting whose content had
+    been summarized already, so a client can wait for the version it published: ``content_hash`` is
+    `schemas.summary.content_hash` of that posting (title, company, location, description). At least once:
+    an event may repeat; the latest per job id is the state."""
+
+    job_id: Id
+    content_hash: Annotated[str, Meta(max_length=128)] = ""
+    summarizer_version: Annotated[str, Meta(max_length=MAX_ID_CHARS)] = ""
+    mode: Annotated[str, Meta(max_length=32)] = ""
+    summarized_at: EpochSeconds = 0.0
+    deleted: bool = False
+
+
 # --- scoring requests topic -----------------------------------------------------------------------
 
 

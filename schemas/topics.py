@@ -22,6 +22,7 @@ from schemas.messages import (
     DeadLetter,
     DecodeErrorKind,
     JobPosted,
+    JobSummarized,
     Message,
     Ranking,
     ScoreRequest,
@@ -154,9 +155,18 @@ SCORE_REQUESTS: TopicSpec[ScoreRequest] = TopicSpec("requests", (ScoreRequest,),
 # in the partition's log, and only a separate topic can be paused, sized and lag-monitored on its own).
 SCORE_REQUESTS_BULK: TopicSpec[ScoreRequest] = TopicSpec("requests.bulk", (ScoreRequest,), max_bytes=2_000_000)
 RANKINGS: TopicSpec[Ranking] = TopicSpec("rankings", (Ranking,), max_bytes=4_000_000)
+# Readiness: one `job_summarized.v1` per posting summarized (compacted by job id), for clients to wait on.
+SUMMARIES: TopicSpec[JobSummarized] = TopicSpec("summaries", (JobSummarized,), max_bytes=16_384)
 DEAD_LETTERS: TopicSpec[DeadLetter] = TopicSpec("dead-letters", (DeadLetter,), max_bytes=DEAD_LETTER_MAX_BYTES)
 
-ALL_TOPICS: tuple[TopicSpec[Any], ...] = (POSTINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, RANKINGS, DEAD_LETTERS)
+ALL_TOPICS: tuple[TopicSpec[Any], ...] = (
+    POSTINGS,
+    SCORE_REQUESTS,
+    SCORE_REQUESTS_BULK,
+    RANKINGS,
+    DEAD_LETTERS,
+    SUMMARIES,
+)
 
 assert all(t.max_bytes < MAX_RECORD_BYTES for t in ALL_TOPICS), "every topic's values must fit one client record"
 assert max(POSTINGS.max_bytes, SCORE_REQUESTS.max_bytes) <= MAX_DEAD_LETTER_ORIGINAL_BYTES, "keep valid inputs whole"

@@ -2,8 +2,9 @@
 
 Data path, per poll: fetch a batch of postings → decode (bad ones to the dead-letter topic) → skip
 postings whose content hash is already cached → summarize off the event loop → one pipelined Redis
-write (puts and tombstone deletes) → wait for dead letters to be acked → check the broker still has our
-topics → commit offsets. A crash anywhere before the commit replays the batch; every write is idempotent
+write (puts and tombstone deletes) → one `job_summarized.v1` per posting now scorable on the summaries topic
+(the readiness signal clients wait on) → wait for those and the dead letters to be acked → check the broker
+still has our topics → commit offsets. A crash anywhere before the commit replays the batch; every write is idempotent
 (same key, same value). A broker that lost our topics (one restarted empty acknowledges dead letters into a
 topic it no longer has) gets no commit: the service stops with `BrokerLost`, not ready, and the group replays.
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -27,7 +30,8 @@ from jobscore.health import HEALTH
 from jobscore.kafka import BrokerLost, dead_letter, topic_name
 from jobscore.service import Committed, Shell, ShellService, run_service
 from jobscore.settings import SummarizerSettings
-from schemas import DEAD_LETTERS, POSTINGS, JobPosted, SchemaError
+from schemas import DEAD_LETTERS, POSTINGS, SUMMARIES, JobPosted, JobSummarized, SchemaError
+from schemas.headers import message_headers
 from summarizer.modes import PostingSummarizer, make_summarizer
 from summarizer.writer import SummaryWriter, WriteResult
 
@@ -52,7 +56,11 @@ class Summarizer(ShellService):
             cache=self.cache,
             group_id=settings.group_id,
             reads=[topic_name(settings, POSTINGS)],
-            guards=[topic_name(settings, DEAD_LETTERS), topic_name(settings, POSTINGS)],
+            guards=[
+                topic_name(settings, DEAD_LETTERS),
+                topic_name(settings, POSTINGS),
+                topic_name(settings, SUMMARIES),
+            ],
         )
         self._stop = self.shell.stopping
         self.postings_done = 0
@@ -154,12 +162,13 @@ class Summarizer(ShellService):
             metrics.DEAD_LETTERS.labels("summarizer", "summarize_failed").inc()
             dl = dead_letter(rec, "summarizer", reason, "summarize_failed", s.dead_letter_max_original_bytes)
             dlq_sends.append(await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=dl.key))
+        ready_sends = await self._announce(result)
         metrics.POSTINGS_PROCESSED.labels("summarized").inc(len(result.written))
         metrics.POSTINGS_PROCESSED.labels("unchanged").inc(result.unchanged)
         metrics.POSTINGS_PROCESSED.labels("deleted").inc(len(result.deleted))
         metrics.POSTINGS_PROCESSED.labels("failed").inc(len(result.failures))
-        if dlq_sends:
-            await asyncio.gather(*dlq_sends)
+        if dlq_sends or ready_sends:
+            await asyncio.gather(*dlq_sends, *ready_sends)
         # Summaries (and dead letters) are acknowledged; the offsets may move past them only if the broker
         # that acknowledged the dead letters still has their topic (and the postings topic) now. A postponed
         # commit leaves the batch to be replayed if nothing later commits past it; after a rebalance its new
@@ -184,6 +193,41 @@ class Summarizer(ShellService):
                 "dead_letters": len(dlq_sends),
             },
         )
+
+    async def _announce(self, result: WriteResult[ConsumerRecord]) -> list[asyncio.Future[Any]]:
+        """One `job_summarized.v1` per posting now scorable (written, or its content summarized already) and
+        per withdrawn one, on the compacted summaries topic: the readiness signal clients wait on. Sent before
+        the commit (the caller awaits the acknowledgements), so an event is never lost after its posting's
+        offset moved; a replay repeats it, which compaction and readers tolerate."""
+        assert self.producer is not None
+        s = self.settings
+        topic = topic_name(s, SUMMARIES)
+        now = time.time()
+        events = [
+            JobSummarized(
+                job_id=r.job_id,
+                content_hash=r.content_hash,
+                summarizer_version=r.version,
+                mode=r.mode,
+                summarized_at=r.created_at,
+            )
+            for r in result.written
+        ]
+        mode = self.summarizer.mode if self.summarizer is not None else ""
+        events += [
+            JobSummarized(
+                job_id=j, content_hash=h, summarizer_version=s.summarizer_version, mode=mode, summarized_at=now
+            )
+            for j, h in result.unchanged_ids
+        ]
+        events += [
+            JobSummarized(job_id=j, summarizer_version=s.summarizer_version, summarized_at=now, deleted=True)
+            for j in result.deleted
+        ]
+        headers = message_headers(str(JobSummarized.__struct_config__.tag))
+        return [
+            await self.producer.send(topic, SUMMARIES.encode(e), key=e.job_id.encode(), headers=headers) for e in events
+        ]
 
     async def _write(self, items: list[tuple[ConsumerRecord, JobPosted]]) -> WriteResult[ConsumerRecord] | None:
         """Summarize and write the batch. Redis outage policy: retry until Redis is back (not ready meanwhile,

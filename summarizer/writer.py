@@ -43,6 +43,8 @@ class Failure(Generic[S]):
 class WriteResult(Generic[S]):
     written: list[SummaryRecord] = field(default_factory=list)
     unchanged: int = 0
+    # (job id, content hash) of the postings whose content was summarized already (nothing written)
+    unchanged_ids: list[tuple[str, str]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     failures: list[Failure[S]] = field(default_factory=list)
 
@@ -125,7 +127,12 @@ class SummaryWriter:
                 latest[posting.job_id] = (source, posting)
         cached = await self.cache.hashes(list(latest))
         fresh = [sp for sp, h in zip(latest.values(), cached, strict=True) if h != content_hash(sp[1])]
-        out: WriteResult[S] = WriteResult(unchanged=len(latest) - len(fresh), deleted=sorted(tombstones))
+        same = [
+            (j, h) for j, h in zip(latest, cached, strict=True) if h is not None and h == content_hash(latest[j][1])
+        ]
+        out: WriteResult[S] = WriteResult(
+            unchanged=len(latest) - len(fresh), unchanged_ids=same, deleted=sorted(tombstones)
+        )
         mode = self.summarizer.mode
         # Chunks bound the time between event-loop turns and the memory of one summarizer call.
         for i in range(0, len(fresh), self.chunk_size):

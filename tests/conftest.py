@@ -42,6 +42,10 @@ os.environ.setdefault("JOBSCORE_ENFORCE_EAGER", "true")
 # the core another process needs: two 2-thread torch loops side by side took 11.1 s each spinning, 1.9 s
 # passive (0.98 s alone, 0.99 s alone and passive) on this project's 2-vCPU host.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The services serve /metrics, /healthz and /readyz on a default port (worker 9100, summarizer 9101); the many
+# services the tests start side by side (in two test processes) would take each other's port. A test that checks
+# the endpoints gives its service a free port of its own.
+os.environ.setdefault("JOBSCORE_METRICS_PORT", "0")
 
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from jobscore.topics import ensure_topics
@@ -255,6 +259,7 @@ def names() -> dict[str, str]:
         "topic_requests_bulk": f"t-{run}.requests.bulk",
         "topic_rankings": f"t-{run}.rankings",
         "topic_dead_letters": f"t-{run}.dlq",
+        "topic_summaries": f"t-{run}.summaries",
         "run": run,
     }
 
@@ -269,6 +274,7 @@ def common(kafka_bootstrap: str, redis_url: str, names: dict[str, str]) -> dict[
         "topic_requests_bulk": names["topic_requests_bulk"],
         "topic_rankings": names["topic_rankings"],
         "topic_dead_letters": names["topic_dead_letters"],
+        "topic_summaries": names["topic_summaries"],
         "topic_partitions": 2,
         "session_timeout_ms": SESSION_TIMEOUT_MS,
     }

@@ -90,7 +90,7 @@ def test_contract_has_a_schema_per_message_and_asyncapi_refs_resolve() -> None:
     doc = yaml.safe_load(files["asyncapi.yaml"])
     assert doc == json.loads(json.dumps(asyncapi()))
     assert doc["asyncapi"].startswith("3.")
-    assert set(doc["channels"]) == {"postings", "requests", "requests-bulk", "rankings", "dead-letters"}
+    assert set(doc["channels"]) == {"postings", "requests", "requests-bulk", "rankings", "dead-letters", "summaries"}
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):

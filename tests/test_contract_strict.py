@@ -54,6 +54,7 @@ DEAD_LETTER = {
     "partition": 0,
     "offset": 7,
 }
+SUMMARIZED = {"schema": "job_summarized.v1", "job_id": "j-1", "content_hash": "ab12", "summarizer_version": "v1"}
 CASES: list[tuple[str, dict[str, object], bool]] = [
     ("score_request.v1.json", REQUEST, True),
     ("score_request.v1.json", {**REQUEST, "reply_topic": "svc.rankings"}, True),
@@ -67,6 +68,9 @@ CASES: list[tuple[str, dict[str, object], bool]] = [
     ("dead_letter.v1.json", {**DEAD_LETTER, "error_type": "summarize_failed"}, True),
     ("dead_letter.v1.json", {**DEAD_LETTER, "error_type": "something_else"}, False),
     ("dead_letter.v1.json", {**DEAD_LETTER, "stage": "elsewhere"}, False),
+    ("job_summarized.v1.json", SUMMARIZED, True),
+    ("job_summarized.v1.json", {**SUMMARIZED, "job_id": "has space"}, False),
+    ("job_summarized.v1.json", {**SUMMARIZED, "schema": "job_summarized.v9"}, False),
 ]
 
 
@@ -88,7 +92,7 @@ def ajv() -> Path:
 def test_every_schema_compiles_in_ajv_strict_mode_and_judges_values_like_the_decoders(
     ajv: Path, tmp_path: Path
 ) -> None:
-    from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, SchemaError
+    from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, SUMMARIES, SchemaError
 
     cases = tmp_path / "cases.json"
     cases.write_text(json.dumps([[f, v] for f, v, _ in CASES]))
@@ -104,9 +108,14 @@ def test_every_schema_compiles_in_ajv_strict_mode_and_judges_values_like_the_dec
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert set(out["compiled"]) == {p.name for p in CONTRACT.glob("*.json")} and len(out["compiled"]) == 4
+    assert set(out["compiled"]) == {p.name for p in CONTRACT.glob("*.json")} and len(out["compiled"]) == 5
     assert all(v == "ok" for v in out["compiled"].values()), out["compiled"]
-    spec = {"score_request.v1.json": SCORE_REQUESTS, "ranking.v1.json": RANKINGS, "dead_letter.v1.json": DEAD_LETTERS}
+    spec = {
+        "score_request.v1.json": SCORE_REQUESTS,
+        "ranking.v1.json": RANKINGS,
+        "dead_letter.v1.json": DEAD_LETTERS,
+        "job_summarized.v1.json": SUMMARIES,
+    }
     for (file, value, valid), ajv_valid in zip(CASES, out["cases"], strict=True):
         assert ajv_valid is valid, f"ajv judged {file} {value} valid={ajv_valid}, expected {valid}"
         try:  # the Python decoders agree with the contract

@@ -227,7 +227,7 @@ def test_crds_valid(overlay: str) -> None:
         else:
             continue
         seen[kind] += 1
-    assert seen == {"ScaledObject": 2, "ServiceMonitor": 2, "KafkaTopic": 5}
+    assert seen == {"ScaledObject": 2, "ServiceMonitor": 2, "KafkaTopic": 6}
 
 
 def test_crd_check_rejects_unknown_field() -> None:

@@ -152,3 +152,59 @@ class TestWorkerHealth:
         dead = await wait_probe(http_port, "/healthz", lambda p: p.code == 503, "healthz 503 without beats")
         # >=: the age is shown rounded to ms, so 3.0004 s (already past the limit) reads 3.0.
         assert dead.body["alive"] is False and dead.body["last_beat_s_ago"] >= 3
+
+
+def test_services_serve_health_on_a_default_port_and_refuse_a_taken_one(
+    summarizer_settings: Callable[..., SummarizerSettings], topics: CommonSettings
+) -> None:
+    """Issue 30: with --metrics-port 0 by default, a plain `jobscore worker` served no /readyz. Now the worker
+    defaults to 9100 and the summarizer to 9101 (one host runs both); a port already taken stops the service at
+    start with one line saying what to set, instead of running without the endpoints it promises."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from jobscore.settings import settings_env
+
+    assert WorkerSettings.model_fields["metrics_port"].default == 9100
+    assert SummarizerSettings.model_fields["metrics_port"].default == 9101
+    root = Path(__file__).resolve().parent.parent
+    env = settings_env(summarizer_settings())
+    env.pop("JOBSCORE_METRICS_PORT")  # the default, as a user runs it (the suite sets 0 for its own services)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "summarizer"], cwd=root, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        end = time.monotonic() + WAIT_S
+        probe = None
+        while time.monotonic() < end and proc.poll() is None:
+            try:
+                probe = get(SummarizerSettings.model_fields["metrics_port"].default, "/readyz")
+                if probe.code == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)  # polling an HTTP endpoint that comes up with the service
+        assert probe is not None and probe.code == 200 and "summarizer" in probe.body["checks"], probe
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=WAIT_S)
+    # A taken port: exit 2 before anything loads, with what to do.
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "app.cli", "worker", "--metrics-port", str(port)],
+            cwd=root,
+            env={**os.environ},
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
+    assert out.returncode == 2, out.stderr
+    assert f"port {port}" in out.stderr and "--metrics-port" in out.stderr and "Traceback" not in out.stderr

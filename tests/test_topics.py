@@ -235,8 +235,10 @@ class TestBroker:
             common["topic_rankings"],
             "--topic-dead-letters",
             common["topic_dead_letters"],
+            "--topic-summaries",
+            common["topic_summaries"],
         )
-        assert rc == 0 and out.count("would create") == 5
+        assert rc == 0 and out.count("would create") == 6
 
 
 def test_rankings_topic_has_one_name_and_the_old_setting_still_works(
