@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client.config import ClientConfig, TopicNames
-from schemas.messages import MAX_DEAD_LETTER_ORIGINAL_BYTES
+from schemas.messages import MAX_DEAD_LETTER_ORIGINAL_BYTES, SummaryMode
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +423,7 @@ class SummarizerSettings(CommonSettings):
         60 * 60 * 24 * 60, ge=0, description="Summary TTL in Redis (0 = keep forever). Default 60 days."
     )
     max_records: int = Field(256, ge=1, description="Postings fetched per poll (one Redis pipeline).")
-    summarizer_mode: Literal["extractive", "abstractive", "hybrid"] = Field(
+    summarizer_mode: SummaryMode = Field(
         "extractive",
         description="How postings are compressed; recorded in every cache entry. extractive: the best "
         "sentences under the budget (cheap, faithful); hybrid: parsed fields (title, seniority, ESCO skills, "

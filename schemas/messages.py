@@ -44,6 +44,7 @@ EpochSeconds = Annotated[float, Meta(ge=0.0)]
 # Closed sets, named once: the JSON Schemas (schemas/contract/) list the same values as enums.
 RankingStatus = Literal["ok", "timeout", "rejected"]
 DeadLetterStage = Literal["summarizer", "worker"]
+SummaryMode = Literal["extractive", "abstractive", "hybrid"]
 # Why a record was dead-lettered: the four ways bytes fail a topic's contract (schemas.topics.SchemaError), and
 # a posting the summarizer could not summarize. A new kind comes with a new dead-letter version.
 DecodeErrorKind = Literal["malformed", "unknown_schema", "invalid", "oversized"]
@@ -95,7 +96,7 @@ class JobSummarized(Message, tag="job_summarized.v1", frozen=True):
     job_id: Id
     content_hash: Annotated[str, Meta(max_length=128)] = ""
     summarizer_version: Annotated[str, Meta(max_length=MAX_ID_CHARS)] = ""
-    mode: Annotated[str, Meta(max_length=32)] = ""
+    mode: Optional[SummaryMode] = None  # none on a withdrawn posting's event
     summarized_at: EpochSeconds = 0.0
     deleted: bool = False
 

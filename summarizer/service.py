@@ -213,7 +213,7 @@ class Summarizer(ShellService):
             )
             for r in result.written
         ]
-        mode = self.summarizer.mode if self.summarizer is not None else ""
+        mode = self.summarizer.mode if self.summarizer is not None else None
         events += [
             JobSummarized(
                 job_id=j, content_hash=h, summarizer_version=s.summarizer_version, mode=mode, summarized_at=now
