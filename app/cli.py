@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -43,6 +44,29 @@ from jobscore.settings import CommonSettings, SummarizerSettings, ToolSettings, 
 log = logging.getLogger("jobscore")
 
 # --- subcommands ----------------------------------------------------------------------------------
+
+
+async def topics_ready(s: CommonSettings, names: list[str], create: bool) -> bool:
+    """Clients never create topics unless asked (``--create-topics``): a missing topic is an error that says
+    what to run, not a topic made with whatever this client's settings say."""
+    if create:
+        from jobscore.topics import ensure_topics
+
+        await ensure_topics(s, names)
+        return True
+    from jobscore.kafka import topic_reader
+
+    async with topic_reader(s, "check") as reader:
+        for name in names:
+            try:
+                await reader.partitions(name)
+            except LookupError:
+                log.error(
+                    f"topic {name} does not exist: create the deployment's topics with `jobscore topics` "
+                    "(or pass --create-topics)"
+                )
+                return False
+    return True
 
 
 def serve_health(port: int) -> bool:
@@ -121,7 +145,6 @@ def cmd_post(ns: argparse.Namespace) -> int:
 
     from client import publish_postings
     from engine.corpus import postings
-    from jobscore.topics import ensure_topics
     from schemas import posting_from_row
 
     s = command_settings(ns, CommonSettings)
@@ -142,7 +165,8 @@ def cmd_post(ns: argparse.Namespace) -> int:
         return 2
 
     async def main(stop: asyncio.Event) -> int:
-        await ensure_topics(s)
+        if not await topics_ready(s, [s.topic_postings], ns.create_topics):
+            return 2
         n = await publish_postings(s, items)
         print(f"posted {n} postings to {s.topic_postings}")
         return 0
@@ -152,7 +176,6 @@ def cmd_post(ns: argparse.Namespace) -> int:
 
 def cmd_request(ns: argparse.Namespace) -> int:
     from client import RankingWaiter, new_request, publish_requests
-    from jobscore.topics import ensure_topics
     from schemas import RANKINGS
 
     s = command_settings(ns, CommonSettings)
@@ -160,7 +183,8 @@ def cmd_request(ns: argparse.Namespace) -> int:
     req = new_request(ns.query, candidates, top_k=ns.top_k, deadline_s=ns.deadline)
 
     async def main(stop: asyncio.Event) -> int:
-        await ensure_topics(s)
+        if not await topics_ready(s, [s.topic_requests, s.topic_rankings], ns.create_topics):
+            return 2
         async with RankingWaiter(s) as waiter:
             await publish_requests(s, [req])
             print(
@@ -176,7 +200,7 @@ def cmd_request(ns: argparse.Namespace) -> int:
 
 def cmd_tail(ns: argparse.Namespace) -> int:
     from client import tail
-    from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SchemaError
+    from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, SUMMARIES, SchemaError
 
     s = command_settings(ns, CommonSettings)
     # "results": the rankings topic's old name, still accepted.
@@ -186,6 +210,7 @@ def cmd_tail(ns: argparse.Namespace) -> int:
         "dead-letters": DEAD_LETTERS,
         "requests": SCORE_REQUESTS,
         "postings": POSTINGS,
+        "summaries": SUMMARIES,
     }[ns.topic]
 
     async def main(stop: asyncio.Event) -> int:
@@ -193,7 +218,23 @@ def cmd_tail(ns: argparse.Namespace) -> int:
             async for rec, msg in tail(
                 s, spec, from_beginning=ns.from_beginning, limit=ns.limit, idle_exit_s=ns.idle_exit
             ):
-                if isinstance(msg, SchemaError):
+                if ns.format == "json":
+                    # The whole record, for tools that need more than the value (jq, a replay script).
+                    row: dict[str, Any] = {
+                        "topic": rec.topic,
+                        "partition": rec.partition,
+                        "offset": rec.offset,
+                        "timestamp": rec.timestamp,
+                        "key": rec.key.decode("utf-8", "replace") if rec.key is not None else None,
+                        "headers": {k: v.decode("utf-8", "replace") for k, v in rec.headers or ()},
+                    }
+                    if isinstance(msg, SchemaError):
+                        row["error"] = msg.reason
+                        row["value_utf8"] = (rec.value or b"").decode("utf-8", "replace")
+                    else:
+                        row["value"] = json.loads(spec.encode(msg))
+                    print(json.dumps(row))
+                elif isinstance(msg, SchemaError):
                     print(json.dumps({"partition": rec.partition, "offset": rec.offset, "error": msg.reason}))
                 else:
                     sys.stdout.write(spec.encode(msg).decode() + "\n")
@@ -250,7 +291,19 @@ def cmd_build_scorer(ns: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The commands that run or set up a deployment list every setting in --help; the others (clients, operator
+# tools, benches) list what they use and show the deployment settings with --help-all.
+DEPLOYMENT_COMMANDS = frozenset({"worker", "summarizer", "topics", "demo", "dev"})
+
+
+class _HelpAll(argparse.Action):
+    """``--help-all``: the command's help with every setting, the deployment ones included."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, opt: Any = None) -> None:
+        build_parser(show_all=True).parse_args([parser.prog.split()[-1], "--help"])
+
+
+def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobscore",
         description="Streaming batch scoring for semantic job search with small language models. "
@@ -267,7 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(fn=fn)
-        add_settings_flags(p, model)
+        shown = show_all or name in DEPLOYMENT_COMMANDS
+        if not shown:
+            p.add_argument(
+                "--help-all", action=_HelpAll, nargs=0, help="show this help with the deployment settings too and exit"
+            )
+        add_settings_flags(p, model, show_deployment=shown)
         return p
 
     p = add(
@@ -312,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help="JSONL file of postings.")
     p.add_argument("--generate", type=int, default=0, help="Publish N generated postings instead.")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="Create missing topics from the topic plan first (by default a missing topic is an error: topics are "
+        "the deployment's, made by `jobscore topics`).",
+    )
     p = add(
         "request", cmd_request, "Publish one scoring request and print its ranking when it arrives.", CommonSettings
     )
@@ -320,9 +384,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--deadline", type=float, default=None, help="Seconds from now after which to give up.")
     p.add_argument("--timeout", type=float, default=120.0, help="Seconds to wait for the ranking.")
-    p = add("tail", cmd_tail, "Print messages of a topic as JSON lines (results by default).", CommonSettings)
     p.add_argument(
-        "--topic", choices=["rankings", "results", "dead-letters", "requests", "postings"], default="rankings"
+        "--create-topics",
+        action="store_true",
+        help="Create missing topics from the topic plan first (by default a missing topic is an error: topics are "
+        "the deployment's, made by `jobscore topics`).",
+    )
+    p = add("tail", cmd_tail, "Print messages of a topic as JSON lines (the rankings by default).", CommonSettings)
+    p.add_argument(
+        "--topic",
+        choices=["rankings", "results", "dead-letters", "requests", "postings", "summaries"],
+        default="rankings",
+        help="Which topic ('results': the rankings topic's old name).",
+    )
+    p.add_argument(
+        "--format",
+        choices=["value", "json"],
+        default="value",
+        help="value: each message as it is (JSON); json: the whole record as one JSON object per line — topic, "
+        "partition, offset, timestamp (ms), key, headers and the value (or the decode error and the raw value).",
     )
     p.add_argument("--from-beginning", action="store_true")
     p.add_argument("--limit", type=int, default=None, help="Stop after N messages.")

@@ -29,15 +29,37 @@ S = TypeVar("S", bound=ToolSettings)
 AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str, type[BaseModel]], argparse.ArgumentParser]
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+def add_settings_flags(
+    parser: argparse.ArgumentParser, model: type[BaseModel], *, show_deployment: bool = True
+) -> None:
+    """One flag per setting. ``show_deployment=False``: the deployment settings (`DEPLOYMENT_SETTINGS`: topic
+    creation, group timing, health, retries) are accepted but left out of --help (``--help-all`` lists them).
+    Secrets (`SECRET_SETTINGS`) get no flag: ``--<name>-file`` or the environment."""
+    from jobscore.settings import DEPLOYMENT_SETTINGS, SECRET_SETTINGS
+
     group = parser.add_argument_group("settings (flag or environment variable)")
     for name, f in model.model_fields.items():
         flag = "--" + name.replace("_", "-")
         env = f"JOBSCORE_{name.upper()}"
+        if name in SECRET_SETTINGS:
+            # The bare flag is refused (without echoing the value), not left to argparse, which would take it
+            # for an abbreviation of --<name>-file.
+            group.add_argument(flag, dest=f"refused_{name}", action=_RefusedSecretFlag, help=argparse.SUPPRESS)
+            group.add_argument(
+                f"{flag}-file",
+                dest=f"s_{name}_file",
+                default=None,
+                metavar="PATH",
+                help=f"{f.description or ''} Read from this file, or from the environment ({env}, or a path in "
+                f"{env}_FILE); never a flag's value, which `ps` and shell history would show.".replace("%", "%%"),
+            )
+            continue
         # A secret's default is shown as its masked display (``**********``; a URL with the password
         # masked), never its value: --help output ends up in tickets and CI logs.
         shown = str(f.default) if isinstance(f.default, SecretStr) else repr(f.default)
         help_ = f"{f.description or ''} [env {env}; default {shown}]".replace("%", "%%")
+        if not show_deployment and name in DEPLOYMENT_SETTINGS:
+            help_ = argparse.SUPPRESS
         ann = f.annotation
         if ann is bool:
             group.add_argument(flag, dest=f"s_{name}", action=argparse.BooleanOptionalAction, default=None, help=help_)
@@ -49,6 +71,15 @@ def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) 
         elif isinstance(ann, types.UnionType) and all(a is type(None) or a is Path for a in args):
             pass
         group.add_argument(flag, dest=f"s_{name}", default=None, choices=choices, metavar=name.upper(), help=help_)
+
+
+class _RefusedSecretFlag(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, opt: Any = None) -> None:
+        env = "JOBSCORE_" + self.dest.removeprefix("refused_").upper()
+        parser.error(
+            f"{opt} is not accepted as a flag (a flag's value shows in `ps` and shell history): set {env}, "
+            f"{env}_FILE=/path/to/file or {opt}-file /path/to/file"
+        )
 
 
 def settings_from(ns: argparse.Namespace, model: type[S]) -> S:

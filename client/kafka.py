@@ -17,7 +17,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -122,6 +122,26 @@ def make_admin(config: ClientConfig, **overrides: Any) -> AIOKafkaAdminClient:
 Bounds = dict[TopicPartition, tuple[int, int]]
 
 
+class TopicMetadata(NamedTuple):
+    cluster_id: str | None
+    partitions: dict[str, list[int]]  # topic -> its partition ids; a topic the broker does not have is absent
+
+
+async def topic_metadata(client: Any, topics: Sequence[str]) -> TopicMetadata:
+    """The partitions of ``topics`` the broker has now: one Metadata request that never creates a topic (the
+    admin client's ``describe_topics`` asks with auto-creation allowed, so a look-up made the topic on brokers
+    that auto-create). ``client``: an aiokafka ``AIOKafkaClient`` (``producer.client``, an admin's client)."""
+    from aiokafka.errors import KafkaConnectionError
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    node = client.get_random_node()
+    if node is None:
+        raise KafkaConnectionError("no broker known to ask for metadata")
+    resp = await client.send(node, MetadataRequest(list(topics), allow_auto_topic_creation=False))
+    parts = {t[1]: sorted(p[1] for p in t[-1]) for t in resp.topics if t[0] == 0 and t[-1]}
+    return TopicMetadata(getattr(resp, "cluster_id", None), parts)
+
+
 class TopicReader:
     """A group-less consumer that finds partitions and their true ends and reads within bounds, and an
     admin client for topic metadata and group offsets. Reading commits nothing and disturbs no group.
@@ -160,10 +180,9 @@ class TopicReader:
         deadline = time.monotonic() + wait_s
         while True:
             if self.admin is not None:
-                # Asked of the admin client: a consumer with a manual assignment only refreshes metadata of
-                # the topics it is assigned, so it would not see the next topic.
-                described = await self.admin.describe_topics([topic])
-                parts = {p["partition"] for t in described for p in t["partitions"]}
+                # Asked through the admin's connection (a consumer with a manual assignment only refreshes the
+                # metadata of the topics it is assigned), never creating the topic by looking it up.
+                parts = set((await topic_metadata(self.admin._client, [topic])).partitions.get(topic, []))
             else:
                 await self.consumer.topics()  # refreshes cluster metadata
                 parts = set(self.consumer.partitions_for_topic(topic) or ())

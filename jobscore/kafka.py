@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from client import kafka
@@ -132,16 +132,10 @@ class BrokerView(NamedTuple):
 
 
 async def broker_view(client: Any, topics: Sequence[str]) -> BrokerView:
-    """The cluster id and the partitions of ``topics`` the broker has now: one Metadata request that never
-    auto-creates a topic (``client``: an aiokafka AIOKafkaClient, e.g. ``producer.client``)."""
-    from aiokafka.protocol.metadata import MetadataRequest
-
-    node = client.get_random_node()
-    if node is None:
-        raise KafkaConnectionError("no broker known to ask for metadata")
-    resp = await client.send(node, MetadataRequest(list(topics), allow_auto_topic_creation=False))
-    parts = {t[1]: len(t[-1]) for t in resp.topics if t[0] == 0 and t[-1]}
-    return BrokerView(getattr(resp, "cluster_id", None), parts)
+    """The cluster id and the partition counts of ``topics`` the broker has now (client/kafka.py
+    `topic_metadata`: one Metadata request that never auto-creates a topic)."""
+    meta = await kafka.topic_metadata(client, topics)
+    return BrokerView(meta.cluster_id, {t: len(p) for t, p in meta.partitions.items()})
 
 
 class BrokerLost(KafkaError):  # type: ignore[misc]  # KafkaError is Any: aiokafka ships no type information

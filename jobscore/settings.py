@@ -46,6 +46,40 @@ class SecretUrl(SecretStr):
         return mask_url(self.get_secret_value())
 
 
+# Settings of how a deployment runs (topic creation, consumer-group timing, health, retries): each command
+# accepts them, but only the services' and `jobscore topics`' --help list them; other commands show them with
+# --help-all (app/commands.py). Topic *names* and connection settings are everyone's.
+DEPLOYMENT_SETTINGS = frozenset(
+    {
+        "topic_partitions",
+        "topic_replication_factor",
+        "topic_min_insync_replicas",
+        "topic_postings_compact",
+        "topic_retention_ms_postings",
+        "topic_retention_ms_requests",
+        "topic_retention_ms_rankings",
+        "topic_retention_ms_dead_letters",
+        "topic_message_headroom_bytes",
+        "enable_idempotence",
+        "session_timeout_ms",
+        "metrics_port",
+        "liveness_timeout_s",
+        "health_probe_interval_s",
+        "heartbeat_interval_ms",
+        "max_poll_interval_ms",
+        "rebalance_timeout_ms",
+        "dead_letter_max_original_bytes",
+        "redis_retry_attempts",
+        "redis_retry_max_s",
+        "kafka_send_attempts",
+        "kafka_send_retry_max_s",
+    }
+)
+# Secrets that are never flags (a flag shows in `ps` and shell history): the environment, or a file named by
+# `--<name>-file` / JOBSCORE_<NAME>_FILE (how container platforms mount secrets).
+SECRET_SETTINGS = ("kafka_sasl_password", "kafka_ssl_key_password")
+
+
 # Closed sets, named once (flags list them as choices).
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -121,6 +155,22 @@ class CommonSettings(ToolSettings):
         description="Check that the broker certificate names the host connected to. Turn off only for "
         "certificates issued to other names (it still checks the CA signature).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``<secret>_file`` (a flag) or ``JOBSCORE_<SECRET>_FILE``: the secret is the file's content (one
+        trailing newline dropped); a secret given directly wins."""
+        if not isinstance(data, dict):
+            return data
+        for name in SECRET_SETTINGS:
+            path = data.pop(f"{name}_file", None) or os.environ.get(f"JOBSCORE_{name.upper()}_FILE") or None
+            if path is not None and data.get(name) is None:
+                try:
+                    data[name] = Path(path).read_text().removesuffix("\n")
+                except OSError as e:
+                    raise ValueError(f"{name}_file: cannot read {path}: {e.strerror}") from None
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -32,6 +32,31 @@ def jobscore(*args: str, env: dict[str, str] | None = None, timeout: float = 120
 
 
 class TestHelp:
+    def test_commands_show_only_what_they_use_and_secrets_are_never_flags(self, tmp_path: Path) -> None:
+        """A client command's --help lists its own settings; the deployment ones (topic creation, group timing,
+        retries) only with --help-all, though still accepted; the services and `topics` list everything. A
+        password is never a flag: --<name>-file or the environment."""
+        request = build_parser().parse_args  # parses hidden flags too
+        ns = request(["request", "q", "j-1", "--topic-retention-ms-requests", "5"])
+        assert ns.s_topic_retention_ms_requests == "5"
+        short, full = jobscore("request", "--help"), jobscore("request", "--help-all")
+        assert short.returncode == 0 and full.returncode == 0
+        for flag in ("--topic-retention-ms-requests", "--session-timeout-ms", "--topic-replication-factor"):
+            assert flag not in short.stdout and flag in full.stdout
+        for flag in ("--kafka-bootstrap", "--topic-requests", "--kafka-sasl-password-file", "--help-all"):
+            assert flag in short.stdout
+        assert "--topic-retention-ms-requests" in jobscore("worker", "--help").stdout
+        refused = jobscore("request", "q", "j", "--kafka-sasl-password", "hunter2-secret")
+        assert refused.returncode == 2 and "JOBSCORE_KAFKA_SASL_PASSWORD_FILE" in refused.stderr
+        assert "hunter2-secret" not in refused.stderr + refused.stdout
+        secret = tmp_path / "pw"
+        secret.write_text("from-a-file\n")
+        from jobscore.settings import CommonSettings
+
+        login = {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "u"}
+        s = CommonSettings(**login, kafka_sasl_password_file=str(secret))
+        assert s.kafka_sasl_password is not None and s.kafka_sasl_password.get_secret_value() == "from-a-file"
+
     def test_help_lists_every_subcommand(self) -> None:
         out = build_parser().format_help()
         for cmd in SUBCOMMANDS:
@@ -82,7 +107,10 @@ class TestPostAndTail:
         f = tmp_path / "jobs.jsonl"
         rows = [{"job_id": f"cli-{i}", "title": "Electrician", "description": "Wiring."} for i in range(3)]
         f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        # Clients never create topics unless asked: a missing topic is an error saying what to run.
         r = jobscore("post", str(f), env=env)
+        assert r.returncode == 2 and "jobscore topics" in r.stderr and "does not exist" in r.stderr, r.stderr
+        r = jobscore("post", str(f), "--create-topics", env=env)
         assert r.returncode == 0, r.stderr
         assert "posted 3 postings" in r.stdout
         r = jobscore("tail", "--topic", "postings", "--from-beginning", "--limit", "3", env=env)
@@ -90,6 +118,15 @@ class TestPostAndTail:
         got = [json.loads(line) for line in r.stdout.splitlines()]
         assert sorted(g["job_id"] for g in got) == ["cli-0", "cli-1", "cli-2"]
         assert all(g["schema"] == "job_posted.v1" for g in got)
+        # --format json: the whole record — where it is, its key and headers, and the value.
+        r = jobscore("tail", "--topic", "postings", "--from-beginning", "--limit", "3", "--format", "json", env=env)
+        assert r.returncode == 0, r.stderr
+        rows = [json.loads(line) for line in r.stdout.splitlines()]
+        assert sorted(row["key"] for row in rows) == ["cli-0", "cli-1", "cli-2"]
+        for row in rows:
+            assert row["topic"] == common["topic_postings"] and row["value"]["job_id"] == row["key"]
+            assert row["partition"] >= 0 and row["offset"] >= 0 and row["timestamp"] > 0
+            assert row["headers"] == {"content-type": "application/json", "jobscore-schema": "job_posted.v1"}
 
     def test_post_rejects_invalid_line_with_location(self, common: dict[str, Any], tmp_path: Path) -> None:
         env = {f"JOBSCORE_{k.upper()}": str(v) for k, v in common.items()}

@@ -168,6 +168,8 @@ class TestStatus:
             "JOBSCORE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "JOBSCORE_REDIS_URL": redis_url(s),
             "JOBSCORE_TOPIC_REQUESTS": s.topic_requests,
+            # Every topic status reads is this test's: a look-up no longer creates a missing one.
+            "JOBSCORE_TOPIC_REQUESTS_BULK": s.topic_requests_bulk,
             "JOBSCORE_TOPIC_POSTINGS": s.topic_postings,
             "JOBSCORE_TOPIC_RANKINGS": s.topic_rankings,
             "JOBSCORE_TOPIC_DEAD_LETTERS": s.topic_dead_letters,
@@ -189,7 +191,14 @@ class TestStatus:
     async def test_cli_watch_refreshes_until_ctrl_c(self, topics: CommonSettings) -> None:
         s = topics
         env = {**os.environ, "JOBSCORE_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "JOBSCORE_REDIS_URL": redis_url(s)}
-        env |= {f"JOBSCORE_{k.upper()}": getattr(s, k) for k in ("topic_requests", "topic_postings")}
+        topic_fields = (
+            "topic_requests",
+            "topic_requests_bulk",
+            "topic_postings",
+            "topic_rankings",
+            "topic_dead_letters",
+        )
+        env |= {f"JOBSCORE_{k.upper()}": getattr(s, k) for k in topic_fields}
         env |= {f"JOBSCORE_{k.upper()}": getattr(s, k) for k in ("topic_rankings", "topic_dead_letters")}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "app.cli", "status", "--watch", "0.2", "--json",
