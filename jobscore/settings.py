@@ -531,6 +531,16 @@ class SummarizerSettings(CommonSettings):
 
 class WorkerSettings(CommonSettings):
     group_id: str = Field("jobscore-worker", description="Consumer group of the scoring workers.")
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry spans per request (consume → summaries → score → publish, children of the "
+        "request's traceparent) and per engine batch (linked to its requests); jobscore/tracing.py.",
+    )
+    tracing_exporter: Literal["otlp", "console", "none"] = Field(
+        "otlp",
+        description="Where spans go with tracing on: otlp (OTEL_EXPORTER_OTLP_* variables; needs "
+        "opentelemetry-exporter-otlp-proto-http), console (stdout) or none.",
+    )
     metrics_port: int = Field(
         9100,
         ge=0,

@@ -56,6 +56,9 @@ class RequestState:
     # The request record's W3C trace context (schemas/headers.py), copied onto its ranking.
     trace: list[tuple[str, bytes]] = field(default_factory=list)
     lane: Lane = "online"  # which requests topic it came from
+    # OpenTelemetry spans (jobscore/tracing.py) when tracing is on: the request's, and its scoring stage's.
+    span: Any = None
+    score_span: Any = None
 
     def expired(self, now: float) -> bool:
         return self.req.deadline is not None and now > self.req.deadline

@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -58,6 +58,7 @@ from jobscore.kafka import (
 )
 from jobscore.service import Committed, Shell, ShellService, run_service
 from jobscore.settings import WorkerSettings
+from jobscore.tracing import Tracing, provider_for
 from schemas import (
     DEAD_LETTERS,
     RANKINGS,
@@ -104,8 +105,17 @@ def _names(tps: set[TopicPartition]) -> list[str]:
 class Worker(ShellService):
     stop_reason = "stopping: finishing the work in flight"
 
-    def __init__(self, settings: WorkerSettings, engine: ScoringEngine, template: PromptTemplate | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        engine: ScoringEngine,
+        template: PromptTemplate | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         s = settings
+        # Spans of the data path when tracing is on (jobscore/tracing.py); a given one (tests) is the caller's.
+        self._owns_tracing = tracing is None
+        self.tracing = tracing or (Tracing(provider_for("worker", s.tracing_exporter)) if s.tracing else Tracing.off())
         self.settings = s
         self.engine = engine
         self.template = template or PromptTemplate.qwen3_reranker(s.instruction or DEFAULT_INSTRUCTION)
@@ -194,6 +204,8 @@ class Worker(ShellService):
 
     async def close(self) -> None:
         await self.shell.close()
+        if self._owns_tracing:
+            self.tracing.shutdown()
         if self.score_cache is not None:  # the last batch's scores: worth a moment, not a hang
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.score_cache.flush(), self.settings.redis_timeout_s)
@@ -263,12 +275,14 @@ class Worker(ShellService):
                 if isinstance(verdict, ScoreRequest):
                     key = RecordKey(rec.topic, rec.partition, rec.offset)
                     lane: Lane = "bulk" if rec.topic == self._bulk_topic else "online"
-                    states.append(RequestState(verdict, key, now, trace=trace_headers(rec.headers), lane=lane))
+                    st = RequestState(verdict, key, now, trace=trace_headers(rec.headers), lane=lane)
+                    st.span = self.tracing.request(rec.headers or (), verdict.request_id, lane, len(verdict.candidates))
+                    states.append(st)
                 else:
                     self._publish(verdict, tp, rec.offset)
         if not states:
             return
-        t0 = time.perf_counter()
+        t0, t0_ns = time.perf_counter(), time.time_ns()
         fetched = await self._fetch(states)
         if fetched is None:  # stopping during a Redis outage: these records stay uncommitted
             return
@@ -277,8 +291,11 @@ class Worker(ShellService):
         items = await asyncio.to_thread(self._prepare, states, found, raws)
         for st in states:
             st.fetch_ms = fetch_ms
+            self.tracing.end(self.tracing.stage(st.span, "jobscore.fetch_summaries", t0_ns))
             if st.remaining == 0:  # nothing to score: every candidate failed before the engine
                 self._complete(st)
+            else:
+                st.score_span = self.tracing.stage(st.span, "jobscore.score")
         items = await self._cached_scores(items)
         self.batcher.put(items)
         metrics.QUEUE_DEPTH.set(len(self.batcher))
@@ -447,7 +464,10 @@ class Worker(ShellService):
                         return
                     continue
                 t0 = time.perf_counter()
+                served = list({id(it.state): it.state.span for it in batch}.values())
+                batch_span = self.tracing.batch(served, len(batch), sum(len(it.tokens) for it in batch))
                 scores = await asyncio.to_thread(self.scorer.score, [it.tokens for it in batch])
+                self.tracing.end(batch_span)
                 dt = time.perf_counter() - t0
                 metrics.ENGINE_BUSY.inc(dt)
                 metrics.ENGINE_SECONDS.observe(dt)
@@ -500,25 +520,39 @@ class Worker(ShellService):
             metrics.REQUESTS.labels("ok").inc()
             if st.req.created_at:
                 metrics.REQUEST_LATENCY.observe(timings.total_ms / 1e3)
+        self.tracing.end(st.score_span)
+        publish_span = self.tracing.stage(st.span, "jobscore.publish")
+
+        def traced() -> None:  # the ranking is acknowledged: the request's spans end
+            self.tracing.end(publish_span)
+            self.tracing.end(st.span, status=ranking.status, scored=len(ranking.results))
+
         self._publish(
             [answer_record(answer, ranking, st.trace)],
             TopicPartition(st.key.topic, st.key.partition),
             st.key.offset,
+            traced if st.span is not None else None,
         )
 
     # --- publish → answered → commit -----------------------------------------------------------------
 
-    def _publish(self, outbox: Sequence[Outgoing], tp: TopicPartition, offset: int) -> None:
-        task = asyncio.create_task(self._deliver(outbox, tp, offset))
+    def _publish(
+        self, outbox: Sequence[Outgoing], tp: TopicPartition, offset: int, acked: Callable[[], None] | None = None
+    ) -> None:
+        task = asyncio.create_task(self._deliver(outbox, tp, offset, acked))
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
 
-    async def _deliver(self, outbox: Sequence[Outgoing], tp: TopicPartition, offset: int) -> None:
+    async def _deliver(
+        self, outbox: Sequence[Outgoing], tp: TopicPartition, offset: int, acked: Callable[[], None] | None = None
+    ) -> None:
         try:
             await self.outbox.send_all(outbox)
         except Exception as e:
             self._fail(await self.outbox.explain(e))
             return
+        if acked is not None:
+            acked()
         self.offsets.done(tp, offset)
         self.requests_done += 1
         await self._notify()
