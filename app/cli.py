@@ -38,6 +38,7 @@ from app.commands import (
     command_settings,
     run_service_command,
     run_until_signal,
+    serve_health,
 )
 from jobscore.settings import CommonSettings, SummarizerSettings, ToolSettings, WorkerSettings
 
@@ -66,22 +67,6 @@ async def topics_ready(s: CommonSettings, names: list[str], create: bool) -> boo
                     "(or pass --create-topics)"
                 )
                 return False
-    return True
-
-
-def serve_health(port: int) -> bool:
-    """/metrics, /healthz and /readyz on ``port`` (0: off). False, with one line saying what to do, when the
-    port is taken (another service on this host): the service must not run without the endpoints it promises."""
-    from jobscore import metrics
-
-    try:
-        metrics.serve(port)
-    except OSError as e:
-        log.error(
-            f"cannot serve /metrics, /healthz and /readyz on port {port}: {e.strerror or e}; give this service its "
-            "own port (--metrics-port, JOBSCORE_METRICS_PORT) or 0 to turn the endpoints off"
-        )
-        return False
     return True
 
 

@@ -139,6 +139,22 @@ def run_service_command(name: str, main: Callable[[asyncio.Event], Coroutine[Any
         return service_failed(name, e)
 
 
+def serve_health(port: int) -> bool:
+    """/metrics, /healthz and /readyz on ``port`` (0: off). False, with one line saying what to do, when the
+    port is taken (another service on this host): the service must not run without the endpoints it promises."""
+    from jobscore import metrics
+
+    try:
+        metrics.serve(port)
+    except OSError as e:
+        log.error(
+            f"cannot serve /metrics, /healthz and /readyz on port {port}: {e.strerror or e}; give this service its "
+            "own port (--metrics-port, JOBSCORE_METRICS_PORT) or 0 to turn the endpoints off"
+        )
+        return False
+    return True
+
+
 class StartupInterrupted(BaseException):
     """SIGINT/SIGTERM arrived while a blocking start-up step (loading an engine) was running. A
     BaseException, like KeyboardInterrupt, so a library's ``except Exception`` does not swallow it."""

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from app.commands import AddCommand, command_settings, run_until_signal
+from app.commands import AddCommand, command_settings, run_until_signal, serve_health
 from jobscore.settings import CommonSettings
 
 
@@ -89,3 +89,37 @@ def register(sub: Any, add: AddCommand) -> None:
         "extrapolated and marked ~ (default 10000).",
     )
     p.add_argument("--max-cache-keys", type=int, default=1_000_000, help="Stop counting cache keys after this many.")
+
+    p = add(
+        "lag-exporter",
+        cmd_lag_exporter,
+        "Export consumer-group lag read from the broker (committed vs end offsets; for request lanes also pending "
+        "query-candidate pairs) as Prometheus metrics on --port, whether or not any worker or summarizer runs: "
+        "what the autoscaler and the lag alerts should read (ops/lagexporter.py).",
+        CommonSettings,
+    )
+    p.add_argument("--port", type=int, default=9102, help="Port of /metrics, /healthz, /readyz (default 9102).")
+    p.add_argument("--interval", type=float, default=15.0, help="Seconds between readings (default 15).")
+    p.add_argument("--worker-group", default=None, help="Workers' consumer group (default: jobscore-worker).")
+    p.add_argument(
+        "--summarizer-group", default=None, help="Summarizers' consumer group (default: jobscore-summarizer)."
+    )
+    p.add_argument(
+        "--pair-scan", type=int, default=200, help="Pending requests read per partition to count pairs (default 200)."
+    )
+
+
+def cmd_lag_exporter(ns: argparse.Namespace) -> int:
+    from ops.lagexporter import run_exporter
+    from ops.status import default_groups
+
+    s = command_settings(ns, CommonSettings)
+    if not serve_health(ns.port):
+        return 2
+    groups = default_groups(s, ns.worker_group, ns.summarizer_group)
+
+    async def main(stop: asyncio.Event) -> int:
+        await run_exporter(s, groups, ns.interval, stop, ns.pair_scan)
+        return 0
+
+    return run_until_signal(main)

@@ -80,6 +80,20 @@ CONSUMER_LAG = Gauge(
     ["group", "topic", "partition"],
 )
 KAFKA_ERRORS = Counter("jobscore_kafka_errors_total", "Kafka client errors, by operation.", ["op"])
+# Read from the broker by `jobscore lag-exporter` (ops/lagexporter.py), whether or not any consumer runs.
+GROUP_LAG_RECORDS = Gauge(
+    "jobscore_group_lag_records",
+    "Records a consumer group is behind each partition's end, read from the broker (committed vs end offset).",
+    ["group", "topic", "partition"],
+)
+GROUP_LAG_PAIRS = Gauge(
+    "jobscore_group_lag_pairs",
+    "Query-candidate pairs pending for a consumer group on a request lane, read from the broker.",
+    ["group", "topic"],
+)
+LAG_EXPORTER_LAST_SUCCESS = Gauge(
+    "jobscore_lag_exporter_last_success_timestamp_seconds", "When the lag exporter last read the broker's offsets."
+)
 # Answers meant for a request's reply_topic published on the rankings topic instead, by why: the reply topic
 # does not exist ("missing") or could not be written after every try ("send_failed").
 REPLY_FALLBACK = Counter(

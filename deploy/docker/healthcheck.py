@@ -8,7 +8,8 @@ import sys
 import urllib.error
 import urllib.request
 
-port = os.environ.get("JOBSCORE_METRICS_PORT", "9100")
+# The port: the first argument (the lag exporter's --port), else the service's metrics port.
+port = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("JOBSCORE_METRICS_PORT", "9100")
 try:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=4) as resp:
         sys.exit(0 if resp.status == 200 else 1)
