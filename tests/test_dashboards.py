@@ -62,8 +62,16 @@ def test_dashboard_is_well_formed_for_provisioning() -> None:
     assert dash["uid"] and dash["title"] and dash["panels"]
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
+    # The data source is a variable (any Prometheus: Compose's provisioned one by default, a cluster's in k8s)
+    # and every query is scoped to the chosen namespace (all of them by default; Compose has none).
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert (
+        variables["datasource"]["type"] == "datasource" and variables["datasource"]["current"]["value"] == "prometheus"
+    )
+    assert variables["namespace"]["allValue"] == ".*"
     for p in dash["panels"]:
-        assert p["datasource"]["uid"] == "prometheus", "the provisioned datasource's fixed uid"
+        assert p["datasource"]["uid"] == "${datasource}"
+        assert all('namespace=~"$namespace"' in t["expr"] for t in p["targets"]), p["title"]
         assert p["targets"] and all(t["expr"].strip() and t["refId"] for t in p["targets"]), p["title"]
         g = p["gridPos"]
         assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]

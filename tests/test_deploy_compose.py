@@ -131,5 +131,8 @@ def test_grafana_provisioned_with_ops_dashboard() -> None:
     assert _host_path(graf, provider["options"]["path"]) == DEPLOY / "grafana"
     # the ops dashboard's panels point at the datasource provisioned here
     dashboard = json.loads((DEPLOY / "grafana" / "jobscore.json").read_text())
+    # through the datasource variable, whose default is the datasource provisioned here
     uids = {m.group(1) for m in re.finditer(r'"datasource":\s*\{[^}]*"uid":\s*"([^"]+)"', json.dumps(dashboard))}
-    assert uids == {ds["uid"]}
+    assert uids == {"${datasource}"}
+    (var,) = [v for v in dashboard["templating"]["list"] if v["name"] == "datasource"]
+    assert var["current"]["value"] == ds["uid"]

@@ -11,6 +11,7 @@ KEDA numbers equal to the capacity model's, KEDA queries naming metrics the code
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shlex
 import shutil
@@ -29,10 +30,11 @@ from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
 from jobscore.topics import plan_topics, strimzi_resources
 
 ROOT = Path(__file__).resolve().parent.parent
-K8S = ROOT / "deploy" / "k8s"
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
 OVERLAYS = ("cpu", "gpu")
 K8S_VERSION = "1.32.0"
-CRD_KINDS = {"ScaledObject", "ServiceMonitor", "KafkaTopic"}
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "KafkaTopic", "PrometheusRule"}
 DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -159,6 +161,7 @@ def test_python_render_matches_kubectl_kustomize(overlay: str) -> None:
         "ServiceMonitor",
         "ScaledObject",
         "KafkaTopic",
+        "PrometheusRule",
     }
     kubectl = shutil.which("kubectl")
     if kubectl is None:
@@ -174,7 +177,7 @@ def test_python_render_matches_kubectl_kustomize(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_core_objects_valid_against_kubernetes_schemas_strict(overlay: str) -> None:
     core = [o for o in render(overlay).values() if o["kind"] not in CRD_KINDS]
-    assert len(core) == 7  # configmap, 2 deployments, 2 services, 2 PDBs
+    assert len(core) == 10  # 2 configmaps (settings, dashboard), 3 deployments, 3 services, 2 PDBs
     for o in core:
         kubernetes_validate.validate(o, K8S_VERSION, strict=True)
 
@@ -207,15 +210,17 @@ def _crd_check(model: type[BaseModel], doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_crds_valid(overlay: str) -> None:
     from cloudcoil.models.keda.v1alpha1 import ScaledObject
-    from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
+    from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
 
     objs = render(overlay)
-    seen = {"ScaledObject": 0, "ServiceMonitor": 0, "KafkaTopic": 0}
+    seen = {"ScaledObject": 0, "ServiceMonitor": 0, "KafkaTopic": 0, "PrometheusRule": 0}
     for (kind, _), o in objs.items():
         if kind == "ScaledObject":
             _crd_check(ScaledObject, o)
         elif kind == "ServiceMonitor":
             _crd_check(ServiceMonitor, o)
+        elif kind == "PrometheusRule":
+            _crd_check(PrometheusRule, o)
         elif kind == "KafkaTopic":
             # No offline Strimzi schema package: the fields the Topic Operator requires, structurally.
             assert o["apiVersion"] == "kafka.strimzi.io/v1beta2"
@@ -227,7 +232,7 @@ def test_crds_valid(overlay: str) -> None:
         else:
             continue
         seen[kind] += 1
-    assert seen == {"ScaledObject": 2, "ServiceMonitor": 2, "KafkaTopic": 6}
+    assert seen == {"ScaledObject": 2, "ServiceMonitor": 3, "KafkaTopic": 6, "PrometheusRule": 1}
 
 
 def test_crd_check_rejects_unknown_field() -> None:
@@ -319,9 +324,9 @@ def test_keda_numbers_are_the_capacity_model(overlay: str) -> None:
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
     assert int(trigger["metadata"]["threshold"]) == p.keda_threshold_pairs
-    # With no traffic to measure candidates per request, the query assumes a number at least the plan's.
-    fallback = re.search(r"or vector\((\d+)\)\)\s*$", trigger["metadata"]["query"])
-    assert fallback and int(fallback.group(1)) >= p.load.candidates
+    # The backlog is counted in pairs from the broker (the lag exporter reads the pending requests' candidates):
+    # no assumed candidates-per-request, and no value (KEDA keeps the replicas) rather than 0 without it.
+    assert "jobscore_group_lag_pairs" in trigger["metadata"]["query"]
     requests = _one(objs, "KafkaTopic", WorkerSettings().topic_requests)
     assert requests["spec"]["partitions"] == p.partitions >= spec["maxReplicaCount"]
     assert spec["scaleTargetRef"]["name"] == "jobscore-worker"
@@ -354,3 +359,23 @@ def test_kafkatopics_are_the_topic_plan(ca: Path) -> None:
     settings = CommonSettings(**_settings_kwargs(config, ca))
     assert _docs(K8S / "base" / "topics.yaml") == strimzi_resources(plan_topics(settings), cluster="jobscore")
     assert settings.topic_replication_factor >= 3  # production: a broker may fail without losing acks=all writes
+
+
+def test_alerts_and_dashboard_ship_for_kubernetes_as_in_compose() -> None:
+    """The PrometheusRule holds exactly deploy/prometheus/alerts.yml's rules, the dashboard ConfigMap exactly
+    deploy/grafana/jobscore.json (for Grafana's sidecar); the lag exporter runs and is scraped, and the KEDA
+    triggers read its broker-side series (seen with every consumer down)."""
+    objs = render("gpu")
+    rule = _one(objs, "PrometheusRule", "jobscore")
+    assert rule["spec"]["groups"] == yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+    cm = _one(objs, "ConfigMap", "jobscore-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["jobscore.json"]) == json.loads((DEPLOY / "grafana" / "jobscore.json").read_text())
+    exporter = _one(objs, "Deployment", "jobscore-lag-exporter")["spec"]["template"]["spec"]["containers"][0]
+    assert exporter["args"][0] == "lag-exporter" and exporter["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert _one(objs, "ServiceMonitor", "jobscore-lag-exporter")["spec"]["endpoints"][0]["port"] == "metrics"
+    queries = {n: _one(objs, "ScaledObject", n)["spec"]["triggers"][0]["metadata"]["query"] for n in
+               ("jobscore-worker", "jobscore-summarizer")}  # fmt: skip
+    assert "jobscore_group_lag_pairs" in queries["jobscore-worker"]
+    assert "jobscore_group_lag_records" in queries["jobscore-summarizer"]
+    assert all("jobscore_consumer_lag" not in q for q in queries.values())
