@@ -132,12 +132,17 @@ async def topic_metadata(client: Any, topics: Sequence[str]) -> TopicMetadata:
     admin client's ``describe_topics`` asks with auto-creation allowed, so a look-up made the topic on brokers
     that auto-create). ``client``: an aiokafka ``AIOKafkaClient`` (``producer.client``, an admin's client)."""
     from aiokafka.errors import KafkaConnectionError
-    from aiokafka.protocol.metadata import MetadataRequest
+    from aiokafka.protocol import metadata
 
     node = client.get_random_node()
     if node is None:
         raise KafkaConnectionError("no broker known to ask for metadata")
-    resp = await client.send(node, MetadataRequest(list(topics), allow_auto_topic_creation=False))
+    if isinstance(metadata.MetadataRequest, list):
+        # aiokafka < 0.13 (what Python 3.9 gets): one class per version; v4 is the first that can refuse to create.
+        request = metadata.MetadataRequest[4](list(topics), False)
+    else:
+        request = metadata.MetadataRequest(list(topics), allow_auto_topic_creation=False)
+    resp = await client.send(node, request)
     parts = {t[1]: sorted(p[1] for p in t[-1]) for t in resp.topics if t[0] == 0 and t[-1]}
     return TopicMetadata(getattr(resp, "cluster_id", None), parts)
 

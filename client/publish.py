@@ -25,7 +25,17 @@ from client.config import ConfigSource, as_config
 from client.errors import BrokerUnavailable, ScoringError
 from client.kafka import TopicReader, make_producer, unreachable_message
 from client.results import ReaderStats, ResultsReader
-from schemas import POSTINGS, SCORE_REQUESTS, SCORE_REQUESTS_BULK, JobPosted, Ranking, SchemaError, ScoreRequest
+from schemas import (
+    DEAD_LETTERS,
+    POSTINGS,
+    SCORE_REQUESTS,
+    SCORE_REQUESTS_BULK,
+    JobPosted,
+    Ranking,
+    SchemaError,
+    ScoreRequest,
+)
+from schemas.deadletters import read_dead_letter
 from schemas.headers import message_headers, trace_headers
 from schemas.messages import TOPIC_NAME_PATTERN
 from schemas.topics import TopicSpec
@@ -135,7 +145,11 @@ async def tail(
                 for rec in records:
                     msg: Any
                     try:
-                        msg = spec.decode(rec.value)
+                        # Dead letters are read whichever version wrote them (the value is the original in v2).
+                        if spec is DEAD_LETTERS:
+                            msg = read_dead_letter(rec.key, rec.value, rec.headers)
+                        else:
+                            msg = spec.decode(rec.value)
                     except SchemaError as e:
                         msg = e
                     yield rec, msg

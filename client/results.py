@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -32,7 +32,8 @@ from aiokafka.errors import KafkaError
 from client.config import ConfigSource, as_config
 from client.errors import DeadLettered, DeadlineExceeded, RequestRejected, ScoreTimeout, ScoringError
 from client.kafka import TopicReader
-from schemas import DEAD_LETTERS, RANKINGS, DeadLetter, Ranking, SchemaError
+from schemas import RANKINGS, DeadLetter, Ranking, SchemaError
+from schemas.deadletters import read_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class ResultsReader:
                 for rec in records:
                     try:
                         if tp.topic == self.dlq_topic and not self.observe_all:
-                            self._on_dead_letter(rec.key, rec.value)
+                            self._on_dead_letter(rec.key, rec.value, rec.headers)
                         else:
                             self._on_ranking(rec.value)
                     except Exception as e:  # one bad record never ends the reader
@@ -243,11 +244,13 @@ class ResultsReader:
             return DeadlineExceeded(r.request_id, f"deadline passed: {r.detail}")
         return r
 
-    def _on_dead_letter(self, key: bytes | None, value: bytes | None) -> None:
+    def _on_dead_letter(
+        self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None
+    ) -> None:
         if not self._tracked:
             return
         try:
-            dl: DeadLetter = DEAD_LETTERS.decode(value)
+            dl: DeadLetter = read_dead_letter(key, value, headers)
         except SchemaError:
             return  # dead letters of other versions are not ours to judge
         if dl.stage != "worker":

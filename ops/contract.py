@@ -184,10 +184,16 @@ def _topics(settings: CommonSettings) -> list[TopicDoc]:
             DEAD_LETTERS,
             "dead-letters",
             "the original record's key (bytes, may be null)",
-            "Records a stage could not process (invalid JSON, unknown schema, invalid field, oversized), with the "
-            "reason. The original record's headers are kept (content-type/jobscore-schema renamed "
-            "jobscore-original-*). `dead_letter_id` (topic:partition:offset:stage) dedupes replays; a request that "
-            "breaks a schema rule gets no ranking, only a dead letter (its `original` holds the request); a valid "
+            "Records a stage could not process (invalid JSON, unknown schema, invalid field, oversized, "
+            "summarize_failed). Written in Kafka Connect's dead-letter convention (dead_letter.v2, "
+            "schemas/deadletters.py): the record's value and key are the original record's (the value cut only past "
+            "the topic's limit), its headers the original's plus `__connect.errors.topic`, `.partition`, `.offset`, "
+            "`.connector.name` (jobscore-worker | jobscore-summarizer), `.stage` (VALUE_CONVERTER | TASK_PUT), "
+            "`.exception.class.name` (jobscore.<kind>), `.exception.message` (the reason) and `jobscore-dlq-version` "
+            "(2), `-kind`, `-stage`, `-id` (topic:partition:offset:stage: dedupe replays by it), `-failed-at`, "
+            "`-original-size`, `-original-sha256`, `-truncated`. Readers accept the earlier `dead_letter.v1` JSON "
+            "envelope below during the migration window (a record without `jobscore-dlq-version: 2`). A request "
+            "that breaks a schema rule gets no ranking, only a dead letter (its value is the request); a valid "
             "request over the deployment's max_candidates is answered `rejected` and dead-lettered.",
             "receive",
         ),

@@ -23,6 +23,7 @@ from aiokafka.structs import ConsumerRecord
 from jobscore.kafka import make_producer, topic_name, topic_reader
 from jobscore.settings import CommonSettings
 from schemas import DEAD_LETTERS, DeadLetter, SchemaError
+from schemas.deadletters import read_dead_letter
 
 ATTEMPT_HEADER = "jobscore-redrive-attempt"
 FROM_HEADER = "jobscore-redrive-from"
@@ -149,7 +150,7 @@ class Entry:
 def entry_of(rec: ConsumerRecord) -> Entry:
     ts = rec.timestamp / 1e3
     try:
-        d = DEAD_LETTERS.decode(rec.value)
+        d = read_dead_letter(rec.key, rec.value, rec.headers)  # v2 (Connect's convention) or a v1 envelope
     except SchemaError as e:
         return Entry(rec.partition, rec.offset, ts, None, error=f"not a dead letter: {e.reason}")
     original_json = None

@@ -38,6 +38,7 @@ from aiokafka.structs import ConsumerRecord
 from jobscore.kafka import topic_name, topic_reader
 from jobscore.settings import CommonSettings
 from schemas import DEAD_LETTERS, POSTINGS, RANKINGS, SCORE_REQUESTS, DeadLetter, JobPosted, SchemaError
+from schemas.deadletters import read_dead_letter
 from schemas.summary import SummaryRecord, content_hash
 
 # Ids per Redis MGET when checking postings against the summary cache.
@@ -252,7 +253,7 @@ class _RequestBook:
 
     def on_dead_letter(self, rec: ConsumerRecord) -> None:
         with contextlib.suppress(SchemaError):
-            self.letters.append(DEAD_LETTERS.decode(rec.value))
+            self.letters.append(read_dead_letter(rec.key, rec.value, rec.headers))
 
     def settle(self, requests_topic: str) -> None:
         """Match dead letters once every request record is known (they may be read first)."""
@@ -341,7 +342,7 @@ class _PostingsBook:
 
     def on_dead_letter(self, rec: ConsumerRecord) -> None:
         with contextlib.suppress(SchemaError):
-            self.letters.append(DEAD_LETTERS.decode(rec.value))
+            self.letters.append(read_dead_letter(rec.key, rec.value, rec.headers))
 
 
 async def postings_ledger(

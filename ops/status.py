@@ -27,7 +27,8 @@ from aiokafka.structs import ConsumerRecord
 
 from jobscore.kafka import TopicReader, topic_reader
 from jobscore.settings import CommonSettings, SummarizerSettings, WorkerSettings
-from schemas import DEAD_LETTERS, RANKINGS, SCORE_REQUESTS, SchemaError
+from schemas import RANKINGS, SCORE_REQUESTS, SchemaError
+from schemas.deadletters import read_dead_letter
 from schemas.summary import KEY_PREFIX
 
 
@@ -284,7 +285,7 @@ async def collect_status(
     dead: Counter[tuple[str, str]] = Counter()
     for rec in dls.records:
         try:
-            d = DEAD_LETTERS.decode(rec.value)
+            d = read_dead_letter(rec.key, rec.value, rec.headers)
         except SchemaError:
             dead[("?", "undecodable dead letter")] += 1
             continue

@@ -30,7 +30,8 @@ from jobscore.health import HEALTH
 from jobscore.kafka import BrokerLost, dead_letter, topic_name
 from jobscore.service import Committed, Shell, ShellService, run_service
 from jobscore.settings import SummarizerSettings
-from schemas import DEAD_LETTERS, POSTINGS, SUMMARIES, JobPosted, JobSummarized, SchemaError
+from schemas import DEAD_LETTERS, POSTINGS, SUMMARIES, DeadLetter, JobPosted, JobSummarized, SchemaError
+from schemas.deadletters import dead_letter_record
 from schemas.headers import message_headers
 from summarizer.modes import PostingSummarizer, make_summarizer
 from summarizer.writer import SummaryWriter, WriteResult
@@ -146,9 +147,7 @@ class Summarizer(ShellService):
                     metrics.DEAD_LETTERS.labels("summarizer", e.kind).inc()
                     metrics.POSTINGS_PROCESSED.labels("dead_letter").inc()
                     dl = dead_letter(rec, "summarizer", e.reason, e.kind, s.dead_letter_max_original_bytes)
-                    dlq_sends.append(
-                        await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=dl.key)
-                    )
+                    dlq_sends.append(await self._send_dead_letter(dl, rec))
         result = await self._write(items)
         if result is None:  # stopping during a Redis outage: nothing committed, the batch is replayed
             return
@@ -161,7 +160,7 @@ class Summarizer(ShellService):
             )
             metrics.DEAD_LETTERS.labels("summarizer", "summarize_failed").inc()
             dl = dead_letter(rec, "summarizer", reason, "summarize_failed", s.dead_letter_max_original_bytes)
-            dlq_sends.append(await self.producer.send(topic_name(s, DEAD_LETTERS), DEAD_LETTERS.encode(dl), key=dl.key))
+            dlq_sends.append(await self._send_dead_letter(dl, rec))
         ready_sends = await self._announce(result)
         metrics.POSTINGS_PROCESSED.labels("summarized").inc(len(result.written))
         metrics.POSTINGS_PROCESSED.labels("unchanged").inc(result.unchanged)
@@ -193,6 +192,12 @@ class Summarizer(ShellService):
                 "dead_letters": len(dlq_sends),
             },
         )
+
+    async def _send_dead_letter(self, dl: DeadLetter, rec: ConsumerRecord) -> asyncio.Future[Any]:
+        """Send a dead letter in Kafka Connect's convention (schemas/deadletters.py); the caller awaits its ack."""
+        assert self.producer is not None
+        key, value, headers = dead_letter_record(dl, rec.headers)
+        return await self.producer.send(topic_name(self.settings, DEAD_LETTERS), value, key=key, headers=headers)
 
     async def _announce(self, result: WriteResult[ConsumerRecord]) -> list[asyncio.Future[Any]]:
         """One `job_summarized.v1` per posting now scorable (written, or its content summarized already) and

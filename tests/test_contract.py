@@ -228,12 +228,17 @@ async def test_confluent_client_from_schema_and_readme_gets_ranking_and_dead_let
     assert headers["jobscore-schema"] == b"ranking.v1"
     assert headers["traceparent"] == TRACEPARENT.encode()
 
+    # The dead letter in Kafka Connect's convention, read by a client that knows nothing of this project: the
+    # original bytes and key as the record, the reason and the source in `__connect.errors.*` headers, the
+    # original's own headers kept untouched.
     assert len(letters) == 1
-    letter = json.loads(letters[0].value())
-    validator("dead_letter.v1").validate(letter)
-    assert json.loads(msgspec.json.decode(json.dumps(letter["original"]).encode(), type=bytes)) == bad
-    dl_headers = dict(letters[0].headers())
-    assert dl_headers["x-tenant"] == b"acme" and dl_headers["traceparent"] == TRACEPARENT.encode()
-    assert dl_headers["jobscore-original-schema"] == b"score_request.v9"
-    assert dl_headers["jobscore-schema"] == b"dead_letter.v1"
-    assert dl_headers["content-type"] == b"application/json"
+    assert json.loads(letters[0].value()) == bad and letters[0].key() == b"bad-1"
+    dl_headers = {k: v.decode() for k, v in letters[0].headers()}
+    assert dl_headers["x-tenant"] == "acme" and dl_headers["traceparent"] == TRACEPARENT
+    assert dl_headers["jobscore-schema"] == "score_request.v9" and dl_headers["content-type"] == "application/json"
+    assert dl_headers["__connect.errors.topic"] == ws.topic_requests
+    assert int(dl_headers["__connect.errors.partition"]) >= 0 and int(dl_headers["__connect.errors.offset"]) >= 0
+    assert dl_headers["__connect.errors.stage"] == "VALUE_CONVERTER"
+    assert dl_headers["__connect.errors.exception.class.name"] == "jobscore.unknown_schema"
+    assert "score_request.v1" in dl_headers["__connect.errors.exception.message"]
+    assert dl_headers["jobscore-dlq-kind"] == "unknown_schema" and dl_headers["jobscore-dlq-version"] == "2"

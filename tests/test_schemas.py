@@ -195,3 +195,24 @@ class TestAnyBytes:
         with pytest.raises(SchemaError) as e:
             SCORE_REQUESTS.decode(data)
         assert e.value.kind == "unknown_schema"
+
+
+def test_dead_letters_in_connects_convention_read_back_and_v1_still_read() -> None:
+    """dead_letter.v2 (schemas/deadletters.py): the original key/value/headers plus `__connect.errors.*` reads back
+    as the same `DeadLetter`; a v1 envelope (the migration window) reads too; anything else is a SchemaError."""
+    from schemas import DEAD_LETTERS, DeadLetter, SchemaError
+    from schemas.deadletters import dead_letter_record, read_dead_letter
+
+    dl = DeadLetter(
+        stage="worker", reason="bad", error_type="invalid", topic="t", partition=2, offset=7, key=b"k",
+        original=b'{"x": 1}', failed_at=1.5, original_size=8, original_sha256="ab", truncated=False,
+        dead_letter_id="t:2:7:worker",
+    )  # fmt: skip
+    key, value, headers = dead_letter_record(dl, [("traceparent", b"00-x"), ("__connect.errors.topic", b"old")])
+    assert (key, value) == (b"k", b'{"x": 1}')
+    names = [k for k, _ in headers]
+    assert names.count("__connect.errors.topic") == 1 and ("traceparent", b"00-x") in headers
+    assert read_dead_letter(key, value, headers) == dl
+    assert read_dead_letter(b"k", DEAD_LETTERS.encode(dl), []) == dl  # v1
+    with pytest.raises(SchemaError):
+        read_dead_letter(None, b"not a dead letter", [])

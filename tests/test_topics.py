@@ -48,8 +48,9 @@ class TestPlan:
             assert t.configs["min.insync.replicas"] == "2"
             if spec is not DEAD_LETTERS:
                 assert int(t.configs["max.message.bytes"]) == spec.max_bytes + s.topic_message_headroom_bytes
-        postings, requests, _bulk, results, dlq = plan.topics
+        postings, requests, _bulk, results, dlq, summaries = plan.topics
         assert postings.configs["cleanup.policy"] == "compact" and "retention.ms" not in postings.configs
+        assert summaries.configs["cleanup.policy"] == "compact" and "retention.ms" not in summaries.configs
         for t, ms in (
             (requests, s.topic_retention_ms_requests),
             (results, s.topic_retention_ms_rankings),
@@ -140,7 +141,7 @@ class TestCli:
     def test_topics_strimzi_prints_kafkatopics(self) -> None:
         rc, out = _cli("topics", "--strimzi", "--strimzi-cluster", "c1")
         assert rc == 0
-        assert [d["kind"] for d in yaml.safe_load_all(out)] == ["KafkaTopic"] * 5
+        assert [d["kind"] for d in yaml.safe_load_all(out)] == ["KafkaTopic"] * 6
 
     def test_topics_no_broker_says_what_to_check(self, capsys: pytest.CaptureFixture[str]) -> None:
         rc = cli_main(["topics", "--kafka-bootstrap", f"127.0.0.1:{free_port()}"])

@@ -65,12 +65,12 @@ from schemas import (
     SCORE_REQUESTS,
     SCORE_REQUESTS_BULK,
     CandidateError,
-    DeadLetter,
     Ranking,
     SchemaError,
     ScoreRequest,
 )
-from schemas.headers import dead_letter_headers, trace_headers
+from schemas.deadletters import dead_letter_record
+from schemas.headers import trace_headers
 from schemas.messages import DeadLetterKind, RankingStatus, Timings
 from schemas.summary import SummaryRecord
 from worker.batching import LANES, Lane, RecordKey, RequestState, TokenBudgetBatcher, WorkItem
@@ -444,8 +444,10 @@ class Worker(ShellService):
         """The dead letter of a record; cut to fit the dead-letter topic (jobscore.kafka.dead_letter)."""
         dl = dead_letter(rec, "worker", reason, kind, self.settings.dead_letter_max_original_bytes)
         # The original record's headers travel with it (its trace context included), ours beside them.
-        headers = dead_letter_headers(rec.headers, str(DeadLetter.__struct_config__.tag))
-        return Outgoing(self._dlq_topic, DEAD_LETTERS.encode(dl), dl.key, headers)
+        # Kafka Connect's convention (schemas/deadletters.py): the original key, value and headers, the reason
+        # in headers, so any Kafka tool can show and replay it.
+        key, value, headers = dead_letter_record(dl, rec.headers)
+        return Outgoing(self._dlq_topic, value, key, headers)
 
     def _bare_ranking(self, req: ScoreRequest, status: RankingStatus, detail: str, now: float) -> Ranking:
         return bare_ranking(req, status, detail, now, self.made_by)
