@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:  # type:
     p.add_argument("--bulk-requests", type=int, default=400, help="Bulk requests queued before phase 2.")
     p.add_argument("--bulk-candidates", type=int, default=50, help="Candidates per bulk request.")
     p.add_argument("--corpus", choices=CORPUS_CHOICES, default="generated", help=CORPUS_HELP)
+    p.add_argument(
+        "--runs", type=int, default=1, help="Independent runs (each a fresh stack and worker); median and spread."
+    )
     p.add_argument("--json", default=None, help="Also write the result here.")
 
     p = add(

@@ -125,12 +125,13 @@ async def _run(settings: Any, engine: Any, args: Any) -> list[Phase]:
     return phases
 
 
-def run(args: Any, settings: Any) -> dict[str, Any]:
+def _one(args: Any, settings: Any) -> list[Phase]:
+    """One run: a fresh stack, topics and worker, then the two phases."""
     from engine.factory import engine_from_settings
     from ops.devstack import dev_stack
 
     with dev_stack(args.kafka_bootstrap, settings.redis_url) as (bootstrap, redis_url):
-        run_id = f"{int(time.time())}"
+        run_id = f"{time.time_ns()}"
         s = settings.model_copy(
             update={
                 "kafka_bootstrap": bootstrap,
@@ -139,19 +140,46 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
                 "topic_requests_bulk": f"bench-{run_id}.requests.bulk",
                 "topic_rankings": f"bench-{run_id}.rankings",
                 "topic_dead_letters": f"bench-{run_id}.dlq",
+                "topic_summaries": f"bench-{run_id}.summaries",
                 "group_id": f"bench-lanes-{run_id}",
                 "summarizer_version": f"bench-{run_id}",
             }
         )
         engine = engine_from_settings(s)
         try:
-            phases = asyncio.run(_run(s, engine, args))
+            return asyncio.run(_run(s, engine, args))
         finally:
             engine.close()
+
+
+def _spread(xs: list[float], digits: int = 1) -> dict[str, float]:
+    return {k: round(f(xs), digits) for k, f in (("median", statistics.median), ("min", min), ("max", max))}
+
+
+def run(args: Any, settings: Any) -> dict[str, Any]:
+    """``args.runs`` independent runs (each its own stack and worker: no bulk left over from the one before),
+    then each phase's median and spread, and the online p99 with bulk over alone per run."""
+    runs = [_one(args, settings) for _ in range(max(1, getattr(args, "runs", 1)))]
+    by_phase = {name: [p for r in runs for p in r if p.name == name] for name in ("alone", "with bulk")}
+    p99_ratio = [
+        round(b.p99_ms / a.p99_ms, 3)
+        for r in runs
+        for a, b in [(next(p for p in r if p.name == "alone"), next(p for p in r if p.name == "with bulk"))]
+    ]
     return {
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",
         "model": str(settings.model or "scorer"),
+        "max_bulk_batch_items": settings.max_bulk_batch_items,
         "online": f"{args.rate} req/s x {args.candidates} candidates for {args.seconds}s",
         "bulk": f"{args.bulk_requests} requests x {args.bulk_candidates} candidates queued first",
-        "phases": [asdict(p) for p in phases],
+        "runs": [[asdict(p) for p in r] for r in runs],
+        "summary": {
+            name: {
+                "p50_ms": _spread([p.p50_ms for p in ps]),
+                "p99_ms": _spread([p.p99_ms for p in ps]),
+                "bulk_items_s": _spread([p.bulk_items_s for p in ps]),
+            }
+            for name, ps in by_phase.items()
+        },
+        "online_p99_with_bulk_over_alone": {"per_run": p99_ratio, **_spread(p99_ratio, 3)},
     }
