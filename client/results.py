@@ -141,17 +141,8 @@ class ResultsReader:
                 f"request {request_id} is not tracked (never sent by this client, "
                 "already collected, or older than result_ttl_s)",
             )
-        if t.outcome is None:
-            if t.future is None or t.future.done():
-                t.future = asyncio.get_running_loop().create_future()
-            try:
-                # shield: timing out must not cancel the shared future a retry will wait on.
-                await asyncio.wait_for(asyncio.shield(t.future), timeout)
-            except asyncio.TimeoutError:
-                if t.outcome is None:
-                    raise ScoreTimeout(
-                        request_id, f"no ranking for {request_id} within {timeout:g}s; wait again with result()"
-                    ) from None
+        if not await self._settled(t, timeout):
+            raise ScoreTimeout(request_id, f"no ranking for {request_id} within {timeout:g}s; wait again with result()")
         self._tracked.pop(request_id, None)
         self._done[request_id] = time.monotonic() + self.ttl_s
         outcome = t.outcome
@@ -159,6 +150,17 @@ class ResultsReader:
         if isinstance(outcome, ScoringError):
             raise outcome
         return outcome
+
+    @staticmethod
+    async def _settled(t: _Tracked, timeout: float) -> bool:
+        """Wait up to ``timeout`` for ``t``'s outcome; False if it has none yet (it stays waitable)."""
+        if t.outcome is None:
+            if t.future is None or t.future.done():
+                t.future = asyncio.get_running_loop().create_future()
+            # shield: timing out must not cancel the shared future a retry will wait on.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(t.future), timeout)
+        return t.outcome is not None
 
     def _bound(self) -> None:
         while len(self._tracked) > self.max_tracked:
@@ -322,15 +324,8 @@ class RankingWaiter(ResultsReader):
         if request_id not in self._tracked:
             self._tracked[request_id] = _Tracked(time.monotonic() + self.ttl_s)
             self._bound()
-        t = self._tracked[request_id]
-        if t.outcome is None:
-            if t.future is None or t.future.done():
-                t.future = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(t.future), timeout)
-            except asyncio.TimeoutError:
-                if request_id not in self.rankings:
-                    raise ScoreTimeout(request_id, f"no ranking for {request_id} within {timeout:g}s") from None
+        if not await self._settled(self._tracked[request_id], timeout) or request_id not in self.rankings:
+            raise ScoreTimeout(request_id, f"no ranking for {request_id} within {timeout:g}s")
         return self.rankings[request_id]
 
     async def wait_all(self, request_ids: Iterable[str], timeout: float) -> dict[str, Ranking]:

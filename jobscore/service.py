@@ -23,7 +23,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -36,6 +36,8 @@ from jobscore.settings import CommonSettings
 from jobscore.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Committed(enum.Enum):
@@ -148,6 +150,16 @@ class Shell:
         except KafkaError as e:
             metrics.KAFKA_ERRORS.labels("metadata").inc()
             log.debug("timed broker check failed", extra={"error": repr(e)})
+
+    async def fetching(self, poll: Awaitable[T]) -> T:
+        """``poll`` (a consumer fetch); a Kafka error is counted and marks ``broker`` not ready before it is
+        raised (the service stops; its group replays what it had not committed)."""
+        try:
+            return await poll
+        except KafkaError as e:
+            metrics.KAFKA_ERRORS.labels("fetch").inc()
+            HEALTH.set("broker", False, f"fetch failed: {e!r}")
+            raise
 
     async def wait_for_redis(self) -> bool:
         """After `CacheUnavailable`: wait one backoff (alive meanwhile: waiting on purpose). False when a stop

@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from jobscore import metrics
@@ -115,12 +114,7 @@ class Summarizer(ShellService):
             except BrokerLost as e:
                 HEALTH.set("broker", False, str(e))
                 raise
-            try:
-                batch = await self.consumer.getmany(timeout_ms=200, max_records=max_records)
-            except KafkaError as e:
-                metrics.KAFKA_ERRORS.labels("fetch").inc()
-                HEALTH.set("broker", False, f"fetch failed: {e!r}")
-                raise
+            batch = await self.shell.fetching(self.consumer.getmany(timeout_ms=200, max_records=max_records))
             await metrics.observe_lag(self.consumer, s.group_id)
             if batch:
                 await self.process(batch)

@@ -226,12 +226,7 @@ class Worker(ShellService):
                     self._fail(e)
                     break
                 self._backpressure()
-                try:
-                    online, bulk = await self.lanes.poll()
-                except KafkaError as e:
-                    metrics.KAFKA_ERRORS.labels("fetch").inc()
-                    HEALTH.set("broker", False, f"fetch failed: {e!r}")
-                    raise
+                online, bulk = await self.shell.fetching(self.lanes.poll())
                 await metrics.observe_lag(self.consumer, s.group_id)
                 # Online records reach the batcher before the bulk ones are fetched from Redis and tokenized.
                 if online:
