@@ -116,16 +116,11 @@ class Shell:
         check means the broker still had their topics after acknowledging them. Raises `BrokerLost`."""
         if not offsets:
             return Committed.NOTHING
-        assert self.consumer is not None and self.guard is not None, "start() first"
-        try:
-            await self.guard.check()
-        except BrokerLost:
-            raise
-        except KafkaError as e:
-            metrics.KAFKA_ERRORS.labels("metadata").inc()
-            log.warning("broker check failed; commit postponed", extra={"error": repr(e)})
+        assert self.consumer is not None, "start() first"
+        failed = await self._check_topics()
+        if failed is not None:
+            log.warning("broker check failed; commit postponed", extra={"error": repr(failed)})
             return Committed.POSTPONED
-        self._topics_checked = time.monotonic()
         try:
             await self.consumer.commit(dict(offsets))
         except CommitFailedError as e:
@@ -142,6 +137,14 @@ class Shell:
         another reason is left to the probes and the next commit."""
         if self.guard is None or time.monotonic() - self._topics_checked < self.settings.health_probe_interval_s:
             return
+        failed = await self._check_topics()
+        if failed is not None:
+            log.debug("timed broker check failed", extra={"error": repr(failed)})
+
+    async def _check_topics(self) -> KafkaError | None:
+        """The broker-loss guard's check, made by both the commit and the timer: `BrokerLost` propagates; any
+        other Kafka error is counted and returned (the broker did not answer: nothing can be concluded)."""
+        assert self.guard is not None, "start() first"
         self._topics_checked = time.monotonic()
         try:
             await self.guard.check()
@@ -149,7 +152,8 @@ class Shell:
             raise
         except KafkaError as e:
             metrics.KAFKA_ERRORS.labels("metadata").inc()
-            log.debug("timed broker check failed", extra={"error": repr(e)})
+            return e
+        return None
 
     async def fetching(self, poll: Awaitable[T]) -> T:
         """``poll`` (a consumer fetch); a Kafka error is counted and marks ``broker`` not ready before it is
