@@ -58,6 +58,14 @@ def cmd_status(ns: argparse.Namespace) -> int:
     return run_until_signal(main)
 
 
+def _group_flags(p: argparse.ArgumentParser) -> None:
+    """The consumer groups read, for `status` and `lag-exporter` alike (ops.status.default_groups)."""
+    p.add_argument("--worker-group", default=None, help="Workers' consumer group (default: jobscore-worker).")
+    p.add_argument(
+        "--summarizer-group", default=None, help="Summarizers' consumer group (default: jobscore-summarizer)."
+    )
+
+
 def register(sub: Any, add: AddCommand) -> None:
     p = add(
         "status",
@@ -68,10 +76,7 @@ def register(sub: Any, add: AddCommand) -> None:
         "versions in recent rankings, summary cache entries per version.",
         CommonSettings,
     )
-    p.add_argument("--worker-group", default=None, help="Workers' consumer group (default: jobscore-worker).")
-    p.add_argument(
-        "--summarizer-group", default=None, help="Summarizers' consumer group (default: jobscore-summarizer)."
-    )
+    _group_flags(p)
     p.add_argument("--json", action="store_true", help="One JSON object per look (for scripts).")
     p.add_argument("--watch", type=float, default=None, metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C.")
     p.add_argument("--window", type=float, default=60.0, help="Seconds the rates are computed over (default 60).")
@@ -100,10 +105,7 @@ def register(sub: Any, add: AddCommand) -> None:
     )
     p.add_argument("--port", type=int, default=9102, help="Port of /metrics, /healthz, /readyz (default 9102).")
     p.add_argument("--interval", type=float, default=15.0, help="Seconds between readings (default 15).")
-    p.add_argument("--worker-group", default=None, help="Workers' consumer group (default: jobscore-worker).")
-    p.add_argument(
-        "--summarizer-group", default=None, help="Summarizers' consumer group (default: jobscore-summarizer)."
-    )
+    _group_flags(p)
     p.add_argument(
         "--pair-scan", type=int, default=200, help="Pending requests read per partition to count pairs (default 200)."
     )
