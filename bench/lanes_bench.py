@@ -9,8 +9,6 @@ by the client (publish → ranking received); bulk throughput is the bulk pairs 
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -159,6 +157,8 @@ def _spread(xs: list[float], digits: int = 1) -> dict[str, float]:
 def run(args: Any, settings: Any) -> dict[str, Any]:
     """``args.runs`` independent runs (each its own stack and worker: no bulk left over from the one before),
     then each phase's median and spread, and the online p99 with bulk over alone per run."""
+    from bench.machine import describe_machine
+
     runs = [_one(args, settings) for _ in range(max(1, getattr(args, "runs", 1)))]
     by_phase = {name: [p for r in runs for p in r if p.name == name] for name in ("alone", "with bulk")}
     p99_ratio = [
@@ -167,7 +167,7 @@ def run(args: Any, settings: Any) -> dict[str, Any]:
         for a, b in [(next(p for p in r if p.name == "alone"), next(p for p in r if p.name == "with bulk"))]
     ]
     return {
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",
+        "machine": describe_machine(),  # CPU model and flags, versions, threads (bench/machine.py)
         "model": str(settings.model or "scorer"),
         "max_bulk_batch_items": settings.max_bulk_batch_items,
         "online": f"{args.rate} req/s x {args.candidates} candidates for {args.seconds}s",
