@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:  # type:
     )
     p.add_argument("--rate", type=float, default=2.0, help="Online requests per second (open loop).")
     p.add_argument("--seconds", type=float, default=30.0, help="Length of each phase.")
+    p.add_argument(
+        "--warmup-s", type=float, default=10.0, help="Online load at --rate before the phases, not measured."
+    )
     p.add_argument("--candidates", type=int, default=20, help="Candidates per online request.")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--bulk-requests", type=int, default=400, help="Bulk requests queued before phase 2.")

@@ -24,6 +24,7 @@ class Phase:
     max_ms: float
     online_items_s: float
     bulk_items_s: float
+    latencies_ms: list[float]  # every online request's, sorted: what p50/p99 were read from
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -82,6 +83,10 @@ async def _run(settings: Any, engine: Any, args: Any) -> list[Phase]:
     try:
         async with ScoringClient(settings) as online, ScoringClient(settings, lane="bulk") as bulk:
             await online.score("warm up", ids[: args.candidates], top_k=1, timeout=600)
+            # Warm-up at the phase's rate, not measured: the engine's first batches of each new shape compile
+            # (torch.compile on CPU), which otherwise lands as the "alone" phase's slowest requests.
+            if args.warmup_s > 0:
+                await _online_phase(online, ids, args.rate, args.warmup_s, args.candidates, args.top_k, args.corpus)
             for name in ("alone", "with bulk"):
                 if name == "with bulk":
                     n_bulk = args.bulk_requests
@@ -108,9 +113,10 @@ async def _run(settings: Any, engine: Any, args: Any) -> list[Phase]:
                         round(max(lat), 1),
                         round(online_pairs / dt, 1),
                         round((bulk_items() - b0) / dt, 1),
+                        sorted(round(x, 1) for x in lat),
                     )
                 )
-                print(f"{name}: {asdict(phases[-1])}", flush=True)
+                print(f"{name}: {asdict(phases[-1]) | {'latencies_ms': '...'}}", flush=True)
                 if name == "with bulk":
                     # Saturated for the whole phase only if bulk work was still waiting at its end (the worker
                     # keeps just a few bulk batches queued; the rest waits on the bulk topic).

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from engine.answer import answer_ids, answer_logits, p_yes
+from engine.driver import BULK_PRIORITY, ONLINE_PRIORITY, EngineDriver
 from engine.identity import ANSWER_TOKENS, ModelCapabilityError, ModelInfo, inspect_model
 
 log = logging.getLogger(__name__)
@@ -256,7 +257,12 @@ def kv_block_size_for(requested: int | None, *, is_cpu: bool | None = None) -> i
 
 
 class VllmEngine:
-    """vLLM pooling runner; ``classify`` returns P(yes) from the two answer-token rows of the LM head."""
+    """vLLM pooling runner; ``classify`` returns P(yes) from the two answer-token rows of the LM head.
+
+    ``supports_priority``: `score_tokens` takes a priority, and concurrent calls share the engine's steps with
+    online prompts scheduled first (engine/driver.py)."""
+
+    supports_priority = True
 
     def __init__(
         self,
@@ -272,7 +278,8 @@ class VllmEngine:
         seed: int = 0,
         kv_block_size: int | None = None,
     ) -> None:
-        from vllm import LLM
+        from vllm import LLM, PoolingParams
+        from vllm.inputs import TokensPrompt
 
         apply_cpu_backend_defaults()  # before vLLM reads them, here and in the processes it spawns
         self.info = inspect_model(model)
@@ -299,6 +306,8 @@ class VllmEngine:
                 max_num_seqs=max_num_seqs,
                 gpu_memory_utilization=gpu_memory_utilization,
                 seed=seed,
+                # Online prompts before bulk ones at every engine step (engine/driver.py).
+                scheduling_policy="priority",
                 **kwargs,
             )
         except BaseException:
@@ -309,10 +318,27 @@ class VllmEngine:
         self.pids = self.reaper.engine_pids(before)
         log.info("engine processes started", extra={"pids": self.pids, "reaper": self.reaper.pid})
         self.tokenizer = self._llm.get_tokenizer()
-        # `LLM` is not thread-safe; workers call it from a thread, and tests/benchmarks may share one.
-        self._lock = threading.Lock()
-        self.prompt_tokens = 0  # prompt tokens scored by score_tokens/score, all calls
-        self.cached_tokens = 0  # of those, served from the prefix cache
+        # One thread steps the engine; any number of threads add prompts with a priority (engine/driver.py).
+        self._driver: EngineDriver | None = EngineDriver(
+            self._llm.llm_engine,
+            PoolingParams(task="classify"),
+            lambda ids: TokensPrompt(prompt_token_ids=ids),
+        )
+
+    @property
+    def in_engine(self) -> int:
+        """Prompts inside the engine now (added, not yet scored)."""
+        return self._driver.in_engine if self._driver else 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens scored, all calls."""
+        return self._driver.prompt_tokens if self._driver else 0
+
+    @property
+    def cached_tokens(self) -> int:
+        """Of `prompt_tokens`, those served from the prefix cache."""
+        return self._driver.cached_tokens if self._driver else 0
 
     def score(self, prompts: Sequence[str]) -> list[float]:
         if not prompts:
@@ -321,27 +347,26 @@ class VllmEngine:
         ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         return self.score_tokens(ids)
 
-    def score_tokens(self, prompts: Sequence[Sequence[int]]) -> list[float]:
-        if not prompts:
-            return []
-        from vllm.inputs import TokensPrompt
-
-        with self._lock:
-            outs = self._llm.classify([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], use_tqdm=False)
-            # What the prefix cache saved: tokens of these prompts whose KV blocks were reused, not computed.
-            self.prompt_tokens += sum(len(p) for p in prompts)
-            self.cached_tokens += sum(int(getattr(o, "num_cached_tokens", 0) or 0) for o in outs)
-        return [float(o.outputs.probs[0]) for o in outs]
+    def score_tokens(self, prompts: Sequence[Sequence[int]], priority: int = ONLINE_PRIORITY) -> list[float]:
+        """As the protocol; thread-safe, and calls from several threads share engine steps, lower
+        ``priority`` first (`ONLINE_PRIORITY`, `BULK_PRIORITY`)."""
+        if self._driver is None:
+            raise RuntimeError("the engine is closed")
+        return self._driver.classify(prompts, priority)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
     def reset_prefix_cache(self) -> None:
         """Forget cached KV blocks (benchmarks: a measured run must not hit an earlier run's prompts)."""
-        with self._lock:
-            self._llm.reset_prefix_cache()
+        assert self._driver is not None, "the engine is closed"
+        self._driver.run(self._llm.reset_prefix_cache)
 
     def close(self) -> None:
+        driver = getattr(self, "_driver", None)
+        if driver is not None:
+            driver.close()
+            self._driver = None
         shutdown_llm(getattr(self, "_llm", None))
         self._llm = None  # type: ignore[assignment]
         reaper = getattr(self, "reaper", None)
@@ -378,6 +403,7 @@ class HfEngine:
         self._model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype).to(self._device).eval()
         self._answer_ids = answer_ids(self._tok)
         self.batch_size = batch_size
+        self._lock = threading.Lock()  # the worker may call from several threads; one forward at a time
 
     def score(self, prompts: Sequence[str]) -> list[float]:
         return self.score_tokens(self._tok(list(prompts), add_special_tokens=False)["input_ids"])
@@ -386,16 +412,17 @@ class HfEngine:
         torch = self._torch
         pad = self._tok.pad_token_id
         out: list[float] = []
-        for i in range(0, len(prompts), self.batch_size):
-            chunk = [list(p) for p in prompts[i : i + self.batch_size]]
-            width = max(len(p) for p in chunk)
-            # Left padding: the answer position is the last column for every row.
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=self._device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=self._device)
-            with torch.inference_mode():
-                logits = answer_logits(self._model, {"input_ids": ids, "attention_mask": mask}, self._answer_ids)
-                probs = p_yes(logits)
-            out.extend(float(p) for p in probs.cpu())
+        with self._lock:
+            for i in range(0, len(prompts), self.batch_size):
+                chunk = [list(p) for p in prompts[i : i + self.batch_size]]
+                width = max(len(p) for p in chunk)
+                # Left padding: the answer position is the last column for every row.
+                ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=self._device)
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=self._device)
+                with torch.inference_mode():
+                    logits = answer_logits(self._model, {"input_ids": ids, "attention_mask": mask}, self._answer_ids)
+                    probs = p_yes(logits)
+                out.extend(float(p) for p in probs.cpu())
         return out
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -411,6 +438,8 @@ def is_probability(x: float) -> bool:
 
 __all__ = [
     "ANSWER_TOKENS",
+    "BULK_PRIORITY",
+    "ONLINE_PRIORITY",
     "HfEngine",
     "ModelCapabilityError",
     "ModelInfo",

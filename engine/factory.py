@@ -36,6 +36,7 @@ class EngineOptions:
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
     kv_block_size: int | None = None
+    engine_step_tokens: int | None = None
     model: Path | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
 
@@ -103,5 +104,6 @@ def engine_from_settings(
         enable_prefix_caching=getattr(s, "enable_prefix_caching", True),
         enforce_eager=getattr(s, "enforce_eager", False),
         kv_block_size=getattr(s, "kv_block_size", None),
+        max_num_batched_tokens=getattr(s, "engine_step_tokens", None),
         **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),
     )

@@ -568,6 +568,14 @@ class WorkerSettings(CommonSettings):
         "longer than the shared part: nothing was reused; measured 1.93x with 32), vLLM's default on GPUs. CPU "
         "needs a multiple of 32.",
     )
+    engine_step_tokens: int | None = Field(
+        None,
+        ge=64,
+        description="Most prompt tokens vLLM computes in one engine step (its max_num_batched_tokens; longer "
+        "prompts are prefilled over several steps). An online prompt waits for the step in progress, so a smaller "
+        "step bounds what a backfill adds to online latency; a larger one raises throughput. Unset: vLLM's default "
+        "(4096 on CPU).",
+    )
     enforce_eager: bool = Field(
         False,
         description="Skip vLLM's torch.compile warm-up: the engine starts ~10 s sooner on CPU (measured on 2 cores, "
@@ -595,9 +603,17 @@ class WorkerSettings(CommonSettings):
     max_bulk_batch_items: int = Field(
         32,
         ge=1,
-        description="Most bulk-lane pairs per engine batch. Batches are not preemptible: an online request waits "
-        "for the batch in progress, so a small bulk share bounds the latency a backfill adds; larger raises bulk "
-        "throughput.",
+        description="Most bulk-lane pairs per engine batch. With vLLM, online prompts go ahead of bulk ones inside "
+        "the engine (engine_batches_in_flight); with an engine that takes one batch at a time (hf), an online request "
+        "waits for the batch in progress, so a small bulk share bounds the latency a backfill adds; larger raises "
+        "bulk throughput.",
+    )
+    engine_batches_in_flight: int = Field(
+        2,
+        ge=1,
+        description="Batches the engine holds at once when it schedules by priority (vLLM): it shares its steps "
+        "between them and stays busy while the worker ranks and publishes; one online batch may go beyond this, "
+        "and its prompts go ahead of every waiting bulk prompt inside the engine. Other engines take one at a time.",
     )
     max_wait_ms: float = Field(
         5.0, ge=0, description="Longest a queued pair waits for a fuller batch before the engine takes it."

@@ -70,8 +70,8 @@ class _RecordingBatcher(TokenBudgetBatcher):
             self.bulk_queued_at_online_put.append(self.queued("bulk"))
         super().put(batch)
 
-    def _cut(self) -> list[WorkItem]:
-        out = super()._cut()
+    def _cut(self, lanes: Sequence[Lane] = ("online", "bulk"), mix_lanes: bool = True) -> list[WorkItem]:
+        out = super()._cut(lanes, mix_lanes)
         self.cuts.append([it.state.lane for it in out])
         return out
 

@@ -11,6 +11,9 @@ so one batch may hold many small requests, and one large request is chunked over
 Two lanes: items of online requests (the requests topic) and of bulk requests (the bulk topic, backfills)
 queue separately. A batch is filled from the online queue first and takes bulk items only with the budget
 left over, so an online request that arrives while bulk work saturates the engine is in the next batch.
+An engine that schedules by priority itself (several batches in it at once, online prompts first at every
+step: engine/driver.py) gets batches of one lane each instead (``mix_lanes=False``), and the caller says
+which lanes may be cut now (``lanes``: bulk only while the engine has room for it).
 Scores flow back into each item's `RequestState`; the request is complete when its last item is.
 Items of a request that is past its deadline when its batch is cut are dropped, not scored late.
 """
@@ -95,8 +98,8 @@ class TokenBudgetBatcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_items = max_batch_items
         self.max_wait_s = max_wait_s
-        # Bulk pairs per batch: batches are not preemptible, so an online request arriving while a batch runs
-        # waits for it; a small bulk share keeps that wait short (bulk still gets every idle engine cycle).
+        # Bulk pairs per batch: for an engine that takes one batch at a time, an online request arriving while a
+        # batch runs waits for it; a small bulk share keeps that wait short (bulk still gets every idle cycle).
         self.max_bulk_items = max_bulk_items or max_batch_items
         self._clock = clock
         self._wall = wall
@@ -114,8 +117,8 @@ class TokenBudgetBatcher:
         """Items queued in one lane."""
         return len(self._queues[lane])
 
-    def _oldest(self) -> WorkItem | None:
-        heads = [q[0] for q in self._queues.values() if q]
+    def _oldest(self, lanes: Sequence[Lane] = LANES) -> WorkItem | None:
+        heads = [self._queues[lane][0] for lane in lanes if self._queues[lane]]
         return min(heads, key=lambda it: it.enqueued_at) if heads else None
 
     @property
@@ -138,21 +141,34 @@ class TokenBudgetBatcher:
         self._closed = True
         self._changed.set()
 
-    def _full(self) -> bool:
-        return self._queued_tokens >= self.max_batch_tokens or len(self) >= self.max_batch_items
+    def _full(self, lanes: Sequence[Lane] = LANES) -> bool:
+        if len(lanes) == len(LANES):
+            return self._queued_tokens >= self.max_batch_tokens or len(self) >= self.max_batch_items
+        queued = [it for lane in lanes for it in self._queues[lane]]
+        return len(queued) >= self.max_batch_items or sum(len(it.tokens) for it in queued) >= self.max_batch_tokens
 
-    async def next_batch(self) -> list[WorkItem]:
-        """Wait for a batch worth cutting (see module docstring); [] only once closed and empty."""
+    def poke(self) -> None:
+        """Wake `next_batch` to look again (the lanes it may cut from changed: the engine made room)."""
+        self._changed.set()
+
+    async def next_batch(
+        self, lanes: Callable[[], Sequence[Lane]] | None = None, *, mix_lanes: bool = True
+    ) -> list[WorkItem]:
+        """Wait for a batch worth cutting (see module docstring); [] only once closed and empty.
+
+        ``lanes``, asked again whenever the queue changes or `poke` is called: the lanes a batch may be cut
+        from now (default both). ``mix_lanes=False``: a batch holds one lane's items, online first."""
         while True:
-            oldest = self._oldest()
-            if oldest is not None and (self._closed or self._full()):
-                return self._cut()
+            allowed = LANES if lanes is None else lanes()
+            oldest = self._oldest(allowed)
+            if oldest is not None and (self._closed or self._full(allowed)):
+                return self._cut(allowed, mix_lanes)
             if oldest is not None:
                 waited = self._clock() - oldest.enqueued_at
                 if waited >= self.max_wait_s:
-                    return self._cut()
+                    return self._cut(allowed, mix_lanes)
                 timeout: float | None = self.max_wait_s - waited
-            elif self._closed:
+            elif self._closed and not len(self):
                 return []
             else:
                 timeout = None
@@ -160,11 +176,13 @@ class TokenBudgetBatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
 
-    def _cut(self) -> list[WorkItem]:
+    def _cut(self, lanes: Sequence[Lane] = LANES, mix_lanes: bool = True) -> list[WorkItem]:
         batch: list[WorkItem] = []
         tokens = 0
         now = self._wall()
-        for lane in LANES:  # online first; bulk fills what budget is left
+        for lane in lanes:  # online first; bulk fills what budget is left
+            if batch and not mix_lanes:
+                break
             queue = self._queues[lane]
             cap = (
                 self.max_batch_items

@@ -44,6 +44,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from engine.driver import BULK_PRIORITY, ONLINE_PRIORITY
 from engine.engines import ScoringEngine
 from engine.factory import resolve_dtype
 from engine.identity import read_identity
@@ -450,49 +451,78 @@ class Worker(ShellService):
     # --- engine: batch → score → rank → publish -----------------------------------------------------
 
     async def _engine_loop(self) -> None:
+        """Cut batches and hand them to the engine. An engine that schedules by priority (vLLM here) takes up to
+        ``engine_batches_in_flight`` batches at once — it shares its steps between them and keeps busy while
+        the worker ranks and publishes — plus one online batch beyond that, so online work never waits for a
+        slot held by bulk: its prompts go ahead of every waiting bulk prompt inside the engine. Other engines
+        take one batch at a time, online and bulk items mixed (worker/batching.py)."""
+        prioritized = bool(getattr(self.engine, "supports_priority", False))
+        limit = self.settings.engine_batches_in_flight if prioritized else 1
+        inflight: set[asyncio.Task[None]] = set()
+
+        def lanes() -> tuple[Lane, ...]:
+            if len(inflight) < limit:
+                return LANES
+            return ("online",) if prioritized and len(inflight) == limit else ()
+
+        def done(task: asyncio.Task[None]) -> None:
+            inflight.discard(task)
+            self.batcher.poke()
+
         try:
             while True:
-                batch = await self.batcher.next_batch()
+                batch = await self.batcher.next_batch(lanes, mix_lanes=not prioritized)
                 for st in self.batcher.take_finished():
                     self._complete(st)
                 metrics.QUEUE_DEPTH.set(len(self.batcher))
                 if not batch:
                     if self.batcher.closed:
-                        return
+                        break
                     continue
-                t0 = time.perf_counter()
-                served = list({id(it.state): it.state.span for it in batch}.values())
-                batch_span = self.tracing.batch(served, len(batch), sum(len(it.tokens) for it in batch))
-                scores = await asyncio.to_thread(self.scorer.score, [it.tokens for it in batch])
-                self.tracing.end(batch_span)
-                dt = time.perf_counter() - t0
-                metrics.ENGINE_BUSY.inc(dt)
-                metrics.ENGINE_SECONDS.observe(dt)
-                metrics.BATCH_SIZE.observe(len(batch))
-                metrics.BATCH_TOKENS.observe(sum(len(it.tokens) for it in batch))
-                metrics.ITEMS_SCORED.inc(sum(s is not None for s in scores))
-                for lane in LANES:
-                    metrics.LANE_ITEMS.labels(lane).inc(sum(it.state.lane == lane for it in batch))
-                    metrics.LANE_QUEUE.labels(lane).set(self.batcher.queued(lane))
-                self.items_scored += len(batch)
-                self.batches += 1
-                self.engine_seconds += dt
-                finished: list[RequestState] = []
-                for st in {id(it.state): it.state for it in batch}.values():
-                    st.score_ms += dt * 1e3
-                for it, sc in zip(batch, scores, strict=True):
-                    if it.state.finish_item(it.index, sc):
-                        finished.append(it.state)
-                if self.score_cache is not None:
-                    self.score_cache.put_many(
-                        [
-                            (it.cache_key, sc)
-                            for it, sc in zip(batch, scores, strict=True)
-                            if it.cache_key and sc is not None
-                        ]
-                    )
-                for st in finished:
-                    self._complete(st)
+                task = asyncio.create_task(self._score_batch(batch, prioritized), name="engine-batch")
+                inflight.add(task)
+                task.add_done_callback(done)
+            while inflight:  # closed: the batches in the engine still finish (the drain waits for them)
+                await asyncio.wait(set(inflight))
+        except Exception as e:
+            self._fail(e)
+        finally:
+            for task in inflight:  # cancelled (a failure): nothing more is published
+                task.cancel()
+
+    async def _score_batch(self, batch: list[WorkItem], prioritized: bool) -> None:
+        """Score one batch, record its scores, rank and publish the requests it finished."""
+        try:
+            t0 = time.perf_counter()
+            served = list({id(it.state): it.state.span for it in batch}.values())
+            batch_span = self.tracing.batch(served, len(batch), sum(len(it.tokens) for it in batch))
+            online = any(it.state.lane == "online" for it in batch)
+            priority = (ONLINE_PRIORITY if online else BULK_PRIORITY) if prioritized else None
+            scores = await asyncio.to_thread(self.scorer.score, [it.tokens for it in batch], priority)
+            self.tracing.end(batch_span)
+            dt = time.perf_counter() - t0
+            metrics.ENGINE_BUSY.inc(dt)
+            metrics.ENGINE_SECONDS.observe(dt)
+            metrics.BATCH_SIZE.observe(len(batch))
+            metrics.BATCH_TOKENS.observe(sum(len(it.tokens) for it in batch))
+            metrics.ITEMS_SCORED.inc(sum(s is not None for s in scores))
+            for lane in LANES:
+                metrics.LANE_ITEMS.labels(lane).inc(sum(it.state.lane == lane for it in batch))
+                metrics.LANE_QUEUE.labels(lane).set(self.batcher.queued(lane))
+            self.items_scored += len(batch)
+            self.batches += 1
+            self.engine_seconds += dt
+            finished: list[RequestState] = []
+            for st in {id(it.state): it.state for it in batch}.values():
+                st.score_ms += dt * 1e3
+            for it, sc in zip(batch, scores, strict=True):
+                if it.state.finish_item(it.index, sc):
+                    finished.append(it.state)
+            if self.score_cache is not None:
+                scored = zip(batch, scores, strict=True)
+                self.score_cache.put_many([(it.cache_key, sc) for it, sc in scored if it.cache_key and sc is not None])
+            for st in finished:
+                self._complete(st)
         except Exception as e:
             self._fail(e)
 

@@ -28,10 +28,11 @@ class GuardedEngine:
         self.engine = engine
         self.canary = list(canary)
 
-    def score(self, prompts: Sequence[Sequence[int]]) -> list[float | None]:
-        """P(yes) per prompt; None for a prompt the engine rejects while it still scores the canary."""
+    def score(self, prompts: Sequence[Sequence[int]], priority: int | None = None) -> list[float | None]:
+        """P(yes) per prompt; None for a prompt the engine rejects while it still scores the canary.
+        ``priority``: for an engine that schedules by priority (``supports_priority``), lower first."""
         try:
-            return list(self._checked(self.engine.score_tokens(prompts)))
+            return list(self._checked(self._score(prompts, priority)))
         except Exception as batch_error:
             if len(prompts) == 1:
                 self._probe(batch_error)
@@ -44,13 +45,18 @@ class GuardedEngine:
         last: Exception | None = None
         for p in prompts:
             try:
-                out.append(self._checked(self.engine.score_tokens([p]))[0])
+                out.append(self._checked(self._score([p], priority))[0])
             except Exception as e:
                 out.append(None)
                 last = e
         if all(s is None for s in out):
             self._probe(last or RuntimeError("every prompt failed"))
         return out
+
+    def _score(self, prompts: Sequence[Sequence[int]], priority: int | None) -> list[float]:
+        if priority is None:
+            return self.engine.score_tokens(prompts)
+        return self.engine.score_tokens(prompts, priority)  # type: ignore[call-arg]  # supports_priority engines
 
     def _probe(self, error: Exception) -> None:
         """Raise `EngineFailure` unless the engine still scores the canary prompt (then ``error`` was the
