@@ -470,4 +470,5 @@ def heldout_data(
         return load_pairs(data)
     if split == "hard":
         return generate_hard_split("heldout", n_queries, seed=seed + 3)
+
     return generate_split("heldout", n_queries, seed=seed + 2)

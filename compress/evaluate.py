@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from compress.data import Pair
-from compress.metrics import evaluate_scores
+from compress.metrics import bootstrap_interval, evaluate_scores
 from engine.engines import ScoringEngine
 from engine.prompt import PromptTemplate
 from schemas import JobPosted
@@ -125,6 +125,7 @@ def evaluate_model(
                     {"mean_prompt_tokens": sum(tokens) / len(tokens)},
                 )
             )
+            add_intervals(results[-1:], pairs, [scores])
             log.info("evaluated", extra={"model": str(model_dir), "mode": mode, **results[-1].metrics})
     finally:
         if isinstance(engine, str):
@@ -132,8 +133,24 @@ def evaluate_model(
     return results
 
 
+def add_intervals(results: Sequence[EvalResult], pairs: Sequence[Pair], scores: Sequence[Sequence[float]]) -> None:
+    """Put each result's 95% bootstrap intervals over queries (compress/metrics.py) for AUC and NDCG@10 in its
+    ``extra["ci95"]``; ``scores[i]`` are the scores ``results[i]`` was computed from."""
+    for r, sc in zip(results, scores, strict=True):
+        r.extra["ci95"] = {m: list(bootstrap_interval(pairs, sc, m)) for m in ("auc", "ndcg@10")}
+
+
+def _with_ci(r: EvalResult, metric: str) -> str:
+    ci = r.extra.get("ci95")
+    value = f"{r.metrics[metric]:.3f}"
+    if isinstance(ci, dict) and metric in ci:
+        lo, hi = ci[metric]
+        value += f" [{lo:.3f}, {hi:.3f}]"
+    return value
+
+
 def format_table(results: Sequence[EvalResult]) -> str:
-    """A Markdown table: one row per (model, mode)."""
+    """A Markdown table: one row per (model, mode); AUC and NDCG@10 with their 95% intervals when computed."""
     lines = [
         "| model | context | AUC | NDCG@10 | MRR | pairs | prompt tokens | items/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -141,8 +158,8 @@ def format_table(results: Sequence[EvalResult]) -> str:
     for r in results:
         m = r.metrics
         lines.append(
-            f"| {r.model} | {r.mode} | {m['auc']:.3f} | {m['ndcg@10']:.3f} | {m['mrr']:.3f} | {int(m['pairs'])} "
-            f"| {float(r.extra.get('mean_prompt_tokens', 0)):.0f} | {r.items_per_s:.1f} |"
+            f"| {r.model} | {r.mode} | {_with_ci(r, 'auc')} | {_with_ci(r, 'ndcg@10')} | {m['mrr']:.3f} "
+            f"| {int(m['pairs'])} | {float(r.extra.get('mean_prompt_tokens', 0)):.0f} | {r.items_per_s:.1f} |"
         )
     return "\n".join(lines)
 
@@ -257,4 +274,5 @@ def evaluate_baselines(
                 scores = minilm_scores(queries, docs)
             dt = time.perf_counter() - t0
             results.append(EvalResult(name, mode, evaluate_scores(pairs, scores), len(pairs) / dt))
+            add_intervals(results[-1:], pairs, [scores])
     return results

@@ -54,3 +54,50 @@ def test_baselines_run_on_the_hard_split() -> None:
     postings, pairs = generate_hard_split("heldout", 3, seed=4)
     (r,) = evaluate_baselines(pairs, postings, baselines=("bm25",), modes=("raw",))
     assert r.model == "bm25" and 0 <= r.metrics["auc"] <= 1 and r.metrics["queries"] == 3
+
+
+def test_bootstrap_intervals_over_queries() -> None:
+    import random
+
+    from compress.data import Pair
+    from compress.metrics import bootstrap_interval, evaluate_scores
+
+    rng = random.Random(0)
+    pairs = [Pair(f"q{q}", "x", f"j{q}-{c}", 2 if c == 0 else 0) for q in range(40) for c in range(10)]
+    good = [1.0 - 0.05 * (int(p.job_id.split("-")[1]) + rng.random()) for p in pairs]  # relevant usually first
+    noise = [rng.random() for _ in pairs]
+    point = evaluate_scores(pairs, good)["ndcg@10"]
+    lo, hi = bootstrap_interval(pairs, good, "ndcg@10", resamples=300)
+    assert lo <= point <= hi
+    assert bootstrap_interval(pairs, good, "ndcg@10", resamples=300) == (lo, hi)  # seeded: reproducible
+    nlo, nhi = bootstrap_interval(pairs, noise, "auc", resamples=300)
+    assert nlo < 0.6 and nhi > 0.4 and nhi - nlo < 0.3
+    # Paired difference: a ranker against itself is exactly 0; a good one against noise excludes 0.
+    assert bootstrap_interval(pairs, good, "mrr", baseline=good, resamples=100) == (0.0, 0.0)
+    dlo, dhi = bootstrap_interval(pairs, good, "ndcg@10", baseline=noise, resamples=300)
+    assert dlo > 0.2 and dhi >= dlo
+
+
+def test_outside_split_kinds_grades_and_reserved_only() -> None:
+    from compress.outside import QUERY_KINDS, generate_outside_split
+
+    postings, pairs, kinds = generate_outside_split(9, seed=5)
+    assert sorted(kinds.values()) == sorted(QUERY_KINDS * 3)  # the three kinds in rotation
+    by_q: dict[str, list[int]] = defaultdict(list)
+    for p in pairs:
+        by_q[p.qid].append(p.label)
+    for qid, ls in by_q.items():
+        assert len(ls) == 20 and ls.count(0) == 18
+        assert sorted(ls)[-2:] in ([1, 2], [2, 2])
+        if kinds[qid] != "constrained":
+            assert sorted(ls)[-2:] == [2, 2]
+    assert {occupation_of(p.job_id) for p in pairs} <= reserved_ids()
+    # Realistic postings: titled, placed, ~1,000 tokens (several thousand characters), the relevant one included.
+    assert all(jp.title and jp.location and len(jp.description) > 2000 for jp in postings.values())
+    for p in pairs:
+        if p.label == 2 and kinds[p.qid] == "constrained" and by_q[p.qid].count(2) == 1:
+            jp = postings[p.job_id]
+            q = p.query.lower()
+            assert (jp.location or "").lower() in q or (jp.title or "").split()[0].lower() in q.split()
+    # Deterministic: the same seed gives the same split.
+    assert generate_outside_split(9, seed=5)[1] == pairs

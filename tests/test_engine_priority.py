@@ -10,11 +10,22 @@ from typing import Any
 import pytest
 
 from engine.engines import BULK_PRIORITY, ONLINE_PRIORITY
+from schemas import ScoreRequest
 from tests.conftest import WAIT_S
-from tests.test_lanes import items, state
-from worker.batching import TokenBudgetBatcher
+from worker.batching import Lane, RecordKey, RequestState, TokenBudgetBatcher, WorkItem
 
 pytestmark = pytest.mark.engine
+
+
+def state(n: int, rid: str, lane: Lane) -> RequestState:
+    req = ScoreRequest(request_id=rid, query="q", candidates=[f"j{i}" for i in range(n)])
+    st = RequestState(req, RecordKey("t", 0, 0), 0.0, lane=lane)
+    st.job_ids, st.scores, st.remaining = [f"j{i}" for i in range(n)], [None] * n, n
+    return st
+
+
+def items(st: RequestState) -> list[WorkItem]:
+    return [WorkItem(st, i, list(range(10)), 0.0) for i in range(len(st.job_ids))]
 
 
 def wait_for_state(predicate: Any, what: str) -> None:
