@@ -472,6 +472,8 @@ class Worker(ShellService):
         try:
             while True:
                 batch = await self.batcher.next_batch(lanes, mix_lanes=not prioritized)
+                if self._failed is not None:  # a batch failed the engine: nothing more goes to it
+                    break
                 for st in self.batcher.take_finished():
                     self._complete(st)
                 metrics.QUEUE_DEPTH.set(len(self.batcher))

@@ -27,10 +27,15 @@ class GuardedEngine:
     def __init__(self, engine: ScoringEngine, canary: Sequence[int]) -> None:
         self.engine = engine
         self.canary = list(canary)
+        # Once the engine is found gone, every call (other batches in flight included) fails at once instead of
+        # retrying its prompts one by one against a lost device.
+        self.failed: EngineFailure | None = None
 
     def score(self, prompts: Sequence[Sequence[int]], priority: int | None = None) -> list[float | None]:
         """P(yes) per prompt; None for a prompt the engine rejects while it still scores the canary.
         ``priority``: for an engine that schedules by priority (``supports_priority``), lower first."""
+        if self.failed is not None:
+            raise self.failed
         try:
             return list(self._checked(self._score(prompts, priority)))
         except Exception as batch_error:
@@ -44,6 +49,8 @@ class GuardedEngine:
         out: list[float | None] = []
         last: Exception | None = None
         for p in prompts:
+            if self.failed is not None:
+                raise self.failed
             try:
                 out.append(self._checked(self._score([p], priority))[0])
             except Exception as e:
@@ -64,7 +71,8 @@ class GuardedEngine:
         try:
             self._checked(self.engine.score_tokens([self.canary]))
         except Exception as canary_error:
-            raise EngineFailure(f"engine failed: {error}; the canary prompt fails too: {canary_error}") from error
+            self.failed = EngineFailure(f"engine failed: {error}; the canary prompt fails too: {canary_error}")
+            raise self.failed from error
         log.warning(
             "engine rejected a prompt it cannot score; answering it as an engine error", extra={"error": repr(error)}
         )
