@@ -17,7 +17,9 @@ Two tasks share the work so the engine never waits for I/O while work is queued:
 **engine** (in parallel):
 
     batch        cut a batch across requests by token budget / item cap / max wait (worker/batching.py)
-    score        one engine call in a thread (the event loop keeps heartbeating, fetching, publishing)
+    score        one engine call per batch in a thread (the event loop keeps heartbeating, fetching,
+                 publishing); vLLM holds up to engine_batches_in_flight batches at once and schedules
+                 online prompts before bulk ones at every step (engine/driver.py)
     remember     with the score cache on: the batch's scores are written to it in the background
     rank         a request whose last candidate is scored is sorted, cut to top_k and published
     publish      send (acks=all); on the broker's acknowledgement the record counts as answered
