@@ -380,6 +380,37 @@ def hard_postings(occupations: Sequence[Occupation]) -> dict[str, JobPosted]:
     return {f"{o.id}.d": JobPosted(job_id=f"{o.id}.d", description=o.description) for o in occupations}
 
 
+class NegativeIndex:
+    """Which occupations make hard negatives for a query: those sharing a query word with their titles, then
+    those whose descriptions are most like the relevant one's (content-word Jaccard), then random ones.
+    Occupations whose titles contain the whole query are never negatives (arguably relevant)."""
+
+    def __init__(self, occupations: Sequence[Occupation]) -> None:
+        self.occupations = occupations
+        self.word_index: dict[str, list[int]] = defaultdict(list)
+        for i, occ in enumerate(occupations):
+            for w in set(_content_words(occ.titles)):
+                self.word_index[w].append(i)
+        self.desc_words = [set(_content_words(o.description)) for o in occupations]
+
+    def hard_negatives(
+        self, rng: random.Random, oi: int, query: str, n: int, title_negatives: int, similar_negatives: int
+    ) -> list[int]:
+        """``n`` negative occupation indices for ``query`` whose relevant occupation is ``oi``."""
+        occs, desc = self.occupations, self.desc_words
+        ql = query.lower()
+        allowed = {i for i in range(len(occs)) if i != oi and ql not in occs[i].titles.lower()}
+        sharing = sorted({i for w in _content_words(query) for i in self.word_index.get(w, ()) if i in allowed})
+        chosen = rng.sample(sharing, min(title_negatives, len(sharing), n))
+        sims = sorted(
+            (i for i in allowed if i not in chosen),
+            key=lambda i: -len(desc[i] & desc[oi]) / (len(desc[i] | desc[oi]) or 1),
+        )
+        chosen += sims[: max(0, min(similar_negatives, n - len(chosen)))]
+        chosen += rng.sample(sorted(allowed - set(chosen)), n - len(chosen))
+        return chosen
+
+
 def generate_hard(
     occupations: Sequence[Occupation],
     n_queries: int,
@@ -396,11 +427,7 @@ def generate_hard(
     Occupations whose titles contain the whole query are not used as negatives (arguably relevant)."""
     rng = random.Random(seed)
     postings = hard_postings(occupations)
-    word_index: dict[str, list[int]] = defaultdict(list)
-    for i, occ in enumerate(occupations):
-        for w in set(_content_words(occ.titles)):
-            word_index[w].append(i)
-    desc_words = [set(_content_words(o.description)) for o in occupations]
+    index = NegativeIndex(occupations)
     pairs: list[Pair] = []
     q = 0
     tries = 0
@@ -411,17 +438,7 @@ def generate_hard(
         query = _duty_paraphrase(rng, occ) if rng.random() < paraphrase_frac else _alt_title_run(rng, occ)
         if not query:
             continue
-        ql = query.lower()
-        allowed = {i for i in range(len(occupations)) if i != oi and ql not in occupations[i].titles.lower()}
-        sharing = sorted({i for w in _content_words(query) for i in word_index.get(w, ()) if i in allowed})
-        chosen = rng.sample(sharing, min(title_negatives, len(sharing), candidates - 1))
-        sims = sorted(
-            (i for i in allowed if i not in chosen),
-            key=lambda i: -len(desc_words[i] & desc_words[oi]) / (len(desc_words[i] | desc_words[oi]) or 1),
-        )
-        chosen += sims[: max(0, min(similar_negatives, candidates - 1 - len(chosen)))]
-        rest = sorted(allowed - set(chosen))
-        chosen += rng.sample(rest, candidates - 1 - len(chosen))
+        chosen = index.hard_negatives(rng, oi, query, candidates - 1, title_negatives, similar_negatives)
         qid = f"h{seed}-{q}"
         pairs.append(Pair(qid, query, f"{occ.id}.d", 2))
         pairs += [Pair(qid, query, f"{occupations[i].id}.d", 0) for i in chosen]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Literal
 
@@ -31,6 +30,7 @@ from compress.data import (
     CITIES,
     COMPANIES,
     SENIORITY,
+    NegativeIndex,
     Occupation,
     Pair,
     _alt_title_run,
@@ -109,11 +109,7 @@ def generate_outside(
     """``n_queries`` queries over ``occupations`` (kinds in rotation), their candidates and labels; returns the
     postings used, the pairs, and each query id's kind."""
     rng = random.Random(seed)
-    word_index: dict[str, list[int]] = defaultdict(list)
-    for i, occ in enumerate(occupations):
-        for w in set(_content_words(occ.titles)):
-            word_index[w].append(i)
-    desc_words = [set(_content_words(o.description)) for o in occupations]
+    index = NegativeIndex(occupations)
     postings: dict[str, JobPosted] = {}
     pairs: list[Pair] = []
     kinds: dict[str, QueryKind] = {}
@@ -134,17 +130,7 @@ def generate_outside(
         query, first_only = _query(rng, occ, kind, own[0])
         if not query:
             continue
-        ql = query.lower()
-        allowed = {i for i in range(len(occupations)) if i != oi and ql not in occupations[i].titles.lower()}
-        sharing = sorted({i for w in _content_words(query) for i in word_index.get(w, ()) if i in allowed})
-        n_neg = candidates - len(own)
-        chosen = rng.sample(sharing, min(title_negatives, len(sharing), n_neg))
-        sims = sorted(
-            (i for i in allowed if i not in chosen),
-            key=lambda i: -len(desc_words[i] & desc_words[oi]) / (len(desc_words[i] | desc_words[oi]) or 1),
-        )
-        chosen += sims[: max(0, min(similar_negatives, n_neg - len(chosen)))]
-        chosen += rng.sample(sorted(allowed - set(chosen)), n_neg - len(chosen))
+        chosen = index.hard_negatives(rng, oi, query, candidates - len(own), title_negatives, similar_negatives)
         qid = f"o{seed}-{len(kinds)}"
         kinds[qid] = kind
         for k, p in enumerate(own):
