@@ -100,9 +100,13 @@ def cmd_sft(ns: argparse.Namespace) -> int:
         drop_title_frac=ns.drop_title_frac,
         hard_queries=ns.hard_queries,
         hard_candidates=ns.hard_candidates,
+        outside_queries=ns.outside_queries,
+        outside_candidates=ns.outside_candidates,
         seed=s.seed,
         max_doc_chars=s.max_doc_chars,
     )
+    if ns.graded_targets:
+        data.recipe["targets"] = "graded: P(yes) = grade / 2"
     if data.dropped:
         print(f"dropped {data.dropped} pairs on reserved evaluation occupations", file=sys.stderr)
     cfg = TrainConfig(
@@ -116,7 +120,13 @@ def cmd_sft(ns: argparse.Namespace) -> int:
         save_every=ns.save_every,
     )
     ex = make_examples(
-        data.pairs, data.postings, seed=s.seed, max_doc_chars=s.max_doc_chars, budget_tokens=s.summary_budget_tokens
+        data.pairs,
+        data.postings,
+        seed=s.seed,
+        max_doc_chars=s.max_doc_chars,
+        budget_tokens=s.summary_budget_tokens,
+        summary_only=data.summary_only,
+        graded=ns.graded_targets,
     )
     if ns.teacher:
         ex = distil_examples(resolve_model_arg(ns.teacher), ex, cfg)
@@ -151,13 +161,23 @@ def cmd_sft(ns: argparse.Namespace) -> int:
 
 def cmd_eval(ns: argparse.Namespace) -> int:
     from compress.data import heldout_data
-    from compress.evaluate import evaluate_baselines, evaluate_model, format_table, write_json
+    from compress.evaluate import (
+        add_breakdown,
+        add_differences,
+        evaluate_baselines,
+        evaluate_model,
+        format_breakdown,
+        format_table,
+        write_json,
+    )
 
     s = _s(ns)
+    kinds: dict[str, str] = {}
     if ns.split == "outside" and not ns.data:
         from compress.outside import generate_outside_split
 
-        postings, pairs, _ = generate_outside_split(ns.queries, seed=s.seed + 4)
+        postings, pairs, outside_kinds = generate_outside_split(ns.queries, seed=s.seed + 4)
+        kinds = dict(outside_kinds)
     else:
         postings, pairs = heldout_data(Path(ns.data) if ns.data else None, ns.split, ns.queries, seed=s.seed)
     results = evaluate_baselines(
@@ -181,7 +201,14 @@ def cmd_eval(ns: argparse.Namespace) -> int:
             max_doc_chars=s.max_doc_chars,
             name=Path(m).name,
         )
+    if kinds:
+        add_breakdown(results, pairs, kinds)
+    names = [Path(m).name for m in ns.model]
+    add_differences(results, pairs, of=names, against=[*ns.baselines, *names])
     print(format_table(results))
+    if any("by_kind" in r.extra or "diff_ci95" in r.extra for r in results):
+        print()
+        print(format_breakdown(results))
     if ns.json:
         write_json(Path(ns.json), results)
     return 0
@@ -322,6 +349,22 @@ def register(sub: Any, add: AddCommand) -> None:
         help="add hard-format queries (alt titles, no title, hard negatives)",
     )
     p.add_argument("--hard-candidates", type=int, default=6, help="jobs per hard-format query (1 relevant)")
+    p.add_argument(
+        "--outside-queries",
+        type=int,
+        default=0,
+        help="add queries in the outside split's shape from the train occupations (alternative title, duty/skill, "
+        "title + seniority/city/skill; long postings read as summaries; compress/outside.py)",
+    )
+    p.add_argument(
+        "--outside-candidates", type=int, default=8, help="postings per outside-format query (2 relevant, graded 2/1)"
+    )
+    p.add_argument(
+        "--graded-targets",
+        action="store_true",
+        help="learn P(yes) = grade / 2 (a partial match, e.g. the right job in the wrong city, at 0.5) instead of "
+        "1 for every relevant grade",
+    )
     p.add_argument(
         "--grad-checkpointing",
         action="store_true",

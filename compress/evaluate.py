@@ -13,7 +13,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -79,9 +79,15 @@ class EvalResult:
     metrics: dict[str, float]
     items_per_s: float
     extra: dict[str, object] = field(default_factory=dict)
+    # Every pair's score, in the pairs' order: kept in the JSON so per-kind figures and paired differences can
+    # be recomputed later without scoring again.
+    scores: list[float] = field(default_factory=list, repr=False)
 
     def row(self) -> dict[str, object]:
-        return {"model": self.model, "mode": self.mode, **self.metrics, "items_per_s": self.items_per_s, **self.extra}
+        out = {"model": self.model, "mode": self.mode, **self.metrics, "items_per_s": self.items_per_s, **self.extra}
+        if self.scores:
+            out["scores"] = [round(s, 6) for s in self.scores]
+        return out
 
 
 def open_engine(
@@ -123,6 +129,7 @@ def evaluate_model(
                     evaluate_scores(pairs, scores),
                     len(prompts) / dt,
                     {"mean_prompt_tokens": sum(tokens) / len(tokens)},
+                    list(scores),
                 )
             )
             add_intervals(results[-1:], pairs, [scores])
@@ -161,6 +168,64 @@ def format_table(results: Sequence[EvalResult]) -> str:
             f"| {r.model} | {r.mode} | {_with_ci(r, 'auc')} | {_with_ci(r, 'ndcg@10')} | {m['mrr']:.3f} "
             f"| {int(m['pairs'])} | {float(r.extra.get('mean_prompt_tokens', 0)):.0f} | {r.items_per_s:.1f} |"
         )
+    return "\n".join(lines)
+
+
+def add_breakdown(results: Sequence[EvalResult], pairs: Sequence[Pair], kinds: Mapping[str, str]) -> None:
+    """Per query kind (``kinds``: query id → kind), each result's AUC, NDCG@10 and MRR on that kind's queries,
+    in ``extra["by_kind"]``."""
+    for r in results:
+        by_kind: dict[str, dict[str, float]] = {}
+        for kind in sorted(set(kinds.values())):
+            idx = [i for i, p in enumerate(pairs) if kinds.get(p.qid) == kind]
+            m = evaluate_scores([pairs[i] for i in idx], [r.scores[i] for i in idx])
+            by_kind[kind] = {k: m[k] for k in ("auc", "ndcg@10", "mrr", "queries")}
+        r.extra["by_kind"] = by_kind
+
+
+def add_differences(
+    results: Sequence[EvalResult], pairs: Sequence[Pair], of: Sequence[str], against: Sequence[str]
+) -> None:
+    """For each result of a model in ``of``, the paired-bootstrap 95% interval of its AUC and NDCG@10 minus
+    those of each model in ``against`` in the same context mode (same pairs, same resampled queries), in
+    ``extra["diff_ci95"]``: the interval that says whether one model beats another."""
+    by_key = {(r.model, r.mode): r for r in results}
+    for r in results:
+        if r.model not in of:
+            continue
+        diffs: dict[str, dict[str, list[float]]] = {}
+        for other in against:
+            o = by_key.get((other, r.mode))
+            if o is None or o is r or not o.scores or not r.scores:
+                continue
+            diffs[other] = {
+                m: list(bootstrap_interval(pairs, r.scores, m, baseline=o.scores)) for m in ("auc", "ndcg@10")
+            }
+        if diffs:
+            r.extra["diff_ci95"] = diffs
+
+
+def format_breakdown(results: Sequence[EvalResult]) -> str:
+    """NDCG@10 per query kind (one row per model and mode), and each paired difference's interval."""
+    kinds = sorted({k for r in results for k in dict(r.extra.get("by_kind", {}))})  # type: ignore[call-overload]
+    lines = []
+    if kinds:
+        lines += [
+            "| model | context | " + " | ".join(f"NDCG@10 {k}" for k in kinds) + " |",
+            "|---|---|" + "---:|" * len(kinds),
+        ]
+        for r in results:
+            bk = r.extra.get("by_kind", {})
+            assert isinstance(bk, dict)
+            lines.append(f"| {r.model} | {r.mode} | " + " | ".join(f"{bk[k]['ndcg@10']:.3f}" for k in kinds) + " |")
+    for r in results:
+        diffs = r.extra.get("diff_ci95", {})
+        assert isinstance(diffs, dict)
+        for other, d in diffs.items():
+            (alo, ahi), (nlo, nhi) = d["auc"], d["ndcg@10"]
+            lines.append(
+                f"{r.model} − {other} ({r.mode}): NDCG@10 [{nlo:+.3f}, {nhi:+.3f}], AUC [{alo:+.3f}, {ahi:+.3f}]"
+            )
     return "\n".join(lines)
 
 
@@ -273,6 +338,6 @@ def evaluate_baselines(
             else:
                 scores = minilm_scores(queries, docs)
             dt = time.perf_counter() - t0
-            results.append(EvalResult(name, mode, evaluate_scores(pairs, scores), len(pairs) / dt))
+            results.append(EvalResult(name, mode, evaluate_scores(pairs, scores), len(pairs) / dt, scores=list(scores)))
             add_intervals(results[-1:], pairs, [scores])
     return results

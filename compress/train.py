@@ -24,7 +24,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compress.data import Pair, drop_reserved, drop_titles, generate_hard_split, generate_split, load_pairs
+from compress.data import (
+    Pair,
+    drop_reserved,
+    drop_titles,
+    generate_hard_split,
+    generate_split,
+    load_occupations,
+    load_pairs,
+)
 from compress.evaluate import ContextMode, render_doc
 from compress.lora import ADAPTER_VERSION, LoraSpec, write_manifest
 from engine.answer import answer_ids, answer_logits, p_yes
@@ -33,6 +41,8 @@ from engine.prompt import PromptTemplate
 from schemas import JobPosted
 
 log = logging.getLogger(__name__)
+
+MAX_GRADE = 2  # the generators' grades: 0 not relevant, 1 partly (wrong city or level), 2 relevant
 
 
 @dataclass(frozen=True)
@@ -67,15 +77,26 @@ def make_examples(
     max_doc_chars: int = 600,
     budget_tokens: int = 128,
     template: PromptTemplate | None = None,
+    summary_only: frozenset[str] = frozenset(),
+    graded: bool = False,
 ) -> list[Example]:
-    """One example per pair, its context mode drawn from ``modes`` so the model learns to read both."""
+    """One example per pair, its context mode drawn from ``modes`` so the model learns to read both — except
+    for the queries in ``summary_only``, whose candidates are long postings the worker only ever reads as
+    summaries (their first ``max_doc_chars`` are a company blurb, not the job).
+
+    :param graded: learn P(yes) = grade / 2 (grade 1, e.g. the right job in the wrong city, at 0.5) instead of
+        1 for every relevant grade: the pointwise loss then ranks a full match above a partial one.
+    """
     t = template or PromptTemplate.qwen3_reranker()
     rng = random.Random(seed)
     out = []
     for p in pairs:
         mode = rng.choice(list(modes))
+        if p.qid in summary_only:
+            mode = "summary"
         doc = render_doc(postings[p.job_id], mode, budget_tokens=budget_tokens, max_doc_chars=max_doc_chars)
-        out.append(Example(t.render(p.query, doc), 1.0 if p.label > 0 else 0.0, p.label))
+        target = min(p.label, MAX_GRADE) / MAX_GRADE if graded else (1.0 if p.label > 0 else 0.0)
+        out.append(Example(t.render(p.query, doc), target, p.label))
     return out
 
 
@@ -337,6 +358,7 @@ class SftData:
     pairs: list[Pair]  # reserved evaluation occupations already dropped
     recipe: dict[str, Any]  # JSON: seed, document cut, context modes, data source and variations, pair counts
     dropped: int  # pairs dropped for a reserved evaluation occupation (a --data file may hold them)
+    summary_only: frozenset[str] = frozenset()  # query ids whose long postings are read as summaries only
 
 
 def sft_data(
@@ -346,13 +368,18 @@ def sft_data(
     drop_title_frac: float = 0.0,
     hard_queries: int = 0,
     hard_candidates: int = 6,
+    outside_queries: int = 0,
+    outside_candidates: int = 8,
     seed: int,
     max_doc_chars: int,
 ) -> SftData:
     """The compress-sft training set: the pairs file ``data`` (recorded as given), else ``queries`` generated
     from the train split; a ``drop_title_frac`` of the queries then lose their jobs' title line (`drop_titles`)
     and ``hard_queries`` hard-format queries are added (``hard_candidates`` jobs each, one relevant, the
-    negatives shared between title and similar-occupation ones). Reserved evaluation occupations are dropped
+    negatives shared between title and similar-occupation ones), and ``outside_queries`` in the outside split's
+    shape from the train occupations (`compress.outside.generate_outside`: alternative-title, duty/skill and
+    title + seniority/city/skill queries against long postings, ``outside_candidates`` each: the occupation's
+    two postings graded 2/1, the rest hard negatives; read as summaries). Reserved evaluation occupations are dropped
     last, whatever the source: the held-out set must stay unseen. ``max_doc_chars`` is only recorded (the
     examples are cut there)."""
     recipe: dict[str, Any] = {"seed": seed, "max_doc_chars": max_doc_chars, "modes": ["raw", "summary"]}
@@ -378,10 +405,36 @@ def sft_data(
         postings.update(hp)
         pairs = [*pairs, *hpairs]
         recipe["esco_train_hard_format"] = {"queries": hard_queries, "seed": seed + 100, "candidates": c}
+    summary_only: frozenset[str] = frozenset()
+    if outside_queries > 0:
+        from compress.outside import generate_outside
+
+        c = outside_candidates
+        negatives = c - 2
+        op, opairs, kinds = generate_outside(
+            load_occupations("train"),
+            outside_queries,
+            candidates=c,
+            title_negatives=negatives * 2 // 5 + 1,
+            similar_negatives=negatives * 2 // 5,
+            seed=seed + 200,
+        )
+        postings.update(op)
+        pairs = [*pairs, *opairs]
+        summary_only = frozenset(kinds)
+        recipe["esco_train_outside_format"] = {
+            "queries": outside_queries,
+            "seed": seed + 200,
+            "candidates": c,
+            "kinds": {k: sum(v == k for v in kinds.values()) for k in sorted(set(kinds.values()))},
+            "context": "summary",
+        }
     kept = drop_reserved(pairs)
     recipe["pairs"] = len(kept)
     recipe["relevant"] = sum(p.label > 0 for p in kept)
-    return SftData(postings=postings, pairs=kept, recipe=recipe, dropped=len(pairs) - len(kept))
+    return SftData(
+        postings=postings, pairs=kept, recipe=recipe, dropped=len(pairs) - len(kept), summary_only=summary_only
+    )
 
 
 def record_sft_output(

@@ -101,3 +101,52 @@ def test_outside_split_kinds_grades_and_reserved_only() -> None:
             assert (jp.location or "").lower() in q or (jp.title or "").split()[0].lower() in q.split()
     # Deterministic: the same seed gives the same split.
     assert generate_outside_split(9, seed=5)[1] == pairs
+
+
+def test_outside_format_training_data_is_train_only_summary_read_and_graded() -> None:
+    from compress.train import make_examples, sft_data
+
+    data = sft_data(queries=2, hard_queries=2, outside_queries=6, outside_candidates=6, seed=1, max_doc_chars=600)
+    outside = [p for p in data.pairs if p.qid in data.summary_only]
+    assert len({p.qid for p in outside}) == 6 and len(outside) == 36
+    assert data.recipe["esco_train_outside_format"]["kinds"] == {"alt_title": 2, "constrained": 2, "duty": 2}
+    # Train occupations only: the reserved ones never enter training, whatever the generator.
+    assert not {occupation_of(p.job_id) for p in data.pairs} & reserved_ids()
+    ex = make_examples(data.pairs, data.postings, seed=1, summary_only=data.summary_only, graded=True)
+    for p, e in zip(data.pairs, ex, strict=True):
+        assert e.target == p.label / 2  # grade 1 (the right job in the wrong city or level) learns P(yes) = 0.5
+        if p.qid in data.summary_only:
+            # Read as the summarizer's summary (a header line, skills, summary), never the company blurb that
+            # opens the raw long posting.
+            assert "Summary:" in e.prompt
+    flat = make_examples(data.pairs, data.postings, seed=1, summary_only=data.summary_only)
+    assert {e.target for e in flat} == {0.0, 1.0}
+
+
+def test_eval_breakdown_by_kind_and_paired_differences() -> None:
+    import random
+
+    from compress.evaluate import EvalResult, add_breakdown, add_differences, format_breakdown
+    from compress.metrics import evaluate_scores
+    from compress.outside import generate_outside_split
+
+    _, pairs, kinds = generate_outside_split(12, seed=5)
+    rng = random.Random(0)
+    good = [p.label + rng.random() for p in pairs]  # ranks every relevant posting first
+    noise = [rng.random() for _ in pairs]
+    results = [
+        EvalResult("noise", "summary", evaluate_scores(pairs, noise), 1.0, scores=noise),
+        EvalResult("good", "summary", evaluate_scores(pairs, good), 1.0, scores=good),
+    ]
+    add_breakdown(results, pairs, kinds)
+    add_differences(results, pairs, of=["good"], against=["noise", "good"])
+    by_kind = results[1].extra["by_kind"]
+    assert isinstance(by_kind, dict) and set(by_kind) == set(kinds.values())
+    assert all(v["ndcg@10"] == 1.0 and v["queries"] == 4 for v in by_kind.values())
+    diff = results[1].extra["diff_ci95"]
+    assert isinstance(diff, dict) and list(diff) == ["noise"]  # never against itself; noise is not compared
+    assert diff["noise"]["ndcg@10"][0] > 0  # the good model's lead excludes 0
+    assert "diff_ci95" not in results[0].extra
+    table = format_breakdown(results)
+    assert "NDCG@10 constrained" in table and "good − noise (summary): NDCG@10 [+" in table
+    assert results[1].row()["scores"] == [round(s, 6) for s in good]
