@@ -72,7 +72,12 @@ def cmd_prune(ns: argparse.Namespace) -> int:
     from compress.prune import calibration_prompts, prune_model
 
     s = _s(ns)
-    calibration = calibration_prompts(ns.calibration_prompts, seed=s.seed, max_doc_chars=s.max_doc_chars)
+    calibration = calibration_prompts(
+        ns.calibration_prompts,
+        seed=s.seed,
+        max_doc_chars=s.max_doc_chars,
+        outside_frac=ns.calibration_outside_frac,
+    )
     report = prune_model(
         resolve_model_arg(ns.model),
         Path(ns.out),
@@ -301,6 +306,13 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument("--method", choices=METHODS, default="osscar")
     p.add_argument(
         "--calibration-prompts", type=int, default=DEFAULT_CALIBRATION_PROMPTS, help="prompts from the train split"
+    )
+    p.add_argument(
+        "--calibration-outside-frac",
+        type=float,
+        default=0.0,
+        help="share of the calibration prompts in the outside split's shape (long postings read as summaries, "
+        "train occupations); the rest are default-format raw prompts",
     )
     p.add_argument("--multiple-of", type=int, default=1, help="round the kept width up to a multiple of this")
 

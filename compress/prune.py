@@ -95,15 +95,27 @@ def keep_ratio_for(cfg: dict[str, Any], target: int, which: ParamBasis = "total"
 # --- calibration ----------------------------------------------------------------------------------
 
 
-def calibration_prompts(n: int, *, seed: int, max_doc_chars: int) -> list[str]:
-    """``n`` worker prompts (raw context) from the train split to calibrate on: never a reserved evaluation
-    occupation, so pruning sees nothing of the held-out set it is then measured on. Each query has ~6 pairs,
-    so ``n // 6 + 1`` queries are generated and the first ``n`` prompts kept."""
-    from compress.data import drop_reserved, generate_split
+def calibration_prompts(n: int, *, seed: int, max_doc_chars: int, outside_frac: float = 0.0) -> list[str]:
+    """``n`` worker prompts from the train split to calibrate on: never a reserved evaluation occupation, so
+    pruning sees nothing of the held-out set it is then measured on. Default-format pairs (title-word queries,
+    ~6 jobs each, raw context) — and, with ``outside_frac``, that share in the outside split's shape (alternative
+    title, duty/skill and constrained queries against long postings read as summaries, compress/outside.py):
+    the activations the worker sees when it reads summaries of long postings."""
+    from compress.data import drop_reserved, generate_split, load_occupations
     from compress.evaluate import build_prompts
 
-    postings, pairs = generate_split("train", max(1, n // 6 + 1), seed=seed)
-    return build_prompts(drop_reserved(pairs)[:n], postings, "raw", max_doc_chars=max_doc_chars)
+    n_outside = round(n * outside_frac)
+    n_default = n - n_outside
+    out: list[str] = []
+    if n_default:
+        postings, pairs = generate_split("train", max(1, n_default // 6 + 1), seed=seed)
+        out += build_prompts(drop_reserved(pairs)[:n_default], postings, "raw", max_doc_chars=max_doc_chars)
+    if n_outside:
+        from compress.outside import generate_outside
+
+        op, opairs, _ = generate_outside(load_occupations("train"), n_outside // 8 + 1, candidates=8, seed=seed + 300)
+        out += build_prompts(drop_reserved(opairs)[:n_outside], op, "summary")
+    return out
 
 
 # --- per-layer algorithms -------------------------------------------------------------------------

@@ -150,3 +150,13 @@ def test_eval_breakdown_by_kind_and_paired_differences() -> None:
     table = format_breakdown(results)
     assert "NDCG@10 constrained" in table and "good − noise (summary): NDCG@10 [+" in table
     assert results[1].row()["scores"] == [round(s, 6) for s in good]
+
+
+def test_calibration_mixes_outside_format_summaries_from_train_occupations() -> None:
+    from compress.prune import calibration_prompts
+
+    default = calibration_prompts(10, seed=0, max_doc_chars=600)
+    mixed = calibration_prompts(10, seed=0, max_doc_chars=600, outside_frac=0.5)
+    assert len(default) == len(mixed) == 10
+    assert mixed[:5] == default[:5]  # the default-format part is unchanged
+    assert all("Summary:" in p for p in mixed[5:]) and not any("Summary:" in p for p in default)
