@@ -67,6 +67,7 @@ class EngineDriver:
         self._stopping = False
         self.prompt_tokens = 0  # prompt tokens scored, all calls
         self.cached_tokens = 0  # of those, served from the prefix cache (KV blocks reused, not computed)
+        self.steps = 0  # engine steps whose output the driver processed
         self._thread = threading.Thread(target=self._run, name="vllm-driver", daemon=True)
         self._thread.start()
 
@@ -87,7 +88,8 @@ class EngineDriver:
         return call.scores
 
     def run(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the driver thread between two engine steps and return its result."""
+        """Run ``fn`` on the driver thread and return its result (calls into the engine core, such as resetting
+        the prefix cache, are handled there between two of its steps)."""
         task = _Task(fn)
         self._submit(task)
         task.done.wait()
@@ -122,18 +124,45 @@ class EngineDriver:
                         break
                     work = list(self._queue)
                     self._queue.clear()
-                for w in work:
-                    if isinstance(w, _Task):
-                        self._run_task(w)
-                    else:
-                        self._add(w)
+                self._hand_over(work)
                 if self._inflight:
+                    self._wait_for_step()
                     self._step()
         except BaseException as e:  # the engine is gone: nobody may wait forever
             log.error("the engine driver stopped: %r", e)
             self._break(e)
             return
         self._break(RuntimeError("the engine was closed while requests were waiting"))
+
+    def _hand_over(self, work: Sequence[_Call | _Task]) -> None:
+        for w in work:
+            if isinstance(w, _Task):
+                self._run_task(w)
+            else:
+                self._add(w)
+
+    def _wait_for_step(self) -> None:
+        """Until the step in progress has output, keep handing new calls to the engine.
+
+        With vLLM's engine core in its own process (the default), the core steps on its own and takes new
+        requests between two steps; ``LLMEngine.step()`` only waits for the next step's output. A call that
+        arrived while the driver waited there would reach the core only after that step — by then the core has
+        started the next one, full of bulk prompts — so an online prompt would wait two steps. Handing it over
+        while the step runs lets the core schedule it at the very next step. The wait polls the client's
+        output queue every millisecond (the core's steps take tens of milliseconds on CPU, a few on GPU); an
+        in-process core (no output queue) steps synchronously and needs none of this."""
+        outputs = getattr(getattr(self._engine, "engine_core", None), "outputs_queue", None)
+        if outputs is None:
+            return
+        while outputs.empty():
+            with self._cond:
+                if not self._queue and not self._stopping:
+                    self._cond.wait(timeout=0.001)
+                if self._stopping:
+                    return
+                work = list(self._queue)
+                self._queue.clear()
+            self._hand_over(work)
 
     def _run_task(self, task: _Task) -> None:
         try:
@@ -161,7 +190,9 @@ class EngineDriver:
     def _step(self) -> None:
         from vllm.outputs import ClassificationOutput
 
-        for out in self._engine.step():
+        outputs = self._engine.step()
+        self.steps += 1
+        for out in outputs:
             entry = self._inflight.pop(out.request_id, None)
             if entry is None or not out.finished:
                 continue

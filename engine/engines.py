@@ -340,6 +340,11 @@ class VllmEngine:
         """Of `prompt_tokens`, those served from the prefix cache."""
         return self._driver.cached_tokens if self._driver else 0
 
+    @property
+    def engine_steps(self) -> int:
+        """Engine steps run so far (each schedules up to ``max_num_batched_tokens`` prompt tokens)."""
+        return self._driver.steps if self._driver else 0
+
     def score(self, prompts: Sequence[str]) -> list[float]:
         if not prompts:
             return []

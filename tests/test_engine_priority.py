@@ -69,6 +69,29 @@ def test_online_call_overtakes_a_bulk_call_already_in_the_engine(vllm_engine: An
     assert len(bulk_scores) == 600 and all(0.0 <= s <= 1.0 for s in bulk_scores)
 
 
+def test_an_online_call_is_handed_to_the_engine_during_the_step_in_progress(vllm_engine: Any) -> None:
+    # vLLM's engine core runs in its own process and steps on its own; it takes new requests between two steps.
+    # An online call that arrives mid-step must reach the core before that step ends, so the core schedules it
+    # at the very next step: it returns with the second step output after its arrival (the one in progress,
+    # then its own). Handed over only once the driver has the step's output, the core would already be in the
+    # next bulk step and the call would return with the third. A call that arrives just as a step ends may
+    # still miss one; most must not.
+    bulk = prompts(1200, seed=4)
+    t = threading.Thread(target=vllm_engine.score_tokens, args=(bulk, BULK_PRIORITY))
+    t.start()
+    wait_for_state(lambda: vllm_engine.in_engine >= 600, what="the bulk call's prompts in the engine")
+    waited = []
+    for i in range(6):
+        start = vllm_engine.engine_steps
+        wait_for_state(lambda s=start: vllm_engine.engine_steps > s, what="a fresh engine step")  # mid-step now
+        before = vllm_engine.engine_steps
+        vllm_engine.score_tokens(prompts(2, seed=20 + i), ONLINE_PRIORITY)
+        waited.append(vllm_engine.engine_steps - before)
+        assert vllm_engine.in_engine > 0, "the bulk call ended: the online calls were not measured under load"
+    t.join(WAIT_S)
+    assert sum(w <= 2 for w in waited) >= 4, f"step outputs each online call waited for: {waited}"
+
+
 def test_concurrent_calls_get_their_own_scores(vllm_engine: Any) -> None:
     calls = [prompts(7, seed=10 + i, length=40 + 10 * i) for i in range(4)]
     expected = [vllm_engine.score_tokens(c) for c in calls]
