@@ -143,6 +143,35 @@ async def observe_lag(consumer: AIOKafkaConsumer, group: str) -> None:
     _lag_labels[group] = seen
 
 
+class BusyClock:
+    """Seconds during which at least one of several overlapping calls was open — the union of their intervals,
+    counted as it goes. Adding up each call's own duration would count twice the time two calls share (the
+    worker keeps several batches in the engine at once), so "busy / elapsed" could exceed 1."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.mark = 0.0
+        self.total = 0.0
+
+    def _tick(self, now: float) -> float:
+        added = now - self.mark if self.open else 0.0
+        self.mark = now
+        self.total += added
+        return added
+
+    def enter(self, now: float) -> float:
+        """A call opens at ``now``; returns the busy seconds added since the last event."""
+        added = self._tick(now)
+        self.open += 1
+        return added
+
+    def leave(self, now: float) -> float:
+        """A call closes at ``now``; returns the busy seconds added since the last event."""
+        added = self._tick(now)
+        self.open -= 1
+        return added
+
+
 class _BusyWindow:
     """Engine busy seconds per wall second over the last ``window_s``, computed when scraped.
 

@@ -203,3 +203,12 @@ async def test_metrics_after_real_traffic_every_documented_series_sane(
     assert ready["engine"] == 1 and ready["redis"] == 1 and ready["broker"] == 1
     for name in ("jobscore_kafka_errors_total", "jobscore_redis_errors_total"):
         assert all(s.value >= 0 for s in fams[name])
+
+
+def test_busy_clock_counts_overlapping_calls_once() -> None:
+    # Two batches in the engine at once, [0, 3] and [1, 4], then one alone, [6, 7]: busy 4 + 1 seconds, not 3 + 3 + 1.
+    from jobscore.metrics import BusyClock
+
+    clock = BusyClock()
+    added = [clock.enter(0.0), clock.enter(1.0), clock.leave(3.0), clock.leave(4.0), clock.enter(6.0), clock.leave(7.0)]
+    assert clock.total == sum(added) == 5.0 and clock.open == 0

@@ -178,7 +178,12 @@ class Worker(ShellService):
         self.requests_done = 0
         self.items_scored = 0
         self.batches = 0
-        self.engine_seconds = 0.0  # wall time inside engine calls (utilisation = this / elapsed)
+        # Wall time with at least one batch in the engine (utilisation = this / elapsed): batches overlap there.
+        self._engine_busy = metrics.BusyClock()
+
+    @property
+    def engine_seconds(self) -> float:
+        return self._engine_busy.total
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -499,23 +504,26 @@ class Worker(ShellService):
         try:
             t0 = time.perf_counter()
             served = list({id(it.state): it.state.span for it in batch}.values())
-            batch_span = self.tracing.batch(served, len(batch), sum(len(it.tokens) for it in batch))
+            tokens = sum(len(it.tokens) for it in batch)
+            batch_span = self.tracing.batch(served, len(batch), tokens)
             online = any(it.state.lane == "online" for it in batch)
             priority = (ONLINE_PRIORITY if online else BULK_PRIORITY) if prioritized else None
-            scores = await asyncio.to_thread(self.scorer.score, [it.tokens for it in batch], priority)
+            metrics.ENGINE_BUSY.inc(self._engine_busy.enter(t0))
+            try:
+                scores = await asyncio.to_thread(self.scorer.score, [it.tokens for it in batch], priority)
+            finally:
+                metrics.ENGINE_BUSY.inc(self._engine_busy.leave(time.perf_counter()))
             self.tracing.end(batch_span)
             dt = time.perf_counter() - t0
-            metrics.ENGINE_BUSY.inc(dt)
             metrics.ENGINE_SECONDS.observe(dt)
             metrics.BATCH_SIZE.observe(len(batch))
-            metrics.BATCH_TOKENS.observe(sum(len(it.tokens) for it in batch))
+            metrics.BATCH_TOKENS.observe(tokens)
             metrics.ITEMS_SCORED.inc(sum(s is not None for s in scores))
             for lane in LANES:
                 metrics.LANE_ITEMS.labels(lane).inc(sum(it.state.lane == lane for it in batch))
                 metrics.LANE_QUEUE.labels(lane).set(self.batcher.queued(lane))
             self.items_scored += len(batch)
             self.batches += 1
-            self.engine_seconds += dt
             finished: list[RequestState] = []
             for st in {id(it.state): it.state for it in batch}.values():
                 st.score_ms += dt * 1e3
