@@ -454,6 +454,8 @@ def record_sft_output(
         made: dict[str, Any] = {"command": list(command), "data": recipe}
         if (base_dir / "recipe.json").exists():
             made["starting_from"] = json.loads((base_dir / "recipe.json").read_text())
+        elif (base_dir / "jobscore_model.json").exists():  # a shipped scorer (e.g. scorer-full): its identity
+            made["starting_from"] = json.loads((base_dir / "jobscore_model.json").read_text())
         (out_dir / "recipe.json").write_text(json.dumps(made, indent=2) + "\n")
         return
     training = json.loads((out_dir / "training.json").read_text())
