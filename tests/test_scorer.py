@@ -99,6 +99,32 @@ def test_default_scorer_ranks_held_out_occupations_through_the_worker_engine(sco
     assert m["auc"] >= QUALITY_FLOOR["auc"] and m["ndcg@10"] >= QUALITY_FLOOR["ndcg@10"], m
 
 
+# One query of each kind of the outside split (compress/outside.py: queries as people type them against
+# ~1,000-token postings, read as the summarizer's summaries; reserved occupations only), from the first queries of
+# `compress-eval --split outside` (seed 0 + 4). Each must find its occupation's posting among 20 (18 hard
+# negatives) in the top 3, and the constrained one must put the posting that meets its constraint (city or
+# seniority) above its twin that does not: the split's figures are in bench/RESULTS.md §4f.
+OUTSIDE_QUERIES, OUTSIDE_SEED = 30, 4
+OUTSIDE_CASES = {"alt_title": "o4-15", "duty": "o4-19", "constrained": "o4-11"}
+
+
+@pytest.mark.engine
+def test_default_scorer_ranks_one_query_of_each_outside_kind(scorer_vllm_engine: object) -> None:
+    from compress.evaluate import build_prompts
+    from compress.outside import generate_outside_split
+
+    postings, pairs, kinds = generate_outside_split(OUTSIDE_QUERIES, seed=OUTSIDE_SEED)
+    for kind, qid in OUTSIDE_CASES.items():
+        assert kinds[qid] == kind
+        case = [p for p in pairs if p.qid == qid]
+        scores = scorer_vllm_engine.score(build_prompts(case, postings, "summary"))  # type: ignore[attr-defined]
+        ranked = [p for _, p in sorted(zip(scores, case, strict=True), key=lambda t: -t[0])]
+        assert 2 in [p.label for p in ranked[:3]], (kind, case[0].query, [(p.job_id, p.label) for p in ranked[:5]])
+        if kind == "constrained":
+            by_label = {p.label: s for s, p in zip(scores, case, strict=True) if p.label > 0}
+            assert by_label[2] > by_label[1], (case[0].query, by_label)
+
+
 def test_unpruned_scorer_ranks_held_out_occupations_through_hf() -> None:
     # scorer-full is one name away from the default: the same floor, through plain transformers (its vLLM path is
     # the pruned scorer's, tested above; a second vLLM engine would cost the suite a compile).
