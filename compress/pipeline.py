@@ -173,6 +173,7 @@ def _from_row(row: dict[str, Any]) -> EvalResult:
         metrics,
         float(row["items_per_s"]),
         {"mean_prompt_tokens": row.get("mean_prompt_tokens", 0), **({"ci95": row["ci95"]} if "ci95" in row else {})},
+        [float(x) for x in row.get("scores", [])],
     )
 
 
